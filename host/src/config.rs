@@ -1,0 +1,424 @@
+//! The configuration tree: one serde structure for `config.toml`.
+//!
+//! Every struct denies unknown fields, so a typo is an error that names the
+//! field, line and column (the `toml` crate reports both). Every field has a
+//! doc comment: they are the reference documentation of the file. Defaults
+//! are functions so that the docs and the code cannot disagree.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Errors loading or validating a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {cause}")]
+    Read {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    /// The file is not valid TOML, or does not match the schema. The TOML
+    /// error names the line, column and field.
+    #[error("invalid config file {path}: {cause}")]
+    Parse {
+        path: PathBuf,
+        cause: Box<toml::de::Error>,
+    },
+    /// The file parses but a value is not acceptable.
+    #[error("invalid config{}: `{field}`: {reason}", path.as_ref().map(|p| format!(" file {}", p.display())).unwrap_or_default())]
+    Invalid {
+        path: Option<PathBuf>,
+        field: String,
+        reason: String,
+    },
+}
+
+/// The whole configuration of one Weir job.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Connection to Kafka.
+    pub kafka: KafkaConfig,
+    /// What to read.
+    pub source: SourceConfig,
+    /// Where to write.
+    pub sink: SinkConfig,
+    /// The plugin and how it runs.
+    pub pipeline: PipelineConfig,
+    /// The periodic status line.
+    #[serde(default)]
+    pub status: StatusConfig,
+    /// The directory the config file was read from; relative paths in the
+    /// file are resolved against it. Not a TOML field.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The file this config came from, for error messages. Not a TOML field.
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
+}
+
+/// `[kafka]`: brokers, consumer group and librdkafka passthrough.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port` list, or `embedded` to start librdkafka's in-process mock
+    /// cluster with the built-in sample input (the zero-setup demo).
+    pub bootstrap_servers: String,
+    /// Consumer group: its committed offsets are the `group-offsets` start
+    /// position, and processed offsets are committed to it.
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    /// How long to wait for the brokers at start-up before failing.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Any librdkafka option, passed to both consumer and producer
+    /// (e.g. `"auto.offset.reset" = "earliest"`, `"compression.type"`).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    /// librdkafka options for the consumer only.
+    #[serde(default)]
+    pub consumer_options: BTreeMap<String, String>,
+    /// librdkafka options for the producer only.
+    #[serde(default)]
+    pub producer_options: BTreeMap<String, String>,
+}
+
+/// `[source]`: the input topics and where to start reading them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Input topics. A plugin sees a record's topic as its index here.
+    pub topics: Vec<String>,
+    /// Where to start when there is no checkpoint to restore.
+    #[serde(default)]
+    pub start: StartPosition,
+    /// Stop once every partition reaches the end offset it had when the job
+    /// started (a bounded job, like Flink's `setBounded(latest())`).
+    #[serde(default)]
+    pub bounded: bool,
+}
+
+/// Start position, as Flink's Kafka source defines it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(tag = "mode", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum StartPosition {
+    /// The group's committed offset, else `auto.offset.reset`
+    /// (`earliest`, `latest`, or `none` to fail).
+    #[default]
+    GroupOffsets,
+    /// The first offset of every partition, ignoring committed offsets.
+    Earliest,
+    /// The end of every partition, ignoring committed offsets.
+    Latest,
+    /// The first offset whose timestamp is at or after `timestamp_ms`.
+    Timestamp {
+        /// Milliseconds since the Unix epoch.
+        timestamp_ms: i64,
+    },
+    /// An explicit offset per partition: `offsets = { topic = { "0" = 42 } }`.
+    /// Partitions not listed fall back to `group-offsets`.
+    Specific {
+        /// Topic → partition (as a string key) → offset.
+        offsets: BTreeMap<String, BTreeMap<String, i64>>,
+    },
+}
+
+/// `[sink]`: the output topics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Output topics. A plugin chooses among them by index (0 = first).
+    pub topics: Vec<String>,
+}
+
+/// `[pipeline]`: the plugin and how many workers run it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// The plugin module: a `.wasm` (or `.wat`) path relative to `plugins_dir`.
+    pub plugin: PathBuf,
+    /// Where plugins live, relative to the config file.
+    #[serde(default = "default_plugins_dir")]
+    pub plugins_dir: PathBuf,
+    /// Worker threads. Partitions are spread over them as Flink does; with
+    /// more workers than partitions some stay idle.
+    #[serde(default = "default_parallelism")]
+    pub parallelism: usize,
+    /// Most records handed to the plugin in one call.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// The plugin's own settings, given to its `weir_init` on a fresh start.
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+/// `[status]`: the periodic progress line.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusConfig {
+    /// How often to log records in/out per second and partition positions;
+    /// `0s` turns it off.
+    #[serde(default = "default_status_interval", with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        StatusConfig {
+            interval: default_status_interval(),
+        }
+    }
+}
+
+fn default_group_id() -> String {
+    "weir".to_string()
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_plugins_dir() -> PathBuf {
+    PathBuf::from("plugins")
+}
+fn default_parallelism() -> usize {
+    1
+}
+fn default_batch_size() -> usize {
+    1024
+}
+fn default_status_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// The bootstrap value that selects the embedded mock cluster.
+pub const EMBEDDED: &str = "embedded";
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+            path: path.to_path_buf(),
+            cause,
+        })?;
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let mut config = Config::parse(&text, &base_dir).map_err(|e| match e {
+            ConfigError::Parse { cause, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                cause,
+            },
+            ConfigError::Invalid { field, reason, .. } => ConfigError::Invalid {
+                path: Some(path.to_path_buf()),
+                field,
+                reason,
+            },
+            other => other,
+        })?;
+        config.path = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Parses and validates config text; relative paths resolve against
+    /// `base_dir`.
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            cause: Box::new(e),
+        })?;
+        config.base_dir = base_dir.to_path_buf();
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn invalid(&self, field: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            field: field.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Checks what serde cannot: non-empty lists, ranges, cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.kafka.bootstrap_servers.trim().is_empty() {
+            return Err(self.invalid("kafka.bootstrap_servers", "must not be empty"));
+        }
+        if self.source.topics.is_empty() {
+            return Err(self.invalid("source.topics", "name at least one topic"));
+        }
+        if self.sink.topics.is_empty() {
+            return Err(self.invalid("sink.topics", "name at least one topic"));
+        }
+        if self.pipeline.parallelism == 0 {
+            return Err(self.invalid("pipeline.parallelism", "must be at least 1"));
+        }
+        if self.pipeline.batch_size == 0 {
+            return Err(self.invalid("pipeline.batch_size", "must be at least 1"));
+        }
+        for (key, _) in self
+            .kafka
+            .options
+            .iter()
+            .chain(&self.kafka.consumer_options)
+        {
+            if matches!(key.as_str(), "bootstrap.servers" | "group.id") {
+                return Err(self.invalid(
+                    &format!("kafka.options.\"{key}\""),
+                    "set it with kafka.bootstrap_servers / kafka.group_id instead",
+                ));
+            }
+        }
+        if let StartPosition::Specific { offsets } = &self.source.start {
+            for (topic, parts) in offsets {
+                if !self.source.topics.contains(topic) {
+                    return Err(self.invalid(
+                        &format!("source.start.offsets.{topic}"),
+                        "not one of source.topics",
+                    ));
+                }
+                for (p, off) in parts {
+                    if p.parse::<i32>().map_or(true, |p| p < 0) {
+                        return Err(self.invalid(
+                            &format!("source.start.offsets.{topic}.\"{p}\""),
+                            "partition keys must be non-negative integers",
+                        ));
+                    }
+                    if *off < 0 {
+                        return Err(self.invalid(
+                            &format!("source.start.offsets.{topic}.\"{p}\""),
+                            "offsets must be non-negative",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The plugin module's full path.
+    pub fn plugin_path(&self) -> PathBuf {
+        self.base_dir
+            .join(&self.pipeline.plugins_dir)
+            .join(&self.pipeline.plugin)
+    }
+
+    /// Whether the embedded mock cluster is selected.
+    pub fn is_embedded(&self) -> bool {
+        self.kafka.bootstrap_servers.trim() == EMBEDDED
+    }
+
+    /// The plugin's config table flattened to dotted keys and text values,
+    /// the form `weir_init` receives.
+    pub fn plugin_config_entries(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        flatten("", &self.pipeline.config, &mut out);
+        out
+    }
+}
+
+fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => flatten(&key, t, out),
+            toml::Value::String(s) => out.push((key, s.clone())),
+            other => out.push((key, other.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[kafka]
+bootstrap_servers = "localhost:9092"
+[source]
+topics = ["in"]
+[sink]
+topics = ["out"]
+[pipeline]
+plugin = "p.wasm"
+"#;
+
+    #[test]
+    fn shipped_config_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let config = Config::load(&dir.join("config.toml")).expect("shipped config.toml");
+        assert!(config.is_embedded());
+        assert!(config.plugin_path().ends_with("running_count.wasm"));
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::parse(MINIMAL, Path::new("/etc/weir")).unwrap();
+        assert_eq!(c.pipeline.parallelism, 1);
+        assert_eq!(c.source.start, StartPosition::GroupOffsets);
+        assert_eq!(c.plugin_path(), Path::new("/etc/weir/plugins/p.wasm"));
+        assert_eq!(c.kafka.connect_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn unknown_field_names_field_and_line() {
+        let text = MINIMAL.replace("plugin = \"p.wasm\"", "plugin = \"p.wasm\"\nparalelism = 2");
+        let err = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("paralelism"), "{err}");
+        assert!(err.contains("line 10"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_field_and_line() {
+        let text = MINIMAL.replace("topics = [\"out\"]", "topics = \"out\"");
+        let err = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("line 7"), "{err}");
+        assert!(err.contains("sequence"), "{err}");
+    }
+
+    #[test]
+    fn start_positions_parse() {
+        for (snippet, want) in [
+            ("mode = \"earliest\"", StartPosition::Earliest),
+            ("mode = \"latest\"", StartPosition::Latest),
+            (
+                "mode = \"timestamp\"\ntimestamp_ms = 1700000000000",
+                StartPosition::Timestamp {
+                    timestamp_ms: 1_700_000_000_000,
+                },
+            ),
+        ] {
+            let text = format!("{MINIMAL}\n[source.start]\n{snippet}\n");
+            let text = text.replacen("[source]\ntopics = [\"in\"]", "", 1);
+            let text = format!("[source]\ntopics = [\"in\"]\n{text}");
+            let c = Config::parse(&text, Path::new(".")).unwrap();
+            assert_eq!(c.source.start, want);
+        }
+    }
+
+    #[test]
+    fn specific_offsets_are_validated() {
+        let text = MINIMAL.replace(
+            "topics = [\"in\"]",
+            "topics = [\"in\"]\nstart = { mode = \"specific\", offsets = { in = { \"x\" = 3 } } }",
+        );
+        let err = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("source.start.offsets.in.\"x\""), "{err}");
+    }
+
+    #[test]
+    fn plugin_config_flattens() {
+        let text = format!("{MINIMAL}\n[pipeline.config]\nword = \"a\"\nmin = 3\n[pipeline.config.rule]\non = true\n");
+        let c = Config::parse(&text, Path::new(".")).unwrap();
+        let entries = c.plugin_config_entries();
+        assert!(entries.contains(&("word".into(), "a".into())));
+        assert!(entries.contains(&("min".into(), "3".into())));
+        assert!(entries.contains(&("rule.on".into(), "true".into())));
+    }
+}

@@ -1,0 +1,251 @@
+//! The one consumer of a Weir process.
+//!
+//! Partitions are assigned manually (`assign`), as Flink's Kafka source
+//! does: the job decides which partitions it reads and from where, and the
+//! group is used only for committed offsets. Each assigned partition is
+//! split into its own queue (`split_partition_queue`) so that its partition
+//! task reads it alone, in order, without a shared dispatcher.
+
+use super::KafkaError;
+use super::start_position::{self, PartitionFacts, ResetPolicy};
+use crate::config::Config;
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Logs client-level errors (broker down, auth) through `tracing`.
+pub struct SourceContext;
+
+impl ClientContext for SourceContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(target: "weir::kafka", %error, "consumer: {reason}");
+    }
+}
+impl ConsumerContext for SourceContext {}
+
+/// The consumer type.
+pub type SourceConsumer = BaseConsumer<SourceContext>;
+/// One partition's own queue.
+pub type SourceQueue = PartitionQueue<SourceContext>;
+
+/// Where one partition starts and, for a bounded job, where it stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionStart {
+    pub topic: String,
+    /// Index of the topic in `source.topics`.
+    pub topic_index: u32,
+    pub partition: i32,
+    /// First offset to read.
+    pub start: i64,
+    /// Stop before this offset (bounded jobs only).
+    pub end: Option<i64>,
+}
+
+/// Creates the consumer and checks, within `kafka.connect_timeout`, that the
+/// cluster answers.
+pub fn create(config: &Config, bootstrap: &str) -> Result<Arc<SourceConsumer>, KafkaError> {
+    let mut cc = super::base_client_config(&config.kafka, bootstrap);
+    cc.set("group.id", &config.kafka.group_id)
+        // Offsets are committed by the job, only for processed records.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    for (k, v) in &config.kafka.consumer_options {
+        cc.set(k, v);
+    }
+    let consumer: SourceConsumer = cc
+        .create_with_context(SourceContext)
+        .map_err(|cause| KafkaError::Client {
+            role: "consumer",
+            cause,
+        })?;
+    let timeout = config.kafka.connect_timeout;
+    consumer
+        .fetch_metadata(None, timeout)
+        .map_err(|cause| KafkaError::Unreachable {
+            servers: bootstrap.to_string(),
+            timeout,
+            cause,
+        })?;
+    Ok(Arc::new(consumer))
+}
+
+/// The partition ids of `topic`, or an error if it does not exist.
+pub fn partitions_of(
+    consumer: &SourceConsumer,
+    topic: &str,
+    role: &'static str,
+    timeout: Duration,
+) -> Result<Vec<i32>, KafkaError> {
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|cause| KafkaError::Request {
+            what: format!("metadata of topic `{topic}`"),
+            cause,
+        })?;
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+        return Err(KafkaError::MissingTopic {
+            role,
+            topic: topic.to_string(),
+            detail: None,
+        });
+    };
+    if let Some(err) = t.error() {
+        return Err(KafkaError::MissingTopic {
+            role,
+            topic: topic.to_string(),
+            detail: Some(format!("{:?}", rdkafka::types::RDKafkaErrorCode::from(err))),
+        });
+    }
+    let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+    if ids.is_empty() {
+        return Err(KafkaError::MissingTopic {
+            role,
+            topic: topic.to_string(),
+            detail: Some("no partitions".into()),
+        });
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Resolves the start (and bounded end) offset of every partition of every
+/// source topic.
+pub fn resolve_starts(
+    config: &Config,
+    consumer: &SourceConsumer,
+) -> Result<Vec<PartitionStart>, KafkaError> {
+    let timeout = config.kafka.connect_timeout;
+    let reset_value = config
+        .kafka
+        .consumer_options
+        .get("auto.offset.reset")
+        .or_else(|| config.kafka.options.get("auto.offset.reset"));
+    let reset = ResetPolicy::parse(reset_value.map(String::as_str))
+        .map_err(|reason| KafkaError::Option { reason })?;
+
+    let mut all = TopicPartitionList::new();
+    let mut list = Vec::new();
+    for (index, topic) in config.source.topics.iter().enumerate() {
+        for p in partitions_of(consumer, topic, "source", timeout)? {
+            all.add_partition(topic, p);
+            list.push((index as u32, topic.clone(), p));
+        }
+    }
+    let committed = consumer
+        .committed_offsets(all.clone(), timeout)
+        .map_err(|cause| KafkaError::Request {
+            what: format!("committed offsets of group `{}`", config.kafka.group_id),
+            cause,
+        })?;
+    let by_time = match &config.source.start {
+        crate::config::StartPosition::Timestamp { timestamp_ms } => {
+            let mut q = TopicPartitionList::new();
+            for (_, t, p) in &list {
+                q.add_partition_offset(t, *p, Offset::Offset(*timestamp_ms))
+                    .expect("valid offset");
+            }
+            Some(consumer.offsets_for_times(q, timeout).map_err(|cause| {
+                KafkaError::Request {
+                    what: "offsets for timestamp".into(),
+                    cause,
+                }
+            })?)
+        }
+        _ => None,
+    };
+
+    let mut starts = Vec::with_capacity(list.len());
+    for (topic_index, topic, partition) in list {
+        let (low, high) = consumer
+            .fetch_watermarks(&topic, partition, timeout)
+            .map_err(|cause| KafkaError::Request {
+                what: format!("watermarks of {topic}/{partition}"),
+                cause,
+            })?;
+        let offset_in = |tpl: &TopicPartitionList| match tpl
+            .find_partition(&topic, partition)
+            .map(|e| e.offset())
+        {
+            Some(Offset::Offset(o)) if o >= 0 => Some(o),
+            _ => None,
+        };
+        let facts = PartitionFacts {
+            low,
+            high,
+            committed: offset_in(&committed),
+            by_time: by_time.as_ref().and_then(offset_in),
+        };
+        let Some(start) =
+            start_position::resolve(&config.source.start, &topic, partition, facts, reset)
+        else {
+            return Err(KafkaError::NoOffset {
+                topic,
+                partition,
+                group: config.kafka.group_id.clone(),
+                reset: reset_value.cloned().unwrap_or_default(),
+            });
+        };
+        tracing::info!(
+            topic, partition, start, low, high, committed = ?facts.committed,
+            "start position resolved"
+        );
+        starts.push(PartitionStart {
+            topic,
+            topic_index,
+            partition,
+            start,
+            end: config.source.bounded.then_some(high),
+        });
+    }
+    Ok(starts)
+}
+
+/// Splits every partition into its own queue, then assigns them all at
+/// their start offsets. Returns the queues in the order of `starts`.
+pub fn assign(
+    consumer: &Arc<SourceConsumer>,
+    starts: &[PartitionStart],
+) -> Result<Vec<SourceQueue>, KafkaError> {
+    let mut queues = Vec::with_capacity(starts.len());
+    let mut tpl = TopicPartitionList::new();
+    for s in starts {
+        let q = consumer
+            .split_partition_queue(&s.topic, s.partition)
+            .ok_or_else(|| KafkaError::Request {
+                what: format!("split queue of {}/{}", s.topic, s.partition),
+                cause: rdkafka::error::KafkaError::Subscription("split".into()),
+            })?;
+        queues.push(q);
+        tpl.add_partition_offset(&s.topic, s.partition, Offset::Offset(s.start))
+            .expect("valid offset");
+    }
+    consumer.assign(&tpl).map_err(|cause| KafkaError::Request {
+        what: "assign partitions".into(),
+        cause,
+    })?;
+    Ok(queues)
+}
+
+/// Commits `(topic, partition, next offset)` to the group, synchronously.
+pub fn commit(
+    consumer: &SourceConsumer,
+    positions: &[(String, i32, i64)],
+) -> Result<(), KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    for (t, p, o) in positions {
+        tpl.add_partition_offset(t, *p, Offset::Offset(*o))
+            .expect("valid offset");
+    }
+    if tpl.count() == 0 {
+        return Ok(());
+    }
+    consumer
+        .commit(&tpl, CommitMode::Sync)
+        .map_err(|cause| KafkaError::Request {
+            what: "commit offsets".into(),
+            cause,
+        })
+}

@@ -1,0 +1,23 @@
+//! Weir: a Kafka stream host that runs user logic as sandboxed WebAssembly.
+//!
+//! # Layout
+//!
+//! - [`config`]: the `config.toml` tree, its defaults and validation.
+//! - [`runtime`]: wasmtime: the shared engine, modules checked against the
+//!   ABI, one instance per partition task, host imports, WASI output.
+//! - [`kafka`]: the consumer (assignment, start positions), the producer
+//!   sink, and the embedded mock cluster for the zero-setup demo.
+//! - [`pipeline`]: the job: partition tasks (a loop over batches owning a
+//!   plugin instance and its offset), the worker threads that run them, and
+//!   the status line. [`run`] is the entry point `main.rs` and the tests call.
+//!
+//! The ABI itself is defined once, in `weir_plugin_sdk::abi`, shared with the
+//! SDK; `docs/ABI.md` describes it byte by byte.
+
+pub mod config;
+pub mod kafka;
+pub mod pipeline;
+pub mod runtime;
+
+pub use config::Config;
+pub use pipeline::{JobSummary, run};

@@ -1,0 +1,192 @@
+//! The partition task: the unit to read first.
+//!
+//! It owns one partition's queue, one plugin instance (its own `Store`,
+//! memory and state) and the partition's next offset. Each step takes the
+//! records already waiting (up to `batch_size`), encodes them straight into
+//! the guest's input buffer, calls the plugin once, and advances the offset.
+//! Checkpoints (snapshot of the instance plus the offset) will be taken
+//! between steps, when no guest frame is on the stack.
+
+use super::status::TaskStats;
+use crate::kafka::consumer::{PartitionStart, SourceQueue};
+use crate::runtime::PluginInstance;
+use crate::runtime::instance::BatchError;
+use rdkafka::Message;
+use rdkafka::message::{BorrowedMessage, Headers};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use weir_plugin_sdk::abi;
+
+/// A batch failed in a partition task: which one, where, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin `{plugin}` on {topic}/{partition}, offsets {first_offset}..={last_offset}: {source}")]
+pub struct TaskError {
+    pub plugin: String,
+    pub topic: String,
+    pub partition: i32,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub source: BatchError,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A batch of this many records was processed.
+    Processed(usize),
+    /// Nothing was waiting.
+    Idle,
+    /// A bounded task reached its end offset.
+    Finished,
+}
+
+/// One partition's task.
+pub struct PartitionTask {
+    /// Topic, partition, start and (bounded) end.
+    pub start: PartitionStart,
+    queue: SourceQueue,
+    instance: PluginInstance,
+    plugin: Arc<str>,
+    /// Next offset to process.
+    next_offset: i64,
+    batch_size: usize,
+    stats: Arc<TaskStats>,
+    span: tracing::Span,
+    finished: bool,
+}
+
+impl PartitionTask {
+    /// A task over `queue`, with an instance already initialised.
+    pub fn new(
+        start: PartitionStart,
+        queue: SourceQueue,
+        instance: PluginInstance,
+        plugin: Arc<str>,
+        batch_size: usize,
+        stats: Arc<TaskStats>,
+    ) -> Self {
+        let span = tracing::info_span!(
+            "task", plugin = %plugin, topic = %start.topic, partition = start.partition
+        );
+        PartitionTask {
+            next_offset: start.start,
+            start,
+            queue,
+            instance,
+            plugin,
+            batch_size,
+            stats,
+            span,
+            finished: false,
+        }
+    }
+
+    /// The next offset to process (what a commit would record).
+    pub fn position(&self) -> i64 {
+        self.next_offset
+    }
+
+    /// Whether a bounded task has reached its end.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    fn at_end(&self, offset: i64) -> bool {
+        self.start.end.is_some_and(|end| offset >= end)
+    }
+
+    /// Processes what is waiting; blocks up to `wait` for the first record.
+    pub fn step(&mut self, wait: Duration) -> Result<Step, TaskError> {
+        if self.finished || self.at_end(self.next_offset) {
+            self.finished = true;
+            return Ok(Step::Finished);
+        }
+        let _enter = self.span.clone().entered();
+        let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(self.batch_size.min(4096));
+        let mut timeout = wait;
+        while batch.len() < self.batch_size {
+            match self.queue.poll(timeout) {
+                None => break,
+                Some(Ok(m)) => {
+                    if self.start.end.is_some_and(|end| m.offset() >= end) {
+                        break;
+                    }
+                    batch.push(m);
+                }
+                Some(Err(e)) => {
+                    // Fetch errors are retried by librdkafka; report them.
+                    tracing::warn!(error = %e, "consumer queue error");
+                    break;
+                }
+            }
+            timeout = Duration::ZERO;
+        }
+        let Some(last) = batch.last() else {
+            return Ok(Step::Idle);
+        };
+        let (first_offset, last_offset) = (batch[0].offset(), last.offset());
+        let topic_index = self.start.topic_index;
+        let size = batch_size_of(&batch);
+        let result = self.instance.process(size, |buf| encode(&batch, topic_index, buf));
+        let emitted = result.map_err(|source| TaskError {
+            plugin: self.plugin.to_string(),
+            topic: self.start.topic.clone(),
+            partition: self.start.partition,
+            first_offset,
+            last_offset,
+            source,
+        })?;
+        let n = batch.len();
+        drop(batch);
+        self.next_offset = last_offset + 1;
+        self.stats.records_in.fetch_add(n as u64, Ordering::Relaxed);
+        self.stats.records_out.fetch_add(emitted, Ordering::Relaxed);
+        self.stats.position.store(self.next_offset, Ordering::Relaxed);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        if self.at_end(self.next_offset) {
+            self.finished = true;
+        }
+        Ok(Step::Processed(n))
+    }
+}
+
+/// A message's headers as ABI headers.
+fn headers_of<'m>(m: &'m BorrowedMessage<'_>) -> impl Iterator<Item = abi::Header<'m>> + Clone {
+    let h = m.headers();
+    let n = h.map_or(0, |h| h.count());
+    (0..n).map(move |i| {
+        let h = h.expect("count > 0").get(i);
+        abi::Header {
+            name: h.key.as_bytes(),
+            value: h.value,
+        }
+    })
+}
+
+/// The exact encoded size of a batch.
+fn batch_size_of(batch: &[BorrowedMessage<'_>]) -> usize {
+    abi::BATCH_HEADER_LEN
+        + batch
+            .iter()
+            .map(|m| abi::record_size(m.key(), m.payload(), abi::headers_size(headers_of(m))))
+            .sum::<usize>()
+}
+
+/// Encodes a batch into guest memory.
+fn encode(batch: &[BorrowedMessage<'_>], topic_index: u32, buf: &mut [u8]) -> usize {
+    let mut w = abi::BatchWriter::new(buf).expect("sized by batch_size_of");
+    for m in batch {
+        w.push(
+            m.offset(),
+            m.timestamp().to_millis().unwrap_or(abi::NO_TIMESTAMP),
+            m.partition(),
+            topic_index,
+            m.key(),
+            m.payload(),
+            headers_of(m),
+        )
+        .expect("sized by batch_size_of");
+    }
+    w.finish()
+}

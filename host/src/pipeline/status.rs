@@ -1,0 +1,82 @@
+//! Live progress: per-partition counters the tasks bump once per batch, and
+//! the periodic status line the job logs from them.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Counters of one partition task, shared with the status reporter.
+#[derive(Debug)]
+pub struct TaskStats {
+    pub topic: String,
+    pub partition: i32,
+    /// Records handed to the plugin.
+    pub records_in: AtomicU64,
+    /// Records the plugin emitted.
+    pub records_out: AtomicU64,
+    /// Next offset to read.
+    pub position: AtomicI64,
+    /// Batches processed.
+    pub batches: AtomicU64,
+}
+
+impl TaskStats {
+    pub fn new(topic: &str, partition: i32, position: i64) -> Self {
+        TaskStats {
+            topic: topic.to_string(),
+            partition,
+            records_in: AtomicU64::new(0),
+            records_out: AtomicU64::new(0),
+            position: AtomicI64::new(position),
+            batches: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Turns counter snapshots into rates.
+pub struct StatusReporter {
+    last: Instant,
+    last_in: u64,
+    last_out: u64,
+}
+
+impl Default for StatusReporter {
+    fn default() -> Self {
+        StatusReporter {
+            last: Instant::now(),
+            last_in: 0,
+            last_out: 0,
+        }
+    }
+}
+
+impl StatusReporter {
+    /// Logs one status line.
+    pub fn report(&mut self, tasks: &[std::sync::Arc<TaskStats>]) {
+        let now = Instant::now();
+        let secs = now.duration_since(self.last).as_secs_f64().max(1e-3);
+        let total_in: u64 = tasks.iter().map(|t| t.records_in.load(Ordering::Relaxed)).sum();
+        let total_out: u64 = tasks.iter().map(|t| t.records_out.load(Ordering::Relaxed)).sum();
+        let rate_in = (total_in - self.last_in) as f64 / secs;
+        let rate_out = (total_out - self.last_out) as f64 / secs;
+        let positions: Vec<String> = tasks
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}/{}@{}",
+                    t.topic,
+                    t.partition,
+                    t.position.load(Ordering::Relaxed)
+                )
+            })
+            .collect();
+        tracing::info!(
+            records_in = total_in,
+            records_out = total_out,
+            "in {rate_in:.0}/s out {rate_out:.0}/s | {}",
+            positions.join(" ")
+        );
+        self.last = now;
+        self.last_in = total_in;
+        self.last_out = total_out;
+    }
+}

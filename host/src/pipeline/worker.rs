@@ -1,0 +1,86 @@
+//! A worker: one OS thread that runs its partition tasks round-robin.
+//!
+//! Plugin calls are CPU work, so they run here and never on the async
+//! reactor. A worker never blocks on one partition while another has data:
+//! it polls every task without waiting and only waits (briefly, on one
+//! queue) when a whole round found nothing.
+
+use super::partition_task::{PartitionTask, Step, TaskError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// How long an idle worker waits on one queue before the next round.
+const IDLE_WAIT: Duration = Duration::from_millis(5);
+
+/// A worker and the tasks assigned to it.
+pub struct Worker {
+    pub id: usize,
+    pub tasks: Vec<PartitionTask>,
+}
+
+/// Final positions of a worker's tasks: `(topic, partition, next offset)`.
+pub type Positions = Vec<(String, i32, i64)>;
+
+/// How a worker ended.
+pub struct WorkerExit {
+    pub positions: Positions,
+    pub error: Option<TaskError>,
+}
+
+impl Worker {
+    /// Runs until every task is finished (bounded jobs), `stop` is set, or a
+    /// task fails.
+    pub fn run(mut self, stop: Arc<AtomicBool>) -> WorkerExit {
+        let _span = tracing::info_span!("worker", id = self.id).entered();
+        tracing::debug!(tasks = self.tasks.len(), "worker started");
+        let mut idle = false;
+        let mut next_wait = 0usize;
+        let error = loop {
+            if stop.load(Ordering::Relaxed) {
+                break None;
+            }
+            let mut progressed = false;
+            let mut open = 0;
+            let n = self.tasks.len();
+            let mut failed = None;
+            for (i, task) in self.tasks.iter_mut().enumerate() {
+                let wait = if idle && i == next_wait % n.max(1) {
+                    IDLE_WAIT
+                } else {
+                    Duration::ZERO
+                };
+                match task.step(wait) {
+                    Ok(Step::Processed(_)) => {
+                        progressed = true;
+                        open += 1;
+                    }
+                    Ok(Step::Idle) => open += 1,
+                    Ok(Step::Finished) => {}
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            if failed.is_some() {
+                break failed;
+            }
+            if open == 0 {
+                // Every task finished (bounded job), or this worker owns no
+                // partition (more workers than partitions).
+                break None;
+            }
+            idle = !progressed;
+            if idle {
+                next_wait += 1;
+            }
+        };
+        let positions = self
+            .tasks
+            .iter()
+            .map(|t| (t.start.topic.clone(), t.start.partition, t.position()))
+            .collect();
+        WorkerExit { positions, error }
+    }
+}

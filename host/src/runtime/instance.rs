@@ -1,0 +1,218 @@
+//! One plugin instance: its own `Store`, linear memory and state. A
+//! partition task owns exactly one, so state is scoped to the partition.
+//!
+//! A batch is one guest call: the host asks the guest for an input buffer
+//! of the batch's exact size, encodes the records straight into guest
+//! memory (no intermediate copy), and calls `weir_process`. The guest's
+//! emitted batches reach the [`OutputSink`] during that call.
+
+use super::error::{FaultKind, PluginFault};
+use super::host_functions::{HostState, OutputSink, SinkError};
+use super::plugin_module::PluginModule;
+use std::sync::Arc;
+use wasmtime::{Memory, Store, TypedFunc};
+use weir_plugin_sdk::abi;
+
+/// Why a batch failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BatchError {
+    /// The plugin misbehaved.
+    #[error(transparent)]
+    Fault(#[from] PluginFault),
+    /// The output sink refused records (not the plugin's fault).
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// A live plugin instance.
+pub struct PluginInstance {
+    store: Store<HostState>,
+    memory: Memory,
+    abi_version: TypedFunc<(), i32>,
+    input_buffer: TypedFunc<i32, i32>,
+    process: TypedFunc<(i32, i32), i32>,
+    init: Option<TypedFunc<(i32, i32), i32>>,
+}
+
+impl PluginInstance {
+    /// Instantiates `module` into a fresh store whose output goes to `sink`.
+    pub fn new(
+        module: &PluginModule,
+        sink: Box<dyn OutputSink>,
+        sink_topics: Arc<[String]>,
+    ) -> Result<Self, PluginFault> {
+        let mut store = Store::new(&module.engine.engine, HostState::new(sink, sink_topics));
+        let instance = module
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| fault_from(&mut store, e))?;
+        // Validated at load: these exist with these types.
+        let memory = instance
+            .get_memory(&mut store, abi::EXPORT_MEMORY)
+            .ok_or_else(|| contract_fault("no memory export"))?;
+        store.data_mut().memory = Some(memory);
+        let typed_err = |name: &str, e: wasmtime::Error| contract_fault(&format!("{name}: {e}"));
+        let abi_version = instance
+            .get_typed_func(&mut store, abi::EXPORT_ABI_VERSION)
+            .map_err(|e| typed_err(abi::EXPORT_ABI_VERSION, e))?;
+        let input_buffer = instance
+            .get_typed_func(&mut store, abi::EXPORT_INPUT_BUFFER)
+            .map_err(|e| typed_err(abi::EXPORT_INPUT_BUFFER, e))?;
+        let process = instance
+            .get_typed_func(&mut store, abi::EXPORT_PROCESS)
+            .map_err(|e| typed_err(abi::EXPORT_PROCESS, e))?;
+        let init = if module.has_init {
+            Some(
+                instance
+                    .get_typed_func(&mut store, abi::EXPORT_INIT)
+                    .map_err(|e| typed_err(abi::EXPORT_INIT, e))?,
+            )
+        } else {
+            None
+        };
+        // WASI reactors (wasm32-wasip1 libraries) initialise their runtime here.
+        if let Ok(initialize) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
+            initialize
+                .call(&mut store, ())
+                .map_err(|e| fault_from(&mut store, e))?;
+        }
+        Ok(PluginInstance {
+            store,
+            memory,
+            abi_version,
+            input_buffer,
+            process,
+            init,
+        })
+    }
+
+    /// Calls `weir_abi_version()`.
+    pub fn abi_version(&mut self) -> Result<i32, PluginFault> {
+        self.abi_version
+            .call(&mut self.store, ())
+            .map_err(|e| fault_from(&mut self.store, e))
+    }
+
+    /// Gives the plugin its config (fresh start only). A plugin without
+    /// `weir_init` ignores it.
+    pub fn init(&mut self, entries: &[(String, String)]) -> Result<(), BatchError> {
+        let Some(init) = self.init.clone() else {
+            return Ok(());
+        };
+        let pairs = entries.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let size = abi::config_size(pairs.clone());
+        let ptr = self.guest_buffer(size)?;
+        let mem = &mut self.memory.data_mut(&mut self.store)[ptr..ptr + size];
+        let len = abi::encode_config(pairs, mem).expect("sized above");
+        self.call(init, ptr, len)
+    }
+
+    /// Processes one batch. `size` is the exact encoded size of the batch;
+    /// `fill` encodes it into the slice of guest memory it is given and
+    /// returns the length written.
+    pub fn process(
+        &mut self,
+        size: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<u64, BatchError> {
+        let ptr = self.guest_buffer(size)?;
+        let mem = &mut self.memory.data_mut(&mut self.store)[ptr..ptr + size];
+        let len = fill(mem);
+        self.store.data_mut().emitted = 0;
+        self.call(self.process.clone(), ptr, len)?;
+        Ok(self.store.data().emitted)
+    }
+
+    /// The plugin's linear memory size in bytes.
+    pub fn memory_size(&self) -> usize {
+        self.memory.data_size(&self.store)
+    }
+
+    /// Asks the guest for `size` bytes and checks the answer.
+    fn guest_buffer(&mut self, size: usize) -> Result<usize, PluginFault> {
+        let Ok(size32) = i32::try_from(size) else {
+            return Err(PluginFault {
+                kind: FaultKind::BadPointer,
+                message: format!("batch of {size} bytes exceeds the 2 GiB ABI limit"),
+            });
+        };
+        let ptr = self
+            .input_buffer
+            .call(&mut self.store, size32)
+            .map_err(|e| fault_from(&mut self.store, e))?;
+        let mem_len = self.memory.data_size(&self.store);
+        let p = ptr as u32 as usize;
+        if ptr < 0 || p + size > mem_len {
+            return Err(PluginFault::bad_pointer(
+                "weir_input_buffer",
+                ptr as i64,
+                size as i64,
+                mem_len,
+            ));
+        }
+        if p % abi::RECORD_ALIGN != 0 {
+            return Err(PluginFault {
+                kind: FaultKind::BadPointer,
+                message: format!("weir_input_buffer returned {ptr}, which is not 8-byte aligned"),
+            });
+        }
+        Ok(p)
+    }
+
+    fn call(
+        &mut self,
+        func: TypedFunc<(i32, i32), i32>,
+        ptr: usize,
+        len: usize,
+    ) -> Result<(), BatchError> {
+        self.store.data_mut().last_error = None;
+        let status = match func.call(&mut self.store, (ptr as i32, len as i32)) {
+            Ok(status) => status,
+            Err(e) => {
+                if let Some(sink) = self.store.data_mut().sink_error.take() {
+                    return Err(BatchError::Sink(sink));
+                }
+                return Err(fault_from(&mut self.store, e).into());
+            }
+        };
+        if status != abi::STATUS_OK {
+            let message = self
+                .store
+                .data_mut()
+                .last_error
+                .take()
+                .unwrap_or_else(|| "the plugin logged no reason".into());
+            return Err(PluginFault {
+                kind: FaultKind::ErrorStatus(status),
+                message,
+            }
+            .into());
+        }
+        Ok(())
+    }
+}
+
+fn contract_fault(message: &str) -> PluginFault {
+    PluginFault {
+        kind: FaultKind::Trap,
+        message: message.to_string(),
+    }
+}
+
+/// Turns a wasmtime error from a guest call into a typed fault: a fault a
+/// host function recorded, a WASI exit, or a trap.
+fn fault_from(store: &mut Store<HostState>, e: wasmtime::Error) -> PluginFault {
+    if let Some(f) = store.data_mut().fault.take() {
+        return f;
+    }
+    if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return PluginFault {
+            kind: FaultKind::Exit(exit.0),
+            message: format!("the plugin called proc_exit({})", exit.0),
+        };
+    }
+    PluginFault {
+        kind: FaultKind::Trap,
+        message: format!("{e:#}"),
+    }
+}

@@ -1,0 +1,23 @@
+//! The WebAssembly runtime: everything that touches wasmtime.
+//!
+//! - [`engine`]: one `Engine` and `Linker` per process, shared by all tasks.
+//! - [`plugin_module`]: a module compiled once, checked against the ABI, with
+//!   its `InstancePre`.
+//! - [`host_functions`]: the `weir.*` imports and WASI preview 1.
+//! - [`instance`]: one plugin instance (its own `Store`, memory and state)
+//!   per partition task; the per-batch call.
+//! - [`guest_output`]: WASI stdout/stderr into the host's log.
+//! - [`error`]: load errors and typed plugin faults.
+
+pub mod engine;
+pub mod error;
+pub mod guest_output;
+pub mod host_functions;
+pub mod instance;
+pub mod plugin_module;
+
+pub use engine::PluginEngine;
+pub use error::{FaultKind, PluginError, PluginFault};
+pub use host_functions::{HostState, OutputSink, SinkError};
+pub use instance::PluginInstance;
+pub use plugin_module::{PluginModule, PluginReport};

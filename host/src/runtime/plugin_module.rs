@@ -1,0 +1,286 @@
+//! A plugin module: read, compiled once, checked against the ABI, ready to
+//! instantiate many times through its `InstancePre`.
+//!
+//! Every way a file can fail to be a plugin has its own message naming the
+//! file and saying what to change: that is also what `weir check-plugin`
+//! prints.
+
+use super::engine::{NullSink, PluginEngine};
+use super::error::PluginError;
+use super::host_functions::HostState;
+use super::instance::PluginInstance;
+use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use wasmtime::{ExternType, FuncType, InstancePre, Module};
+use weir_plugin_sdk::abi;
+
+/// A compiled, validated plugin.
+#[derive(Clone)]
+pub struct PluginModule {
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// A short name for logs: the file stem.
+    pub name: Arc<str>,
+    /// SHA-256 of the file's bytes: snapshots record it.
+    pub sha256: [u8; 32],
+    /// Whether the optional `weir_init` export exists.
+    pub has_init: bool,
+    pub(crate) module: Module,
+    pub(crate) pre: InstancePre<HostState>,
+    pub(crate) engine: PluginEngine,
+}
+
+/// What `weir check-plugin` shows about a valid module.
+#[derive(Debug, Clone)]
+pub struct PluginReport {
+    pub path: PathBuf,
+    pub size: usize,
+    pub sha256: String,
+    pub abi_version: i32,
+    pub exports: Vec<String>,
+    pub imports: Vec<String>,
+    pub memory: String,
+    pub has_init: bool,
+}
+
+fn render_func(ft: &FuncType) -> String {
+    let params: Vec<String> = ft.params().map(|p| p.to_string()).collect();
+    let results: Vec<String> = ft.results().map(|p| p.to_string()).collect();
+    format!("({}) -> ({})", params.join(", "), results.join(", "))
+}
+
+fn render_extern(ty: &ExternType) -> String {
+    match ty {
+        ExternType::Func(f) => format!("func {}", render_func(f)),
+        ExternType::Memory(m) => format!(
+            "memory min {} pages, max {}",
+            m.minimum(),
+            m.maximum().map_or("none".into(), |m| format!("{m} pages"))
+        ),
+        ExternType::Global(g) => format!("global {} {:?}", g.content(), g.mutability()),
+        ExternType::Table(t) => format!("table {} min {}", t.element(), t.minimum()),
+        ExternType::Tag(_) => "tag".into(),
+    }
+}
+
+/// The exports the ABI requires or allows, with their signatures.
+const EXPECTED_EXPORTS: [(&str, &str, bool); 4] = [
+    (abi::EXPORT_ABI_VERSION, "() -> (i32)", true),
+    (abi::EXPORT_INPUT_BUFFER, "(i32) -> (i32)", true),
+    (abi::EXPORT_PROCESS, "(i32, i32) -> (i32)", true),
+    (abi::EXPORT_INIT, "(i32, i32) -> (i32)", false),
+];
+
+impl PluginModule {
+    /// Reads, compiles and validates the module at `path` (binary `.wasm`
+    /// or `.wat` text), and checks its ABI version by instantiating it once.
+    pub fn load(engine: &PluginEngine, path: &Path) -> Result<Self, PluginError> {
+        let bytes = std::fs::read(path).map_err(|cause| PluginError::Read {
+            path: path.to_path_buf(),
+            cause,
+        })?;
+        Self::from_bytes(engine, path, &bytes)
+    }
+
+    /// As [`load`](Self::load), from bytes already read.
+    pub fn from_bytes(
+        engine: &PluginEngine,
+        path: &Path,
+        bytes: &[u8],
+    ) -> Result<Self, PluginError> {
+        let path = path.to_path_buf();
+        let contract = |reason: String| PluginError::Contract {
+            path: path.clone(),
+            reason,
+        };
+        let is_binary = bytes.starts_with(b"\0asm");
+        let is_text = path.extension().is_some_and(|e| e == "wat");
+        if !is_binary && !is_text {
+            return Err(PluginError::Invalid {
+                path,
+                reason: format!(
+                    "not a WebAssembly binary: it does not start with the `\\0asm` magic bytes (first bytes: {:02x?}); build for wasm32, or name WAT text `.wat`",
+                    &bytes[..bytes.len().min(4)]
+                ),
+            });
+        }
+        let module = Module::new(&engine.engine, bytes).map_err(|e| PluginError::Invalid {
+            path: path.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        if let Some(reason) = changeable_table(&module) {
+            return Err(contract(reason));
+        }
+
+        // Exports.
+        match module.get_export(abi::EXPORT_MEMORY) {
+            Some(ExternType::Memory(m)) if m.is_64() => {
+                return Err(contract(
+                    "exports a 64-bit memory; the ABI uses 32-bit pointers (build for wasm32)"
+                        .into(),
+                ));
+            }
+            Some(ExternType::Memory(_)) => {}
+            Some(other) => {
+                return Err(contract(format!(
+                    "export `memory` is a {}, expected a memory",
+                    render_extern(&other)
+                )));
+            }
+            None => {
+                return Err(contract(
+                    "does not export its linear memory as `memory` (the host writes input batches there)".into(),
+                ));
+            }
+        }
+        let mut has_init = false;
+        for (name, want, required) in EXPECTED_EXPORTS {
+            match module.get_export(name) {
+                Some(ExternType::Func(f)) => {
+                    let got = render_func(&f);
+                    if got != want {
+                        return Err(contract(format!(
+                            "export `{name}` has signature {got}, the ABI requires {want}"
+                        )));
+                    }
+                    if name == abi::EXPORT_INIT {
+                        has_init = true;
+                    }
+                }
+                Some(other) => {
+                    return Err(contract(format!(
+                        "export `{name}` is a {}, the ABI requires a function {want}",
+                        render_extern(&other)
+                    )));
+                }
+                None if required => {
+                    return Err(contract(format!(
+                        "missing export `{name}` {want} (see docs/ABI.md; Rust plugins get it from weir_plugin_sdk::export_plugin!, C plugins must mark it __attribute__((export_name(\"{name}\"))))"
+                    )));
+                }
+                None => {}
+            }
+        }
+
+        // Imports: only what the host provides, with the same types.
+        for import in module.imports() {
+            let key = (import.module().to_string(), import.name().to_string());
+            let ty = import.ty();
+            match engine.provided.get(&key) {
+                None => {
+                    return Err(contract(format!(
+                        "imports `{}.{}` ({}), which the host does not provide; a plugin may import only {}.{} , {}.{} and WASI preview 1 ({}.*)",
+                        key.0,
+                        key.1,
+                        render_extern(&ty),
+                        abi::IMPORT_MODULE,
+                        abi::IMPORT_EMIT,
+                        abi::IMPORT_MODULE,
+                        abi::IMPORT_LOG,
+                        abi::WASI_MODULE
+                    )));
+                }
+                Some(provided) => {
+                    let (want, got) = (render_extern(provided), render_extern(&ty));
+                    if want != got {
+                        return Err(contract(format!(
+                            "imports `{}.{}` as {got}, but the host provides {want}",
+                            key.0, key.1
+                        )));
+                    }
+                }
+            }
+        }
+
+        let pre = engine
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| contract(format!("cannot be linked: {e:#}")))?;
+        let sha256: [u8; 32] = Sha256::digest(bytes).into();
+        let name: Arc<str> = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "plugin".into())
+            .into();
+        let plugin = PluginModule {
+            path: path.clone(),
+            name,
+            sha256,
+            has_init,
+            module,
+            pre,
+            engine: engine.clone(),
+        };
+
+        // The version is a function: call it on a throwaway instance.
+        let mut probe = PluginInstance::new(&plugin, Box::new(NullSink), Arc::from(Vec::new()))
+            .map_err(|fault| PluginError::Start {
+                path: path.clone(),
+                stage: "instantiation",
+                fault,
+            })?;
+        let found = probe.abi_version().map_err(|fault| PluginError::Start {
+            path: path.clone(),
+            stage: "weir_abi_version()",
+            fault,
+        })?;
+        if found != abi::ABI_VERSION {
+            return Err(PluginError::AbiVersion {
+                path,
+                found,
+                supported: abi::ABI_VERSION,
+            });
+        }
+        Ok(plugin)
+    }
+
+    /// A description of the module for `weir check-plugin`.
+    pub fn report(&self, size: usize) -> PluginReport {
+        let mut sha = String::new();
+        for b in self.sha256 {
+            let _ = write!(sha, "{b:02x}");
+        }
+        let exports = self
+            .module
+            .exports()
+            .map(|e| format!("{}: {}", e.name(), render_extern(&e.ty())))
+            .collect();
+        let imports = self
+            .module
+            .imports()
+            .map(|i| format!("{}.{}: {}", i.module(), i.name(), render_extern(&i.ty())))
+            .collect();
+        let memory = match self.module.get_export(abi::EXPORT_MEMORY) {
+            Some(ty) => render_extern(&ty),
+            None => "none".into(),
+        };
+        PluginReport {
+            path: self.path.clone(),
+            size,
+            sha256: sha,
+            abi_version: abi::ABI_VERSION,
+            exports,
+            imports,
+            memory,
+            has_init: self.has_init,
+        }
+    }
+}
+
+/// The ABI (and the snapshots it promises) needs tables that cannot change
+/// while the plugin runs: an exported or imported table could be changed
+/// from outside, and `table.grow`/`table.set` would change state a snapshot
+/// of memory and globals does not hold. Returns why the module is refused.
+fn changeable_table(module: &Module) -> Option<String> {
+    for e in module.exports() {
+        if let ExternType::Table(_) = e.ty() {
+            return Some(format!(
+                "exports table `{}`; plugins must not export tables (drop the export, e.g. remove --export-table)",
+                e.name()
+            ));
+        }
+    }
+    None
+}
