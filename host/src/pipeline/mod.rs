@@ -55,6 +55,8 @@ pub struct JobSummary {
     pub records_out: u64,
     /// `(topic, partition, next offset)` at the end.
     pub positions: Vec<(String, i32, i64)>,
+    /// `(topic, partition, worker)`: which worker ran each partition.
+    pub assignments: Vec<(String, i32, usize)>,
     /// Wall time from the first record to the end.
     pub elapsed: Duration,
     /// For the embedded demo: what the sink topic holds.
@@ -101,6 +103,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<J
         .map(|id| Worker { id, tasks: Vec::new() })
         .collect();
     let mut all_stats = Vec::new();
+    let mut assignments = Vec::new();
     for (start, queue) in starts.into_iter().zip(queues) {
         let sink = Box::new(producer::KafkaSink::new(producer.clone()));
         let mut instance = PluginInstance::new(&module, sink, sink_topics.clone()).map_err(|fault| {
@@ -121,6 +124,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<J
         let stats = Arc::new(TaskStats::new(&start.topic, start.partition, start.start));
         all_stats.push(stats.clone());
         let w = assignment::worker_for(&start.topic, start.partition, parallelism);
+        assignments.push((start.topic.clone(), start.partition, w));
         tracing::info!(topic = %start.topic, partition = start.partition, worker = w, start = start.start, end = ?start.end, "partition assigned");
         workers[w].tasks.push(PartitionTask::new(
             start,
@@ -237,6 +241,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<J
         records_in,
         records_out,
         positions,
+        assignments,
         elapsed,
         embedded_output,
     })
