@@ -27,6 +27,13 @@ pub struct EmbeddedCluster {
     cluster: MockCluster<'static, DefaultProducerContext>,
 }
 
+// SAFETY: `MockCluster` holds raw librdkafka handles, so it is not `Send`
+// by default. librdkafka's mock-cluster API is thread-safe: every
+// `rd_kafka_mock_*` call posts an op to the cluster's own thread, and the
+// handle is only dropped once. Moving it lets `run()`'s future be `Send`,
+// so it can be spawned on a multi-threaded runtime.
+unsafe impl Send for EmbeddedCluster {}
+
 impl EmbeddedCluster {
     /// Starts the cluster and creates every source and sink topic.
     pub fn start(config: &Config) -> Result<Self, KafkaError> {
