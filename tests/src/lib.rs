@@ -28,34 +28,6 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Path of the built `weir` binary (built by cargo for this test crate's
-/// dependency on `weir`... binaries of dependencies are not built, so the
-/// harness builds it on first use).
-pub fn weir_binary() -> Result<PathBuf> {
-    static BIN: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = repo_root();
-        let profile_dir = std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent()?.parent().map(Path::to_path_buf))
-            .ok_or("no exe dir")?;
-        let release = profile_dir.ends_with("release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(&root).args(["build", "-p", "weir", "--bin", "weir"]);
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().map_err(|e| e.to_string())?;
-        if !status.success() {
-            return Err("cargo build of the weir binary failed".into());
-        }
-        Ok(profile_dir.join("weir"))
-    })
-    .clone()
-    .map_err(anyhow::Error::msg)
-}
-
 /// Tracing output for tests (once per process; `WEIR_LOG` filters).
 pub fn init_tracing() {
     static ONCE: std::sync::Once = std::sync::Once::new();
