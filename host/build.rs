@@ -20,6 +20,7 @@ fn main() {
     if std::env::var_os("WEIR_SKIP_PLUGIN_BUILD").is_some() {
         return;
     }
+    ensure_wasm_target();
     let target_dir = root.join("target").join("plugins");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -73,12 +74,46 @@ fn rerun_if_changed(path: &Path) {
         for entry in std::fs::read_dir(path).unwrap().flatten() {
             let p = entry.path();
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            if name == "target" || name.ends_with(".wasm") || name.starts_with('.') && name != ".cargo" {
+            if name == "target"
+                || name.ends_with(".wasm")
+                || name.starts_with('.') && name != ".cargo"
+            {
                 continue;
             }
             rerun_if_changed(&p);
         }
     } else {
         println!("cargo:rerun-if-changed={}", path.display());
+    }
+}
+
+/// On a fresh machine the wasm32 target may be missing: add it with rustup
+/// (when rustup manages this toolchain) so that `cargo run` just works.
+fn ensure_wasm_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let installed = sysroot.as_ref().is_some_and(|s| {
+        Path::new(s)
+            .join("lib/rustlib/wasm32-unknown-unknown/lib")
+            .is_dir()
+    });
+    if installed {
+        return;
+    }
+    println!(
+        "cargo:warning=installing the wasm32-unknown-unknown target with rustup (needed to build the example plugins)"
+    );
+    let ok = Command::new("rustup")
+        .args(["target", "add", "wasm32-unknown-unknown"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        println!(
+            "cargo:warning=could not run `rustup target add wasm32-unknown-unknown`; install the target by hand"
+        );
     }
 }

@@ -369,7 +369,9 @@ plugin = "p.wasm"
     #[test]
     fn unknown_field_names_field_and_line() {
         let text = MINIMAL.replace("plugin = \"p.wasm\"", "plugin = \"p.wasm\"\nparalelism = 2");
-        let err = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
+        let err = Config::parse(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("paralelism"), "{err}");
         assert!(err.contains("line 10"), "{err}");
     }
@@ -377,7 +379,9 @@ plugin = "p.wasm"
     #[test]
     fn wrong_type_names_field_and_line() {
         let text = MINIMAL.replace("topics = [\"out\"]", "topics = \"out\"");
-        let err = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
+        let err = Config::parse(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 7"), "{err}");
         assert!(err.contains("sequence"), "{err}");
     }
@@ -408,13 +412,17 @@ plugin = "p.wasm"
             "topics = [\"in\"]",
             "topics = [\"in\"]\nstart = { mode = \"specific\", offsets = { in = { \"x\" = 3 } } }",
         );
-        let err = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
+        let err = Config::parse(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("source.start.offsets.in.\"x\""), "{err}");
     }
 
     #[test]
     fn plugin_config_flattens() {
-        let text = format!("{MINIMAL}\n[pipeline.config]\nword = \"a\"\nmin = 3\n[pipeline.config.rule]\non = true\n");
+        let text = format!(
+            "{MINIMAL}\n[pipeline.config]\nword = \"a\"\nmin = 3\n[pipeline.config.rule]\non = true\n"
+        );
         let c = Config::parse(&text, Path::new(".")).unwrap();
         let entries = c.plugin_config_entries();
         assert!(entries.contains(&("word".into(), "a".into())));

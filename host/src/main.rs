@@ -9,7 +9,11 @@ use weir::Config;
 use weir::runtime::{PluginEngine, PluginModule};
 
 #[derive(Parser)]
-#[command(name = "weir", version, about = "Kafka in, WebAssembly plugins, Kafka out")]
+#[command(
+    name = "weir",
+    version,
+    about = "Kafka in, WebAssembly plugins, Kafka out"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -78,7 +82,10 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         println!("  {topic}/{partition}: next offset {offset}");
     }
     if let Some(out) = summary.embedded_output {
-        println!("output topic `{}` holds {} records; last value per key:", out.topic, out.records);
+        println!(
+            "output topic `{}` holds {} records; last value per key:",
+            out.topic, out.records
+        );
         for (k, v) in out.last_by_key {
             println!("  {k:>12} -> {v}");
         }
@@ -89,13 +96,22 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
 fn check_plugin(file: PathBuf) -> anyhow::Result<()> {
     let engine = PluginEngine::new().map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let module = PluginModule::load(&engine, &file)?;
-    let size = std::fs::metadata(&file).map(|m| m.len() as usize).unwrap_or(0);
+    let size = std::fs::metadata(&file)
+        .map(|m| m.len() as usize)
+        .unwrap_or(0);
     let r = module.report(size);
-    println!("{}: a valid Weir plugin (ABI version {})", r.path.display(), r.abi_version);
+    println!(
+        "{}: a valid Weir plugin (ABI version {})",
+        r.path.display(),
+        r.abi_version
+    );
     println!("  size:    {} bytes", r.size);
     println!("  sha256:  {}", r.sha256);
     println!("  memory:  {}", r.memory);
-    println!("  init:    {}", if r.has_init { "yes (weir_init)" } else { "no" });
+    println!(
+        "  init:    {}",
+        if r.has_init { "yes (weir_init)" } else { "no" }
+    );
     println!("  exports:");
     for e in &r.exports {
         println!("    {e}");

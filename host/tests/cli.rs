@@ -51,21 +51,41 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 #[test]
 fn check_plugin_accepts_every_example() {
-    for name in ["uppercase.wasm", "filter.wasm", "running_count.wasm", "mirror.wat"] {
+    for name in [
+        "uppercase.wasm",
+        "filter.wasm",
+        "running_count.wasm",
+        "mirror.wat",
+    ] {
         let path = repo().join("plugins").join(name);
         let o = weir(&["check-plugin", path.to_str().unwrap()]);
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(o.status.success(), "{name}: {}", stderr(&o));
         assert!(out.contains("a valid Weir plugin (ABI version 1)"), "{out}");
-        assert!(out.contains("weir_process: func (i32, i32) -> (i32)"), "{out}");
+        assert!(
+            out.contains("weir_process: func (i32, i32) -> (i32)"),
+            "{out}"
+        );
     }
 }
 
 /// Each non-plugin, and the words its rejection must contain.
 const BAD_PLUGINS: &[(&str, &str, &str)] = &[
-    ("garbage.wasm", "this is not wasm", "does not start with the `\\0asm` magic bytes"),
-    ("broken.wat", "(module (func", "not a valid WebAssembly module"),
-    ("no_memory.wat", "(module)", "does not export its linear memory as `memory`"),
+    (
+        "garbage.wasm",
+        "this is not wasm",
+        "does not start with the `\\0asm` magic bytes",
+    ),
+    (
+        "broken.wat",
+        "(module (func",
+        "not a valid WebAssembly module",
+    ),
+    (
+        "no_memory.wat",
+        "(module)",
+        "does not export its linear memory as `memory`",
+    ),
     (
         "no_process.wat",
         r#"(module (memory (export "memory") 1)
@@ -133,25 +153,48 @@ fn check_plugin_rejects_non_plugins_precisely() {
         let o = weir(&["check-plugin", path.to_str().unwrap()]);
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(1), "{name}: {err}");
-        assert!(err.contains(path.to_str().unwrap()), "{name} not named: {err}");
+        assert!(
+            err.contains(path.to_str().unwrap()),
+            "{name} not named: {err}"
+        );
         assert!(err.contains(want), "{name}: expected {want:?} in {err}");
     }
     let missing = dir.path().join("missing.wasm");
     let o = weir(&["check-plugin", missing.to_str().unwrap()]);
-    assert!(stderr(&o).contains("missing.wasm: cannot read: No such file"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("missing.wasm: cannot read: No such file"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn run_rejects_a_bad_plugin_before_touching_kafka() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "bad.wasm", "nope");
-    let cfg = write(dir.path(), "job.toml", &config("127.0.0.1:1", dir.path(), "bad.wasm"));
+    let cfg = write(
+        dir.path(),
+        "job.toml",
+        &config("127.0.0.1:1", dir.path(), "bad.wasm"),
+    );
     let o = weir(&["run", "--config", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("bad.wasm: not a valid WebAssembly module"), "{}", stderr(&o));
-    let cfg = write(dir.path(), "job2.toml", &config("127.0.0.1:1", dir.path(), "absent.wasm"));
+    assert!(
+        stderr(&o).contains("bad.wasm: not a valid WebAssembly module"),
+        "{}",
+        stderr(&o)
+    );
+    let cfg = write(
+        dir.path(),
+        "job2.toml",
+        &config("127.0.0.1:1", dir.path(), "absent.wasm"),
+    );
     let o = weir(&["run", "--config", cfg.to_str().unwrap()]);
-    assert!(stderr(&o).contains("absent.wasm: cannot read"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("absent.wasm: cannot read"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -160,11 +203,34 @@ fn config_errors_name_file_field_and_line() {
     let plugins = repo().join("plugins");
     let good = config("127.0.0.1:1", &plugins, "uppercase.wasm");
     let cases = [
-        ("typo.toml", good.replace("plugin = ", "paralelism = 2\nplugin = "), vec!["typo.toml", "unknown field `paralelism`", "line 13"]),
-        ("type.toml", good.replace("topics = [\"out\"]", "topics = 7"), vec!["type.toml", "line 9", "invalid type: integer `7`"]),
-        ("missing.toml", good.replace("[sink]\ntopics = [\"out\"]\n", ""), vec!["missing.toml", "missing field `sink`"]),
-        ("zero.toml", good.replace("plugin = ", "parallelism = 0\nplugin = "), vec!["zero.toml", "`pipeline.parallelism`: must be at least 1"]),
-        ("mode.toml", good.replace("topics = [\"in\"]", "topics = [\"in\"]\nstart = { mode = \"newest\" }"), vec!["mode.toml", "unknown variant `newest`", "line 7"]),
+        (
+            "typo.toml",
+            good.replace("plugin = ", "paralelism = 2\nplugin = "),
+            vec!["typo.toml", "unknown field `paralelism`", "line 13"],
+        ),
+        (
+            "type.toml",
+            good.replace("topics = [\"out\"]", "topics = 7"),
+            vec!["type.toml", "line 9", "invalid type: integer `7`"],
+        ),
+        (
+            "missing.toml",
+            good.replace("[sink]\ntopics = [\"out\"]\n", ""),
+            vec!["missing.toml", "missing field `sink`"],
+        ),
+        (
+            "zero.toml",
+            good.replace("plugin = ", "parallelism = 0\nplugin = "),
+            vec!["zero.toml", "`pipeline.parallelism`: must be at least 1"],
+        ),
+        (
+            "mode.toml",
+            good.replace(
+                "topics = [\"in\"]",
+                "topics = [\"in\"]\nstart = { mode = \"newest\" }",
+            ),
+            vec!["mode.toml", "unknown variant `newest`", "line 7"],
+        ),
     ];
     for (name, text, wants) in cases {
         let path = write(dir.path(), name, &text);
@@ -183,16 +249,27 @@ fn config_errors_name_file_field_and_line() {
 fn unreachable_broker_fails_in_bounded_time() {
     let dir = tempfile::tempdir().unwrap();
     // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let cfg = write(
         dir.path(),
         "job.toml",
-        &config(&format!("127.0.0.1:{port}"), &repo().join("plugins"), "uppercase.wasm"),
+        &config(
+            &format!("127.0.0.1:{port}"),
+            &repo().join("plugins"),
+            "uppercase.wasm",
+        ),
     );
     let started = Instant::now();
     let o = weir(&["run", "--config", cfg.to_str().unwrap()]);
     let err = stderr(&o);
     println!("unreachable broker reported after {:?}", started.elapsed());
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains(&format!("cannot reach Kafka at 127.0.0.1:{port} within 2s")), "{err}");
+    assert!(
+        err.contains(&format!("cannot reach Kafka at 127.0.0.1:{port} within 2s")),
+        "{err}"
+    );
 }

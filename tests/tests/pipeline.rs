@@ -29,9 +29,16 @@ async fn uppercase_output_equals_expected_transform() {
     let broker = Broker::start().unwrap();
     let input = keyed_input(20_000, 50, PARTITIONS);
     let (src, dst) = setup(&broker, &input);
-    let summary = run_job(&job_config(&broker.bootstrap(), &src, &dst, "uppercase.wasm", 2, ""))
-        .await
-        .unwrap();
+    let summary = run_job(&job_config(
+        &broker.bootstrap(),
+        &src,
+        &dst,
+        "uppercase.wasm",
+        2,
+        "",
+    ))
+    .await
+    .unwrap();
     assert_eq!(summary.records_in, 20_000);
     assert_eq!(summary.records_out, 20_000);
     let out = broker.read_all(&dst, PARTITIONS).unwrap();
@@ -67,7 +74,10 @@ async fn running_count_at_parallelism_1_2_8() {
         seen.sort();
         assert_eq!(seen, vec![0, 1, 2, 3]);
         for (t, p, w) in &summary.assignments {
-            assert_eq!(*w, weir::pipeline::assignment::worker_for(t, *p, parallelism));
+            assert_eq!(
+                *w,
+                weir::pipeline::assignment::worker_for(t, *p, parallelism)
+            );
         }
         let busy: std::collections::BTreeSet<usize> =
             summary.assignments.iter().map(|a| a.2).collect();
@@ -91,9 +101,16 @@ async fn mirror_keeps_per_partition_order_exactly() {
     let broker = Broker::start().unwrap();
     let input = keyed_input(8_000, 13, PARTITIONS);
     let (src, dst) = setup(&broker, &input);
-    run_job(&job_config(&broker.bootstrap(), &src, &dst, "mirror.wat", 2, ""))
-        .await
-        .unwrap();
+    run_job(&job_config(
+        &broker.bootstrap(),
+        &src,
+        &dst,
+        "mirror.wat",
+        2,
+        "",
+    ))
+    .await
+    .unwrap();
     let out = broker.read_all(&dst, PARTITIONS).unwrap();
     for p in 0..PARTITIONS {
         let want: Vec<(String, String)> = input
@@ -115,9 +132,16 @@ async fn filter_uses_its_config_table() {
     let input = keyed_input(4_000, 10, PARTITIONS);
     let (src, dst) = setup(&broker, &input);
     let extra = "[pipeline.config]\ncontains = \"-of-k3\"\n";
-    let summary = run_job(&job_config(&broker.bootstrap(), &src, &dst, "filter.wasm", 2, extra))
-        .await
-        .unwrap();
+    let summary = run_job(&job_config(
+        &broker.bootstrap(),
+        &src,
+        &dst,
+        "filter.wasm",
+        2,
+        extra,
+    ))
+    .await
+    .unwrap();
     let expected: Vec<&Input> = input.iter().filter(|r| r.key == "k3").collect();
     assert_eq!(summary.records_out, expected.len() as u64);
     let out = values_by_key(&broker.read_all(&dst, PARTITIONS).unwrap());
@@ -182,8 +206,10 @@ async fn start_position_earliest_and_group_offsets() {
     // earliest ignores the committed offsets.
     let dst2 = topic("out");
     broker.create_topic(&dst2, PARTITIONS).unwrap();
-    let cfg = job_config(&broker.bootstrap(), &src, &dst2, "mirror.wat", 2, "")
-        .replace("bounded = true", "bounded = true\nstart = { mode = \"earliest\" }");
+    let cfg = job_config(&broker.bootstrap(), &src, &dst2, "mirror.wat", 2, "").replace(
+        "bounded = true",
+        "bounded = true\nstart = { mode = \"earliest\" }",
+    );
     let s = run_job(&cfg).await.unwrap();
     assert_eq!(s.records_in, input.len() as u64);
 }
@@ -215,12 +241,17 @@ async fn start_position_specific_and_timestamp() {
     // timestamp: Weir must start where the broker's ListOffsets(timestamp)
     // says. (On Kafka that is the first record at or after base + 600;
     // Tansu ignores the timestamp, see `Broker::offsets_for_time`.)
-    let by_time = broker.offsets_for_time(&src, PARTITIONS, base + 600).unwrap();
+    let by_time = broker
+        .offsets_for_time(&src, PARTITIONS, base + 600)
+        .unwrap();
     let dst2 = topic("out");
     broker.create_topic(&dst2, PARTITIONS).unwrap();
     let cfg = job_config(&broker.bootstrap(), &src, &dst2, "mirror.wat", 1, "").replace(
         "bounded = true",
-        &format!("bounded = true\nstart = {{ mode = \"timestamp\", timestamp_ms = {} }}", base + 600),
+        &format!(
+            "bounded = true\nstart = {{ mode = \"timestamp\", timestamp_ms = {} }}",
+            base + 600
+        ),
     );
     run_job(&cfg).await.unwrap();
     let got = mirrored_indexes(&broker, &dst2);
@@ -238,8 +269,10 @@ async fn start_position_latest_reads_only_new_records() {
     let broker = Broker::start().unwrap();
     let old = keyed_input(500, 8, PARTITIONS);
     let (src, dst) = setup(&broker, &old);
-    let cfg = job_config(&broker.bootstrap(), &src, &dst, "mirror.wat", 2, "")
-        .replace("bounded = true", "bounded = false\nstart = { mode = \"latest\" }");
+    let cfg = job_config(&broker.bootstrap(), &src, &dst, "mirror.wat", 2, "").replace(
+        "bounded = true",
+        "bounded = false\nstart = { mode = \"latest\" }",
+    );
     let config = weir_e2e::parse_config(&cfg).unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let job = tokio::spawn(async move {
@@ -263,7 +296,12 @@ async fn start_position_latest_reads_only_new_records() {
     // Wait for the output to arrive, then stop the job.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let n: usize = broker.read_all(&dst, PARTITIONS).unwrap().iter().map(Vec::len).sum();
+        let n: usize = broker
+            .read_all(&dst, PARTITIONS)
+            .unwrap()
+            .iter()
+            .map(Vec::len)
+            .sum();
         if n >= new.len() || std::time::Instant::now() > deadline {
             break;
         }
@@ -273,7 +311,14 @@ async fn start_position_latest_reads_only_new_records() {
     let summary = job.await.unwrap().unwrap();
     assert_eq!(summary.records_in, new.len() as u64);
     let out = broker.read_all(&dst, PARTITIONS).unwrap();
-    let values: Vec<String> = out.iter().flatten().map(|o| o.value.clone().unwrap()).collect();
+    let values: Vec<String> = out
+        .iter()
+        .flatten()
+        .map(|o| o.value.clone().unwrap())
+        .collect();
     assert_eq!(values.len(), new.len());
-    assert!(values.iter().all(|v| v.starts_with("new-")), "old records leaked");
+    assert!(
+        values.iter().all(|v| v.starts_with("new-")),
+        "old records leaked"
+    );
 }

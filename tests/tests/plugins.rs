@@ -113,9 +113,24 @@ fn uppercase_maps_values_and_keeps_key_headers_timestamp() {
     let n = process(
         &mut inst,
         &[
-            In { offset: 0, key: Some("a"), value: Some("hello"), headers: &hs },
-            In { offset: 1, key: None, value: None, headers: &[] },
-            In { offset: 2, key: Some("b"), value: Some("MiXeD 42"), headers: &[] },
+            In {
+                offset: 0,
+                key: Some("a"),
+                value: Some("hello"),
+                headers: &hs,
+            },
+            In {
+                offset: 1,
+                key: None,
+                value: None,
+                headers: &[],
+            },
+            In {
+                offset: 2,
+                key: Some("b"),
+                value: Some("MiXeD 42"),
+                headers: &[],
+            },
         ],
     )
     .unwrap();
@@ -124,7 +139,10 @@ fn uppercase_maps_values_and_keeps_key_headers_timestamp() {
     assert_eq!(out.len(), 3);
     assert_eq!(out[0].value.as_deref(), Some(&b"HELLO"[..]));
     assert_eq!(out[0].key.as_deref(), Some(&b"a"[..]));
-    assert_eq!(out[0].headers, vec![(b"trace".to_vec(), Some(b"abc".to_vec()))]);
+    assert_eq!(
+        out[0].headers,
+        vec![(b"trace".to_vec(), Some(b"abc".to_vec()))]
+    );
     assert_eq!(out[0].timestamp, 1_000);
     assert_eq!(out[0].topic, "out");
     assert_eq!(out[0].partition, abi::ANY_PARTITION);
@@ -138,10 +156,30 @@ fn filter_applies_rule_from_config() {
     let m = plugin("filter.wasm");
     let (mut inst, sink) = instance(&m, &[("contains", "err"), ("min_length", "5")]);
     let recs = [
-        In { offset: 0, key: Some("1"), value: Some("error: disk"), headers: &[] },
-        In { offset: 1, key: Some("2"), value: Some("all fine"), headers: &[] },
-        In { offset: 2, key: Some("3"), value: Some("err"), headers: &[] },
-        In { offset: 3, key: Some("4"), value: Some("minor err x"), headers: &[] },
+        In {
+            offset: 0,
+            key: Some("1"),
+            value: Some("error: disk"),
+            headers: &[],
+        },
+        In {
+            offset: 1,
+            key: Some("2"),
+            value: Some("all fine"),
+            headers: &[],
+        },
+        In {
+            offset: 2,
+            key: Some("3"),
+            value: Some("err"),
+            headers: &[],
+        },
+        In {
+            offset: 3,
+            key: Some("4"),
+            value: Some("minor err x"),
+            headers: &[],
+        },
     ];
     process(&mut inst, &recs).unwrap();
     let keys: Vec<_> = take(&sink).into_iter().map(|o| o.key.unwrap()).collect();
@@ -156,8 +194,12 @@ fn filter_applies_rule_from_config() {
 #[test]
 fn filter_rejects_bad_config_with_reason() {
     let m = plugin("filter.wasm");
-    let mut inst = PluginInstance::new(&m, Box::new(Collect::default()), vec!["out".to_string()].into())
-        .unwrap();
+    let mut inst = PluginInstance::new(
+        &m,
+        Box::new(Collect::default()),
+        vec!["out".to_string()].into(),
+    )
+    .unwrap();
     let err = inst
         .init(&[("min_length".to_string(), "many".to_string())])
         .unwrap_err();
@@ -188,7 +230,12 @@ fn running_count_keeps_state_across_batches_per_instance() {
     }
     process(
         &mut b,
-        &[In { offset: 0, key: Some("x"), value: None, headers: &[] }],
+        &[In {
+            offset: 0,
+            key: Some("x"),
+            value: None,
+            headers: &[],
+        }],
     )
     .unwrap();
     let out = take(&sink_a);
@@ -208,7 +255,10 @@ fn running_count_keeps_state_across_batches_per_instance() {
 fn mirror_wat_returns_each_batch_unchanged() {
     let m = plugin("mirror.wat");
     let (mut inst, sink) = instance(&m, &[]);
-    let hs = [Header { name: b"h", value: None }];
+    let hs = [Header {
+        name: b"h",
+        value: None,
+    }];
     let recs: Vec<In<'_>> = (0..500)
         .map(|i| In {
             offset: i,
@@ -227,14 +277,24 @@ fn mirror_wat_returns_each_batch_unchanged() {
     }
     // A batch larger than its initial memory makes it grow.
     let big = "x".repeat(200_000);
-    let recs = [In { offset: 0, key: None, value: Some(&big), headers: &[] }];
+    let recs = [In {
+        offset: 0,
+        key: None,
+        value: Some(&big),
+        headers: &[],
+    }];
     process(&mut inst, &recs).unwrap();
     assert_eq!(take(&sink)[0].value.as_ref().unwrap().len(), 200_000);
 }
 
 #[test]
 fn every_example_plugin_passes_the_load_checks() {
-    for name in ["uppercase.wasm", "filter.wasm", "running_count.wasm", "mirror.wat"] {
+    for name in [
+        "uppercase.wasm",
+        "filter.wasm",
+        "running_count.wasm",
+        "mirror.wat",
+    ] {
         let m = plugin(name);
         let r = m.report(0);
         assert_eq!(r.abi_version, abi::ABI_VERSION, "{name}");

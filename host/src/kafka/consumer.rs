@@ -55,12 +55,12 @@ pub fn create(config: &Config, bootstrap: &str) -> Result<Arc<SourceConsumer>, K
     for (k, v) in &config.kafka.consumer_options {
         cc.set(k, v);
     }
-    let consumer: SourceConsumer = cc
-        .create_with_context(SourceContext)
-        .map_err(|cause| KafkaError::Client {
-            role: "consumer",
-            cause,
-        })?;
+    let consumer: SourceConsumer =
+        cc.create_with_context(SourceContext)
+            .map_err(|cause| KafkaError::Client {
+                role: "consumer",
+                cause,
+            })?;
     let timeout = config.kafka.connect_timeout;
     consumer
         .fetch_metadata(None, timeout)
@@ -140,22 +140,23 @@ pub fn resolve_starts(
             what: format!("committed offsets of group `{}`", config.kafka.group_id),
             cause,
         })?;
-    let by_time = match &config.source.start {
-        crate::config::StartPosition::Timestamp { timestamp_ms } => {
-            let mut q = TopicPartitionList::new();
-            for (_, t, p) in &list {
-                q.add_partition_offset(t, *p, Offset::Offset(*timestamp_ms))
-                    .expect("valid offset");
-            }
-            Some(consumer.offsets_for_times(q, timeout).map_err(|cause| {
-                KafkaError::Request {
-                    what: "offsets for timestamp".into(),
-                    cause,
+    let by_time =
+        match &config.source.start {
+            crate::config::StartPosition::Timestamp { timestamp_ms } => {
+                let mut q = TopicPartitionList::new();
+                for (_, t, p) in &list {
+                    q.add_partition_offset(t, *p, Offset::Offset(*timestamp_ms))
+                        .expect("valid offset");
                 }
-            })?)
-        }
-        _ => None,
-    };
+                Some(consumer.offsets_for_times(q, timeout).map_err(|cause| {
+                    KafkaError::Request {
+                        what: "offsets for timestamp".into(),
+                        cause,
+                    }
+                })?)
+            }
+            _ => None,
+        };
 
     let mut starts = Vec::with_capacity(list.len());
     for (topic_index, topic, partition) in list {

@@ -18,8 +18,22 @@ pub const PARTITIONS: i32 = 4;
 pub const SAMPLE_RECORDS: usize = 20_000;
 
 const WORDS: [&str; 16] = [
-    "kafka", "weir", "stream", "wasm", "plugin", "state", "offset", "checkpoint", "partition",
-    "record", "batch", "sink", "source", "flink", "rust", "river",
+    "kafka",
+    "weir",
+    "stream",
+    "wasm",
+    "plugin",
+    "state",
+    "offset",
+    "checkpoint",
+    "partition",
+    "record",
+    "batch",
+    "sink",
+    "source",
+    "flink",
+    "rust",
+    "river",
 ];
 
 /// A running mock cluster; dropping it stops the cluster.

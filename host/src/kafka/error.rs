@@ -35,7 +35,9 @@ pub enum KafkaError {
         cause: rdkafka::error::KafkaError,
     },
     /// No committed offset and `auto.offset.reset = none`.
-    #[error("{topic}/{partition}: no committed offset for group `{group}` and auto.offset.reset is `{reset}`")]
+    #[error(
+        "{topic}/{partition}: no committed offset for group `{group}` and auto.offset.reset is `{reset}`"
+    )]
     NoOffset {
         topic: String,
         partition: i32,

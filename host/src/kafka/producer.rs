@@ -5,10 +5,10 @@
 use super::KafkaError;
 use crate::config::Config;
 use crate::runtime::{OutputSink, SinkError};
+use rdkafka::ClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::ClientContext;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -136,12 +136,20 @@ impl OutputSink for KafkaSink {
             loop {
                 match self.producer.send(rec) {
                     Ok(()) => break,
-                    Err((rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                        back,
+                    )) => {
                         // librdkafka's queue is full: let its thread drain it.
                         rec = back;
                         std::thread::sleep(Duration::from_millis(1));
                     }
-                    Err((e, _)) => return Err(SinkError(format!("produce to {}: {e}", topics[r.topic as usize]))),
+                    Err((e, _)) => {
+                        return Err(SinkError(format!(
+                            "produce to {}: {e}",
+                            topics[r.topic as usize]
+                        )));
+                    }
                 }
             }
         }

@@ -133,7 +133,10 @@ mod tests {
     #[test]
     fn reset_policy_spellings() {
         assert_eq!(ResetPolicy::parse(None), Ok(ResetPolicy::Latest));
-        assert_eq!(ResetPolicy::parse(Some("smallest")), Ok(ResetPolicy::Earliest));
+        assert_eq!(
+            ResetPolicy::parse(Some("smallest")),
+            Ok(ResetPolicy::Earliest)
+        );
         assert_eq!(ResetPolicy::parse(Some("none")), Ok(ResetPolicy::None));
         assert!(ResetPolicy::parse(Some("sometimes")).is_err());
     }

@@ -67,7 +67,10 @@ pub struct JobSummary {
 const FINAL_FLUSH: Duration = Duration::from_secs(60);
 
 /// Runs the job until it ends (bounded), fails, or `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<JobSummary, JobError> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<JobSummary, JobError> {
     config.validate()?;
     let engine = PluginEngine::new().map_err(|e| JobError::Engine(format!("{e:#}")))?;
     let plugin_path = config.plugin_path();
@@ -100,25 +103,31 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<J
     let plugin_config = config.plugin_config_entries();
     let parallelism = config.pipeline.parallelism;
     let mut workers: Vec<Worker> = (0..parallelism)
-        .map(|id| Worker { id, tasks: Vec::new() })
+        .map(|id| Worker {
+            id,
+            tasks: Vec::new(),
+        })
         .collect();
     let mut all_stats = Vec::new();
     let mut assignments = Vec::new();
     for (start, queue) in starts.into_iter().zip(queues) {
         let sink = Box::new(producer::KafkaSink::new(producer.clone()));
-        let mut instance = PluginInstance::new(&module, sink, sink_topics.clone()).map_err(|fault| {
-            PluginError::Start {
-                path: plugin_path.clone(),
-                stage: "instantiation",
-                fault,
-            }
-        })?;
+        let mut instance =
+            PluginInstance::new(&module, sink, sink_topics.clone()).map_err(|fault| {
+                PluginError::Start {
+                    path: plugin_path.clone(),
+                    stage: "instantiation",
+                    fault,
+                }
+            })?;
         instance.init(&plugin_config).map_err(|e| match e {
-            crate::runtime::instance::BatchError::Fault(fault) => JobError::Plugin(PluginError::Start {
-                path: plugin_path.clone(),
-                stage: "weir_init",
-                fault,
-            }),
+            crate::runtime::instance::BatchError::Fault(fault) => {
+                JobError::Plugin(PluginError::Start {
+                    path: plugin_path.clone(),
+                    stage: "weir_init",
+                    fault,
+                })
+            }
             crate::runtime::instance::BatchError::Sink(s) => JobError::Worker(s.to_string()),
         })?;
         let stats = Arc::new(TaskStats::new(&start.topic, start.partition, start.start));
@@ -230,13 +239,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<J
     }
     consumer.unassign().ok();
 
-    let records_in = all_stats.iter().map(|s| s.records_in.load(Ordering::Relaxed)).sum();
-    let records_out = all_stats.iter().map(|s| s.records_out.load(Ordering::Relaxed)).sum();
+    let records_in = all_stats
+        .iter()
+        .map(|s| s.records_in.load(Ordering::Relaxed))
+        .sum();
+    let records_out = all_stats
+        .iter()
+        .map(|s| s.records_out.load(Ordering::Relaxed))
+        .sum();
     let embedded_output = match &embedded {
         Some(c) => Some(c.read_output(&config.sink.topics[0])?),
         None => None,
     };
-    tracing::info!(records_in, records_out, elapsed_ms = elapsed.as_millis() as u64, "job finished");
+    tracing::info!(
+        records_in,
+        records_out,
+        elapsed_ms = elapsed.as_millis() as u64,
+        "job finished"
+    );
     Ok(JobSummary {
         records_in,
         records_out,

@@ -20,7 +20,9 @@ use weir_plugin_sdk::abi;
 
 /// A batch failed in a partition task: which one, where, and why.
 #[derive(Debug, thiserror::Error)]
-#[error("plugin `{plugin}` on {topic}/{partition}, offsets {first_offset}..={last_offset}: {source}")]
+#[error(
+    "plugin `{plugin}` on {topic}/{partition}, offsets {first_offset}..={last_offset}: {source}"
+)]
 pub struct TaskError {
     pub plugin: String,
     pub topic: String,
@@ -128,7 +130,9 @@ impl PartitionTask {
         let (first_offset, last_offset) = (batch[0].offset(), last.offset());
         let topic_index = self.start.topic_index;
         let size = batch_size_of(&batch);
-        let result = self.instance.process(size, |buf| encode(&batch, topic_index, buf));
+        let result = self
+            .instance
+            .process(size, |buf| encode(&batch, topic_index, buf));
         let emitted = result.map_err(|source| TaskError {
             plugin: self.plugin.to_string(),
             topic: self.start.topic.clone(),
@@ -142,7 +146,9 @@ impl PartitionTask {
         self.next_offset = last_offset + 1;
         self.stats.records_in.fetch_add(n as u64, Ordering::Relaxed);
         self.stats.records_out.fetch_add(emitted, Ordering::Relaxed);
-        self.stats.position.store(self.next_offset, Ordering::Relaxed);
+        self.stats
+            .position
+            .store(self.next_offset, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         if self.at_end(self.next_offset) {
             self.finished = true;

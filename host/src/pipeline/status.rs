@@ -54,8 +54,14 @@ impl StatusReporter {
     pub fn report(&mut self, tasks: &[std::sync::Arc<TaskStats>]) {
         let now = Instant::now();
         let secs = now.duration_since(self.last).as_secs_f64().max(1e-3);
-        let total_in: u64 = tasks.iter().map(|t| t.records_in.load(Ordering::Relaxed)).sum();
-        let total_out: u64 = tasks.iter().map(|t| t.records_out.load(Ordering::Relaxed)).sum();
+        let total_in: u64 = tasks
+            .iter()
+            .map(|t| t.records_in.load(Ordering::Relaxed))
+            .sum();
+        let total_out: u64 = tasks
+            .iter()
+            .map(|t| t.records_out.load(Ordering::Relaxed))
+            .sum();
         let rate_in = (total_in - self.last_in) as f64 / secs;
         let rate_out = (total_out - self.last_out) as f64 / secs;
         let positions: Vec<String> = tasks

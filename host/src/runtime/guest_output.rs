@@ -54,8 +54,12 @@ impl GuestOutput {
     fn emit(&self, line: &[u8]) {
         let line = String::from_utf8_lossy(line);
         match self.stream {
-            GuestStream::Stdout => tracing::info!(target: "weir::plugin", stream = "stdout", "{line}"),
-            GuestStream::Stderr => tracing::warn!(target: "weir::plugin", stream = "stderr", "{line}"),
+            GuestStream::Stdout => {
+                tracing::info!(target: "weir::plugin", stream = "stdout", "{line}")
+            }
+            GuestStream::Stderr => {
+                tracing::warn!(target: "weir::plugin", stream = "stderr", "{line}")
+            }
         }
     }
 }

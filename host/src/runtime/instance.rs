@@ -150,7 +150,7 @@ impl PluginInstance {
                 mem_len,
             ));
         }
-        if p % abi::RECORD_ALIGN != 0 {
+        if !p.is_multiple_of(abi::RECORD_ALIGN) {
             return Err(PluginFault {
                 kind: FaultKind::BadPointer,
                 message: format!("weir_input_buffer returned {ptr}, which is not 8-byte aligned"),
