@@ -7,7 +7,7 @@
 //! record at a time with an [`Output`] to emit into. Outputs are encoded into
 //! one buffer and handed to the host in a single `weir.emit` call per batch.
 //!
-//! ```ignore
+//! ```
 //! use weir_plugin_sdk::prelude::*;
 //!
 //! #[derive(Default)]

@@ -300,3 +300,51 @@ fn every_example_plugin_passes_the_load_checks() {
         assert_eq!(r.abi_version, abi::ABI_VERSION, "{name}");
     }
 }
+
+/// WASI preview 1 links, stdout reaches the host (no trap), and the
+/// sandbox offers no files: `path_open` on fd 3 fails with EBADF (8).
+#[test]
+fn wasi_stdout_works_and_files_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wasi.wat");
+    std::fs::write(
+        &path,
+        r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "weir" "emit" (func $emit (param i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 16) "hello from wasi\n")
+  (data (i32.const 48) "/etc/passwd")
+  (func (export "weir_abi_version") (result i32) (i32.const 1))
+  (func (export "weir_input_buffer") (param i32) (result i32) (i32.const 65536))
+  (func (export "weir_process") (param $p i32) (param $l i32) (result i32)
+    ;; iovec at 0: {ptr 16, len 16}; bytes written at 8
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 16))
+    (if (i32.ne (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)) (i32.const 0))
+      (then (return (i32.const 10))))
+    ;; open a file relative to fd 3 (no preopens exist): must fail
+    (if (i32.eqz (call $path_open (i32.const 3) (i32.const 0) (i32.const 48) (i32.const 11)
+                   (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 40)))
+      (then (return (i32.const 11))))
+    (drop (call $emit (local.get $p) (local.get $l)))
+    (i32.const 0)))"#,
+    )
+    .unwrap();
+    let engine = PluginEngine::new().unwrap();
+    let m = PluginModule::load(&engine, &path).unwrap_or_else(|e| panic!("{e}"));
+    let (mut inst, sink) = instance(&m, &[]);
+    process(
+        &mut inst,
+        &[In {
+            offset: 0,
+            key: Some("k"),
+            value: Some("v"),
+            headers: &[],
+        }],
+    )
+    .unwrap();
+    assert_eq!(take(&sink).len(), 1);
+}

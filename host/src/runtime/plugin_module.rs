@@ -171,7 +171,7 @@ impl PluginModule {
             match engine.provided.get(&key) {
                 None => {
                     return Err(contract(format!(
-                        "imports `{}.{}` ({}), which the host does not provide; a plugin may import only {}.{} , {}.{} and WASI preview 1 ({}.*)",
+                        "imports `{}.{}` ({}), which the host does not provide; a plugin may import only {}.{}, {}.{} and WASI preview 1 ({}.*)",
                         key.0,
                         key.1,
                         render_extern(&ty),
