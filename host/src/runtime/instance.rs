@@ -9,8 +9,9 @@
 use super::error::{FaultKind, PluginFault};
 use super::host_functions::{HostState, OutputSink, SinkError};
 use super::plugin_module::PluginModule;
+use super::snapshot::{self, GlobalValue, Snapshot, SnapshotError};
 use std::sync::Arc;
-use wasmtime::{Memory, Store, TypedFunc};
+use wasmtime::{Global, Memory, Store, TypedFunc, Val};
 use weir_plugin_sdk::abi;
 
 /// Why a batch failed.
@@ -32,6 +33,10 @@ pub struct PluginInstance {
     input_buffer: TypedFunc<i32, i32>,
     process: TypedFunc<(i32, i32), i32>,
     init: Option<TypedFunc<(i32, i32), i32>>,
+    /// Every mutable global, in index order (see `runtime::rewrite`).
+    globals: Vec<Global>,
+    /// SHA-256 of the module, recorded in snapshots.
+    module_sha256: [u8; 32],
 }
 
 impl PluginInstance {
@@ -70,6 +75,14 @@ impl PluginInstance {
         } else {
             None
         };
+        let mut globals = Vec::with_capacity(module.mutable_globals.len());
+        for name in module.mutable_globals.iter() {
+            globals.push(
+                instance
+                    .get_global(&mut store, name)
+                    .ok_or_else(|| contract_fault(&format!("global export {name} missing")))?,
+            );
+        }
         // WASI reactors (wasm32-wasip1 libraries) initialise their runtime here.
         if let Ok(initialize) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
             initialize
@@ -83,7 +96,81 @@ impl PluginInstance {
             input_buffer,
             process,
             init,
+            globals,
+            module_sha256: module.sha256,
         })
+    }
+
+    /// Copies the instance's state: the whole linear memory and every
+    /// mutable global. Call only between plugin calls.
+    pub fn snapshot(&mut self) -> Snapshot {
+        let memory = self.memory.data(&self.store).to_vec();
+        let globals = self
+            .globals
+            .iter()
+            .map(|g| match g.get(&mut self.store) {
+                Val::I32(v) => GlobalValue::I32(v),
+                Val::I64(v) => GlobalValue::I64(v),
+                Val::F32(v) => GlobalValue::F32(v),
+                Val::F64(v) => GlobalValue::F64(v),
+                // The rewrite refuses other mutable global types.
+                other => unreachable!("mutable global of type {other:?}"),
+            })
+            .collect();
+        Snapshot {
+            module_sha256: self.module_sha256,
+            globals,
+            memory,
+        }
+    }
+
+    /// Puts a snapshot's state into this (fresh) instance: grows memory to
+    /// the snapshot's size, copies the bytes, sets every mutable global.
+    pub fn restore(
+        &mut self,
+        snap: &Snapshot,
+        allow_module_change: bool,
+    ) -> Result<(), SnapshotError> {
+        if snap.module_sha256 != self.module_sha256 && !allow_module_change {
+            return Err(SnapshotError::ModuleMismatch {
+                expected: snapshot::hex(&snap.module_sha256),
+                found: snapshot::hex(&self.module_sha256),
+            });
+        }
+        if snap.globals.len() != self.globals.len() {
+            return Err(SnapshotError::Shape(format!(
+                "{} mutable globals in the snapshot, {} in the module",
+                snap.globals.len(),
+                self.globals.len()
+            )));
+        }
+        let current = self.memory.data_size(&self.store);
+        if snap.memory.len() < current {
+            return Err(SnapshotError::Shape(format!(
+                "snapshot memory of {} bytes is smaller than the module's initial {current}",
+                snap.memory.len()
+            )));
+        }
+        let grow = ((snap.memory.len() - current) / snapshot::PAGE) as u64;
+        if grow > 0 {
+            self.memory
+                .grow(&mut self.store, grow)
+                .map_err(|e| SnapshotError::Shape(format!("cannot grow memory: {e}")))?;
+        }
+        self.memory
+            .data_mut(&mut self.store)
+            .copy_from_slice(&snap.memory);
+        for (g, v) in self.globals.iter().zip(&snap.globals) {
+            let val = match *v {
+                GlobalValue::I32(v) => Val::I32(v),
+                GlobalValue::I64(v) => Val::I64(v),
+                GlobalValue::F32(v) => Val::F32(v),
+                GlobalValue::F64(v) => Val::F64(v),
+            };
+            g.set(&mut self.store, val)
+                .map_err(|e| SnapshotError::Shape(format!("cannot set global: {e}")))?;
+        }
+        Ok(())
     }
 
     /// Calls `weir_abi_version()`.

@@ -15,6 +15,8 @@ pub mod guest_output;
 pub mod host_functions;
 pub mod instance;
 pub mod plugin_module;
+pub mod rewrite;
+pub mod snapshot;
 
 pub use engine::PluginEngine;
 pub use error::{FaultKind, PluginError, PluginFault};

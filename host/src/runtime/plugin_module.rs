@@ -9,6 +9,7 @@ use super::engine::{NullSink, PluginEngine};
 use super::error::PluginError;
 use super::host_functions::HostState;
 use super::instance::PluginInstance;
+use super::rewrite;
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,9 @@ pub struct PluginModule {
     pub sha256: [u8; 32],
     /// Whether the optional `weir_init` export exists.
     pub has_init: bool,
+    /// Export names of every mutable global (added by the rewrite when the
+    /// module did not export them): what a snapshot captures.
+    pub mutable_globals: Arc<[String]>,
     pub(crate) module: Module,
     pub(crate) pre: InstancePre<HostState>,
     pub(crate) engine: PluginEngine,
@@ -43,6 +47,8 @@ pub struct PluginReport {
     pub imports: Vec<String>,
     pub memory: String,
     pub has_init: bool,
+    /// Mutable globals a snapshot captures (exported or not).
+    pub mutable_globals: usize,
 }
 
 fn render_func(ft: &FuncType) -> String {
@@ -106,13 +112,28 @@ impl PluginModule {
                 ),
             });
         }
-        let module = Module::new(&engine.engine, bytes).map_err(|e| PluginError::Invalid {
+        let binary = wat::parse_bytes(bytes).map_err(|e| PluginError::Invalid {
             path: path.clone(),
             reason: format!("{e:#}"),
         })?;
-        if let Some(reason) = changeable_table(&module) {
+        wasmparser::validate(&binary).map_err(|e| PluginError::Invalid {
+            path: path.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        // Checked on the original, before the rewrite adds exports.
+        let original = Module::new(&engine.engine, &binary).map_err(|e| PluginError::Invalid {
+            path: path.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        if let Some(reason) = changeable_table(&original) {
             return Err(contract(reason));
         }
+        let rewritten = rewrite::rewrite(&binary).map_err(|reason| contract(reason))?;
+        let module =
+            Module::new(&engine.engine, &rewritten.wasm).map_err(|e| PluginError::Invalid {
+                path: path.clone(),
+                reason: format!("after adding global exports: {e:#}"),
+            })?;
 
         // Exports.
         match module.get_export(abi::EXPORT_MEMORY) {
@@ -209,6 +230,7 @@ impl PluginModule {
             name,
             sha256,
             has_init,
+            mutable_globals: rewritten.mutable_globals.into(),
             module,
             pre,
             engine: engine.clone(),
@@ -245,6 +267,7 @@ impl PluginModule {
         let exports = self
             .module
             .exports()
+            .filter(|e| !e.name().starts_with(rewrite::GLOBAL_EXPORT_PREFIX))
             .map(|e| format!("{}: {}", e.name(), render_extern(&e.ty())))
             .collect();
         let imports = self
@@ -265,6 +288,7 @@ impl PluginModule {
             imports,
             memory,
             has_init: self.has_init,
+            mutable_globals: self.mutable_globals.len(),
         }
     }
 }

@@ -1,0 +1,190 @@
+//! Snapshots of a plugin instance: its whole linear memory and every
+//! mutable global, taken between calls (no guest frame on the stack).
+//!
+//! Restore is a fresh instance of the same module, memory grown to the
+//! snapshot's size, bytes copied, globals set. A snapshot records the
+//! SHA-256 of the module it came from; restoring into another module is
+//! refused unless explicitly allowed.
+//!
+//! Encoded form (little-endian), read back as untrusted input:
+//!
+//! ```text
+//! magic "WEIRSNP1" | module sha256 [32] | global_count u32
+//! | (tag u8, bits u64) * global_count | memory_len u64 | memory bytes
+//! | crc32 of everything before it, u32
+//! ```
+
+/// Magic bytes at the start of an encoded snapshot.
+pub const MAGIC: &[u8; 8] = b"WEIRSNP1";
+/// Linear memory page size.
+pub const PAGE: usize = 65536;
+/// Largest memory a snapshot may claim (the wasm32 limit).
+pub const MAX_MEMORY: u64 = 4 << 30;
+
+/// A mutable global's value, bit-exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GlobalValue {
+    I32(i32),
+    I64(i64),
+    /// f32 as raw bits, so NaN payloads survive.
+    F32(u32),
+    /// f64 as raw bits.
+    F64(u64),
+}
+
+/// An instance's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// SHA-256 of the module file the state belongs to.
+    pub module_sha256: [u8; 32],
+    /// Mutable globals, in the module's global-index order.
+    pub globals: Vec<GlobalValue>,
+    /// The whole linear memory.
+    pub memory: Vec<u8>,
+}
+
+/// A snapshot cannot be used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SnapshotError {
+    /// The bytes are not a valid snapshot (truncated, bad checksum, sizes
+    /// that do not add up).
+    #[error("corrupt snapshot: {0}")]
+    Corrupt(String),
+    /// The snapshot came from a different module.
+    #[error(
+        "snapshot was taken with module sha256 {expected}, but the plugin is now {found}; set checkpoint.allow_module_change = true to restore it anyway"
+    )]
+    ModuleMismatch { expected: String, found: String },
+    /// The snapshot does not fit the module (globals, memory limits).
+    #[error("snapshot does not fit the module: {0}")]
+    Shape(String),
+}
+
+/// Lowercase hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Snapshot {
+    /// Size of the encoded form.
+    pub fn encoded_len(&self) -> usize {
+        8 + 32 + 4 + 9 * self.globals.len() + 8 + self.memory.len() + 4
+    }
+
+    /// Appends the encoded form to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.reserve(self.encoded_len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.module_sha256);
+        out.extend_from_slice(&(self.globals.len() as u32).to_le_bytes());
+        for g in &self.globals {
+            let (tag, bits) = match *g {
+                GlobalValue::I32(v) => (0u8, v as u32 as u64),
+                GlobalValue::I64(v) => (1, v as u64),
+                GlobalValue::F32(v) => (2, v as u64),
+                GlobalValue::F64(v) => (3, v),
+            };
+            out.push(tag);
+            out.extend_from_slice(&bits.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.memory.len() as u64).to_le_bytes());
+        out.extend_from_slice(&self.memory);
+        let crc = crc32fast::hash(&out[start..]);
+        out.extend_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Decodes and checks an encoded snapshot.
+    pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
+        let corrupt = |m: &str| SnapshotError::Corrupt(m.to_string());
+        if bytes.len() < 8 + 32 + 4 + 8 + 4 {
+            return Err(corrupt("too short"));
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+            return Err(corrupt("checksum mismatch"));
+        }
+        if &body[..8] != MAGIC {
+            return Err(corrupt("bad magic"));
+        }
+        let mut module_sha256 = [0u8; 32];
+        module_sha256.copy_from_slice(&body[8..40]);
+        let count = u32::from_le_bytes(body[40..44].try_into().expect("4 bytes")) as usize;
+        let mut pos = 44usize;
+        if count > (body.len() - pos) / 9 {
+            return Err(corrupt("global count exceeds the data"));
+        }
+        let mut globals = Vec::with_capacity(count);
+        for _ in 0..count {
+            let tag = body[pos];
+            let bits = u64::from_le_bytes(body[pos + 1..pos + 9].try_into().expect("8 bytes"));
+            pos += 9;
+            globals.push(match tag {
+                0 => GlobalValue::I32(bits as u32 as i32),
+                1 => GlobalValue::I64(bits as i64),
+                2 => GlobalValue::F32(bits as u32),
+                3 => GlobalValue::F64(bits),
+                t => return Err(SnapshotError::Corrupt(format!("unknown global tag {t}"))),
+            });
+        }
+        if body.len() - pos < 8 {
+            return Err(corrupt("truncated before memory length"));
+        }
+        let mem_len = u64::from_le_bytes(body[pos..pos + 8].try_into().expect("8 bytes"));
+        pos += 8;
+        if mem_len > MAX_MEMORY || mem_len % PAGE as u64 != 0 {
+            return Err(SnapshotError::Corrupt(format!(
+                "memory length {mem_len} is invalid"
+            )));
+        }
+        if (body.len() - pos) as u64 != mem_len {
+            return Err(corrupt("memory length does not match the data"));
+        }
+        Ok(Snapshot {
+            module_sha256,
+            globals,
+            memory: body[pos..].to_vec(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        Snapshot {
+            module_sha256: [7; 32],
+            globals: vec![
+                GlobalValue::I32(-5),
+                GlobalValue::I64(i64::MIN),
+                GlobalValue::F32(f32::NAN.to_bits() | 1),
+                GlobalValue::F64(1.5f64.to_bits()),
+            ],
+            memory: (0..PAGE * 2).map(|i| (i * 31) as u8).collect(),
+        }
+    }
+
+    #[test]
+    fn round_trip_is_bit_exact() {
+        let s = sample();
+        let mut buf = Vec::new();
+        s.encode(&mut buf);
+        assert_eq!(buf.len(), s.encoded_len());
+        assert_eq!(Snapshot::decode(&buf).unwrap(), s);
+    }
+
+    #[test]
+    fn every_truncation_and_bit_flip_is_detected() {
+        let mut buf = Vec::new();
+        sample().encode(&mut buf);
+        for cut in [0, 1, 10, 44, 60, buf.len() / 2, buf.len() - 1] {
+            assert!(Snapshot::decode(&buf[..cut]).is_err(), "cut {cut}");
+        }
+        for at in [0, 9, 41, 50, 100, buf.len() - 100, buf.len() - 2] {
+            let mut bad = buf.clone();
+            bad[at] ^= 0x10;
+            assert!(Snapshot::decode(&bad).is_err(), "flip at {at}");
+        }
+    }
+}
