@@ -120,20 +120,16 @@ impl PluginModule {
             path: path.clone(),
             reason: format!("{e:#}"),
         })?;
-        // Checked on the original, before the rewrite adds exports.
-        let original = Module::new(&engine.engine, &binary).map_err(|e| PluginError::Invalid {
-            path: path.clone(),
-            reason: format!("{e:#}"),
+        let rewritten = rewrite::rewrite(&binary).map_err(&contract)?;
+        let module = Module::new(&engine.engine, &rewritten.wasm).map_err(|e| {
+            PluginError::Invalid {
+                path: path.clone(),
+                reason: format!("{e:#}"),
+            }
         })?;
-        if let Some(reason) = changeable_table(&original) {
+        if let Some(reason) = changeable_table(&module) {
             return Err(contract(reason));
         }
-        let rewritten = rewrite::rewrite(&binary).map_err(|reason| contract(reason))?;
-        let module =
-            Module::new(&engine.engine, &rewritten.wasm).map_err(|e| PluginError::Invalid {
-                path: path.clone(),
-                reason: format!("after adding global exports: {e:#}"),
-            })?;
 
         // Exports.
         match module.get_export(abi::EXPORT_MEMORY) {
