@@ -7,8 +7,11 @@ use weir::runtime::{OutputSink, PluginEngine, PluginInstance, PluginModule, Sink
 use weir_e2e::repo_root;
 use weir_plugin_sdk::abi::{self, RecordIter};
 
+/// An emitted (key, value).
+type Kv = (Vec<u8>, Vec<u8>);
+
 #[derive(Clone, Default)]
-struct Values(Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>);
+struct Values(Arc<Mutex<Vec<Kv>>>);
 
 impl OutputSink for Values {
     fn emit(&mut self, records: RecordIter<'_>, _: &[String]) -> Result<(), SinkError> {
@@ -25,7 +28,7 @@ impl OutputSink for Values {
 }
 
 impl Values {
-    fn take(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+    fn take(&self) -> Vec<Kv> {
         std::mem::take(&mut *self.0.lock().unwrap())
     }
 }
