@@ -47,6 +47,9 @@ pub struct Config {
     pub sink: SinkConfig,
     /// The plugin and how it runs.
     pub pipeline: PipelineConfig,
+    /// Periodic checkpoints of offsets and plugin state.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
     /// The periodic status line.
     #[serde(default)]
     pub status: StatusConfig,
@@ -125,12 +128,78 @@ pub enum StartPosition {
     },
 }
 
-/// `[sink]`: the output topics.
+/// `[sink]`: the output topics and the delivery guarantee.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
     /// Output topics. A plugin chooses among them by index (0 = first).
     pub topics: Vec<String>,
+    /// `none`, `at-least-once` (default) or `exactly-once`.
+    #[serde(default)]
+    pub semantics: DeliveryGuarantee,
+    /// at-least-once: log and count failed sends instead of failing the job.
+    #[serde(default)]
+    pub log_failures_only: bool,
+    /// Producer retries for a failed send (librdkafka
+    /// `message.send.max.retries`); unset keeps librdkafka's default.
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// exactly-once: prefix of the transactional ids
+    /// (`<prefix>-<topic>-<partition>`, one per partition task).
+    #[serde(default = "default_transactional_id_prefix")]
+    pub transactional_id_prefix: String,
+}
+
+/// Sink delivery guarantee, as Flink's `DeliveryGuarantee`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeliveryGuarantee {
+    /// Fire and forget: nothing is flushed on checkpoint.
+    None,
+    /// Everything produced before a checkpoint is acknowledged before the
+    /// checkpoint completes; replays after a failure may duplicate.
+    #[default]
+    AtLeastOnce,
+    /// Kafka transactions committed with each checkpoint.
+    ExactlyOnce,
+}
+
+/// `[checkpoint]`: periodic, consistent snapshots of offsets and state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Take checkpoints (and restore the latest one on start).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Time between checkpoints.
+    #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Where checkpoints live, relative to the config file.
+    #[serde(default = "default_checkpoint_dir")]
+    pub directory: PathBuf,
+    /// How many complete checkpoints to keep.
+    #[serde(default = "default_retain")]
+    pub retain: usize,
+    /// Commit the checkpointed offsets to the consumer group when a
+    /// checkpoint completes.
+    #[serde(default = "default_true")]
+    pub commit_offsets_on_checkpoint: bool,
+    /// Restore state taken with a different plugin module (by SHA-256).
+    #[serde(default)]
+    pub allow_module_change: bool,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            enabled: false,
+            interval: default_checkpoint_interval(),
+            directory: default_checkpoint_dir(),
+            retain: default_retain(),
+            commit_offsets_on_checkpoint: true,
+            allow_module_change: false,
+        }
+    }
 }
 
 /// `[pipeline]`: the plugin and how many workers run it.
@@ -186,6 +255,21 @@ fn default_parallelism() -> usize {
 }
 fn default_batch_size() -> usize {
     1024
+}
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_checkpoint_dir() -> PathBuf {
+    PathBuf::from("checkpoints")
+}
+fn default_retain() -> usize {
+    3
+}
+fn default_true() -> bool {
+    true
+}
+fn default_transactional_id_prefix() -> String {
+    "weir".to_string()
 }
 fn default_status_interval() -> Duration {
     Duration::from_secs(5)
@@ -271,6 +355,18 @@ impl Config {
                 ));
             }
         }
+        if self.checkpoint.enabled && self.checkpoint.interval.is_zero() {
+            return Err(self.invalid("checkpoint.interval", "must be greater than 0"));
+        }
+        if self.checkpoint.retain == 0 {
+            return Err(self.invalid("checkpoint.retain", "must be at least 1"));
+        }
+        if self.sink.semantics == DeliveryGuarantee::ExactlyOnce {
+            return Err(self.invalid(
+                "sink.semantics",
+                "exactly-once is not implemented yet; use at-least-once with checkpoints",
+            ));
+        }
         if let StartPosition::Specific { offsets } = &self.source.start {
             for (topic, parts) in offsets {
                 if !self.source.topics.contains(topic) {
@@ -303,6 +399,11 @@ impl Config {
         self.base_dir
             .join(&self.pipeline.plugins_dir)
             .join(&self.pipeline.plugin)
+    }
+
+    /// The checkpoint directory's full path.
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        self.base_dir.join(&self.checkpoint.directory)
     }
 
     /// Whether the embedded mock cluster is selected.

@@ -7,6 +7,8 @@
 //!   ABI, one instance per partition task, host imports, WASI output.
 //! - [`kafka`]: the consumer (assignment, start positions), the producer
 //!   sink, and the embedded mock cluster for the zero-setup demo.
+//! - [`checkpoint`]: the store on disk (state files, metadata written
+//!   last), the coordinator that makes a checkpoint complete, failpoints.
 //! - [`pipeline`]: the job: partition tasks (a loop over batches owning a
 //!   plugin instance and its offset), the worker threads that run them, and
 //!   the status line. [`run`] is the entry point `main.rs` and the tests call.
@@ -14,6 +16,7 @@
 //! The ABI itself is defined once, in `weir_plugin_sdk::abi`, shared with the
 //! SDK; `docs/ABI.md` describes it byte by byte.
 
+pub mod checkpoint;
 pub mod config;
 pub mod kafka;
 pub mod pipeline;

@@ -51,10 +51,14 @@ impl ProducerContext for DeliveryContext {
 }
 
 impl DeliveryContext {
-    /// An error if any delivery failed.
-    pub fn check(&self) -> Result<(), KafkaError> {
+    /// An error if any delivery failed (unless only logging is wanted).
+    pub fn check(&self, log_failures_only: bool) -> Result<(), KafkaError> {
         let failed = self.failed.load(Ordering::Relaxed);
         if failed == 0 {
+            return Ok(());
+        }
+        if log_failures_only {
+            tracing::warn!(failed, "deliveries failed (sink.log_failures_only = true)");
             return Ok(());
         }
         let first = self
@@ -73,6 +77,9 @@ pub type SinkProducer = ThreadedProducer<DeliveryContext>;
 /// Creates the producer.
 pub fn create(config: &Config, bootstrap: &str) -> Result<Arc<SinkProducer>, KafkaError> {
     let mut cc = super::base_client_config(&config.kafka, bootstrap);
+    if let Some(retries) = config.sink.retries {
+        cc.set("message.send.max.retries", retries.to_string());
+    }
     for (k, v) in &config.kafka.producer_options {
         cc.set(k, v);
     }
@@ -87,14 +94,18 @@ pub fn create(config: &Config, bootstrap: &str) -> Result<Arc<SinkProducer>, Kaf
 
 /// Waits until every queued record is delivered (or `timeout` passes), then
 /// reports any failed delivery.
-pub fn flush(producer: &SinkProducer, timeout: Duration) -> Result<(), KafkaError> {
+pub fn flush(
+    producer: &SinkProducer,
+    timeout: Duration,
+    log_failures_only: bool,
+) -> Result<(), KafkaError> {
     producer
         .flush(timeout)
         .map_err(|cause| KafkaError::Request {
             what: "flush producer".into(),
             cause,
         })?;
-    producer.context().check()
+    producer.context().check(log_failures_only)
 }
 
 /// Sends emitted records to Kafka.
@@ -111,7 +122,11 @@ impl KafkaSink {
 
 impl OutputSink for KafkaSink {
     fn emit(&mut self, records: RecordIter<'_>, topics: &[String]) -> Result<(), SinkError> {
-        for r in records {
+        let half = records.remaining() / 2;
+        for (i, r) in records.enumerate() {
+            if i as u32 == half && i > 0 {
+                crate::checkpoint::failpoint::hit(crate::checkpoint::failpoint::MID_BATCH);
+            }
             // Validated by the host function before the sink sees it.
             let r = r.map_err(|e| SinkError(e.to_string()))?;
             let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&topics[r.topic as usize]);

@@ -16,9 +16,12 @@ pub mod partition_task;
 pub mod status;
 pub mod worker;
 
-use crate::config::{Config, ConfigError};
+use crate::checkpoint::coordinator::{self, CheckpointStats, Coordinator};
+use crate::checkpoint::{CheckpointError, CheckpointStore, CheckpointTrigger, TaskCheckpoint};
+use crate::config::{Config, ConfigError, DeliveryGuarantee};
 use crate::kafka::embedded::{EmbeddedCluster, OutputSummary};
 use crate::kafka::{KafkaError, consumer, producer};
+use crate::runtime::snapshot::SnapshotError;
 use crate::runtime::{PluginEngine, PluginError, PluginInstance, PluginModule};
 use partition_task::{PartitionTask, TaskError};
 use rdkafka::consumer::Consumer;
@@ -27,7 +30,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use worker::{Worker, WorkerExit};
+use worker::{CheckpointLink, Worker, WorkerExit};
 
 /// Why a job failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +43,15 @@ pub enum JobError {
     Kafka(#[from] KafkaError),
     #[error(transparent)]
     Task(#[from] TaskError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("restoring {topic}/{partition} from checkpoint {id}: {cause}")]
+    Restore {
+        id: u64,
+        topic: String,
+        partition: i32,
+        cause: SnapshotError,
+    },
     #[error("wasmtime engine: {0}")]
     Engine(String),
     #[error("worker thread: {0}")]
@@ -61,6 +73,12 @@ pub struct JobSummary {
     pub elapsed: Duration,
     /// For the embedded demo: what the sink topic holds.
     pub embedded_output: Option<OutputSummary>,
+    /// The checkpoint the job restored on start, if any.
+    pub restored_from: Option<u64>,
+    /// Checkpoints completed during the run (including the final one).
+    pub checkpoints: u64,
+    /// The last completed checkpoint's figures.
+    pub last_checkpoint: Option<CheckpointStats>,
 }
 
 /// How long the producer may take to deliver what is queued at the end.
@@ -76,6 +94,31 @@ pub async fn run(
     let plugin_path = config.plugin_path();
     let module = PluginModule::load(&engine, &plugin_path)?;
     tracing::info!(plugin = %module.name, path = %plugin_path.display(), "plugin loaded");
+
+    let store = if config.checkpoint.enabled {
+        Some(CheckpointStore::open(
+            &config.checkpoint_dir(),
+            config.checkpoint.retain,
+        )?)
+    } else {
+        None
+    };
+    let restored = match &store {
+        Some(store) => {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.latest())
+                .await
+                .map_err(|e| JobError::Worker(e.to_string()))??
+        }
+        None => None,
+    };
+    if let Some(c) = &restored {
+        tracing::info!(
+            checkpoint = c.id,
+            partitions = c.partitions.len(),
+            "restoring from checkpoint; its offsets win over the start position"
+        );
+    }
 
     let embedded = if config.is_embedded() {
         let cluster = EmbeddedCluster::start(&config)?;
@@ -94,7 +137,14 @@ pub async fn run(
     for topic in &config.sink.topics {
         consumer::partitions_of(&consumer, topic, "sink", config.kafka.connect_timeout)?;
     }
-    let starts = consumer::resolve_starts(&config, &consumer)?;
+    let mut starts = consumer::resolve_starts(&config, &consumer)?;
+    if let Some(c) = &restored {
+        for s in &mut starts {
+            if let Some((offset, _)) = c.partition(&s.topic, s.partition) {
+                s.start = offset;
+            }
+        }
+    }
     let producer = producer::create(&config, &bootstrap)?;
     let queues = consumer::assign(&consumer, &starts)?;
 
@@ -164,16 +214,69 @@ pub async fn run(
     };
 
     let started = Instant::now();
+    let task_count = all_stats.len();
+    let trigger = Arc::new(CheckpointTrigger::default());
+    let (answer_tx, mut answer_rx) = tokio::sync::mpsc::unbounded_channel::<TaskCheckpoint>();
+    let link = store.as_ref().map(|_| CheckpointLink {
+        trigger: trigger.clone(),
+        answers: answer_tx.clone(),
+    });
+    drop(answer_tx);
+    let next_id = match &store {
+        Some(s) => s.next_id()?,
+        None => 1,
+    };
+    let mut coordinator = Coordinator::new(task_count, next_id);
+    let flush_on_checkpoint = config.sink.semantics != DeliveryGuarantee::None;
+    let log_failures_only = config.sink.log_failures_only;
+    let commit_on_checkpoint = config.checkpoint.commit_offsets_on_checkpoint;
+    // Makes a set of task checkpoints durable, off the reactor.
+    let persist = |id: u64, align: Duration, parts: Vec<TaskCheckpoint>| {
+        let store = store.clone().expect("checkpoints enabled");
+        let producer = producer.clone();
+        let consumer = consumer.clone();
+        tokio::task::spawn_blocking(move || {
+            coordinator::complete::<JobError>(
+                &store,
+                id,
+                align,
+                &parts,
+                || {
+                    if flush_on_checkpoint {
+                        producer::flush(&producer, FINAL_FLUSH, log_failures_only)?;
+                    }
+                    Ok(())
+                },
+                |positions| {
+                    if commit_on_checkpoint {
+                        consumer::commit(&consumer, positions)?;
+                    }
+                    Ok(())
+                },
+            )
+        })
+    };
+    let mut persisting: Option<tokio::task::JoinHandle<Result<CheckpointStats, JobError>>> = None;
+    let mut checkpoints = 0u64;
+    let mut last_checkpoint = None;
+    let checkpoint_interval = config.checkpoint.interval;
+    let mut checkpoint_ticker = tokio::time::interval(if store.is_some() {
+        checkpoint_interval
+    } else {
+        Duration::from_secs(3600)
+    });
+    checkpoint_ticker.tick().await;
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<WorkerExit>();
     let mut running = 0;
     for worker in workers {
         let stop = stop.clone();
         let done = done_tx.clone();
+        let link = link.clone();
         running += 1;
         std::thread::Builder::new()
             .name(format!("weir-worker-{}", worker.id))
             .spawn(move || {
-                let exit = worker.run(stop);
+                let exit = worker.run(stop, link);
                 let _ = done.send(exit);
             })
             .map_err(|e| JobError::Worker(e.to_string()))?;
@@ -191,7 +294,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut shutdown_seen = false;
     let mut positions = Vec::new();
-    let mut failure: Option<TaskError> = None;
+    let mut failure: Option<JobError> = None;
     while running > 0 {
         tokio::select! {
             _ = &mut shutdown, if !shutdown_seen => {
@@ -203,16 +306,62 @@ pub async fn run(
                 let Some(exit) = exit else { break };
                 running -= 1;
                 positions.extend(exit.positions);
+                for f in exit.finals {
+                    if let Some((id, align, parts)) = coordinator.task_finished(f)
+                        && persisting.is_none()
+                    {
+                        persisting = Some(persist(id, align, parts));
+                    }
+                }
                 if let Some(e) = exit.error {
                     tracing::error!(error = %e, "partition task failed; stopping the job");
                     stop.store(true, Ordering::Relaxed);
-                    failure.get_or_insert(e);
+                    failure.get_or_insert(JobError::Task(e));
+                }
+            }
+            _ = checkpoint_ticker.tick(), if store.is_some() && persisting.is_none() && failure.is_none() => {
+                if let Some(id) = coordinator.start_next() {
+                    trigger.request(id);
+                }
+            }
+            answer = answer_rx.recv(), if store.is_some() => {
+                if let Some(tc) = answer
+                    && let Some((id, align, parts)) = coordinator.offer(tc)
+                {
+                    persisting = Some(persist(id, align, parts));
+                }
+            }
+            result = async { persisting.as_mut().expect("guarded").await }, if persisting.is_some() => {
+                persisting = None;
+                coordinator.finish();
+                match result.map_err(|e| JobError::Worker(e.to_string())).and_then(|r| r) {
+                    Ok(stats) => {
+                        checkpoints += 1;
+                        tracing::info!(
+                            checkpoint = stats.id,
+                            bytes = stats.bytes,
+                            align_ms = stats.align.as_millis() as u64,
+                            persist_ms = stats.persist.as_millis() as u64,
+                            "checkpoint complete"
+                        );
+                        last_checkpoint = Some(stats);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "checkpoint failed; stopping the job");
+                        stop.store(true, Ordering::Relaxed);
+                        failure.get_or_insert(e);
+                    }
                 }
             }
             _ = ticker.tick(), if !interval.is_zero() => reporter.report(&all_stats),
         }
     }
     stop.store(true, Ordering::Relaxed);
+    if let Some(p) = persisting.take() {
+        // A checkpoint that was being written finishes (or fails) first.
+        let _ = p.await;
+        coordinator.finish();
+    }
     let elapsed = started.elapsed();
     reporter.report(&all_stats);
 
@@ -220,17 +369,33 @@ pub async fn run(
     // delivered. On failure nothing is committed: the input is re-read.
     let flushed = {
         let producer = producer.clone();
-        tokio::task::spawn_blocking(move || producer::flush(&producer, FINAL_FLUSH))
-            .await
-            .map_err(|e| JobError::Worker(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            producer::flush(&producer, FINAL_FLUSH, log_failures_only)
+        })
+        .await
+        .map_err(|e| JobError::Worker(e.to_string()))?
     };
     let _ = tokio::task::spawn_blocking(move || main_poller.join()).await;
     if let Some(e) = failure {
-        return Err(e.into());
+        return Err(e);
     }
     flushed?;
     positions.sort();
-    {
+    if store.is_some() {
+        // The final checkpoint: every task's state at the end.
+        if let Some((id, parts)) = coordinator.final_set() {
+            let stats = persist(id, Duration::ZERO, parts)
+                .await
+                .map_err(|e| JobError::Worker(e.to_string()))??;
+            checkpoints += 1;
+            tracing::info!(
+                checkpoint = stats.id,
+                bytes = stats.bytes,
+                "final checkpoint complete"
+            );
+            last_checkpoint = Some(stats);
+        }
+    } else {
         let consumer = consumer.clone();
         let positions = positions.clone();
         tokio::task::spawn_blocking(move || consumer::commit(&consumer, &positions))
@@ -264,5 +429,8 @@ pub async fn run(
         assignments,
         elapsed,
         embedded_output,
+        restored_from: restored.map(|c| c.id),
+        checkpoints,
+        last_checkpoint,
     })
 }

@@ -8,6 +8,7 @@
 //! between steps, when no guest frame is on the stack.
 
 use super::status::TaskStats;
+use crate::checkpoint::TaskCheckpoint;
 use crate::kafka::consumer::{PartitionStart, SourceQueue};
 use crate::runtime::PluginInstance;
 use crate::runtime::instance::BatchError;
@@ -56,6 +57,8 @@ pub struct PartitionTask {
     stats: Arc<TaskStats>,
     span: tracing::Span,
     finished: bool,
+    /// The last checkpoint id this task answered.
+    checkpointed: u64,
 }
 
 impl PartitionTask {
@@ -81,7 +84,26 @@ impl PartitionTask {
             stats,
             span,
             finished: false,
+            checkpointed: 0,
         }
+    }
+
+    /// The task's part of checkpoint `id`: its state and next offset. Taken
+    /// between batches, so no guest frame is on the stack.
+    pub fn checkpoint(&mut self, id: u64) -> TaskCheckpoint {
+        self.checkpointed = id;
+        TaskCheckpoint {
+            id,
+            topic: self.start.topic.clone(),
+            partition: self.start.partition,
+            offset: self.next_offset,
+            snapshot: self.instance.snapshot(),
+        }
+    }
+
+    /// The last checkpoint id this task answered.
+    pub fn checkpointed(&self) -> u64 {
+        self.checkpointed
     }
 
     /// The next offset to process (what a commit would record).
@@ -145,6 +167,7 @@ impl PartitionTask {
         drop(batch);
         self.next_offset = last_offset + 1;
         self.stats.records_in.fetch_add(n as u64, Ordering::Relaxed);
+        crate::checkpoint::failpoint::add_records(n as u64);
         self.stats.records_out.fetch_add(emitted, Ordering::Relaxed);
         self.stats
             .position

@@ -6,6 +6,7 @@
 //! queue) when a whole round found nothing.
 
 use super::partition_task::{PartitionTask, Step, TaskError};
+use crate::checkpoint::{CheckpointTrigger, TaskCheckpoint};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -19,6 +20,13 @@ pub struct Worker {
     pub tasks: Vec<PartitionTask>,
 }
 
+/// How a worker talks to the checkpoint coordinator.
+#[derive(Clone)]
+pub struct CheckpointLink {
+    pub trigger: Arc<CheckpointTrigger>,
+    pub answers: tokio::sync::mpsc::UnboundedSender<TaskCheckpoint>,
+}
+
 /// Final positions of a worker's tasks: `(topic, partition, next offset)`.
 pub type Positions = Vec<(String, i32, i64)>;
 
@@ -26,12 +34,14 @@ pub type Positions = Vec<(String, i32, i64)>;
 pub struct WorkerExit {
     pub positions: Positions,
     pub error: Option<TaskError>,
+    /// With checkpoints on and no error: each task's final state.
+    pub finals: Vec<TaskCheckpoint>,
 }
 
 impl Worker {
     /// Runs until every task is finished (bounded jobs), `stop` is set, or a
     /// task fails.
-    pub fn run(mut self, stop: Arc<AtomicBool>) -> WorkerExit {
+    pub fn run(mut self, stop: Arc<AtomicBool>, link: Option<CheckpointLink>) -> WorkerExit {
         let _span = tracing::info_span!("worker", id = self.id).entered();
         tracing::debug!(tasks = self.tasks.len(), "worker started");
         let mut idle = false;
@@ -39,6 +49,15 @@ impl Worker {
         let error = loop {
             if stop.load(Ordering::Relaxed) {
                 break None;
+            }
+            // Answer a checkpoint request between batches.
+            if let Some(link) = &link {
+                let requested = link.trigger.requested();
+                for task in &mut self.tasks {
+                    if task.checkpointed() < requested {
+                        let _ = link.answers.send(task.checkpoint(requested));
+                    }
+                }
             }
             let mut progressed = false;
             let mut open = 0;
@@ -81,6 +100,14 @@ impl Worker {
             .iter()
             .map(|t| (t.start.topic.clone(), t.start.partition, t.position()))
             .collect();
-        WorkerExit { positions, error }
+        let finals = match (&link, &error) {
+            (Some(_), None) => self.tasks.iter_mut().map(|t| t.checkpoint(0)).collect(),
+            _ => Vec::new(),
+        };
+        WorkerExit {
+            positions,
+            error,
+            finals,
+        }
     }
 }

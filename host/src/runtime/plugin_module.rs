@@ -121,12 +121,11 @@ impl PluginModule {
             reason: format!("{e:#}"),
         })?;
         let rewritten = rewrite::rewrite(&binary).map_err(&contract)?;
-        let module = Module::new(&engine.engine, &rewritten.wasm).map_err(|e| {
-            PluginError::Invalid {
+        let module =
+            Module::new(&engine.engine, &rewritten.wasm).map_err(|e| PluginError::Invalid {
                 path: path.clone(),
                 reason: format!("{e:#}"),
-            }
-        })?;
+            })?;
         if let Some(reason) = changeable_table(&module) {
             return Err(contract(reason));
         }

@@ -1,0 +1,200 @@
+//! The checkpoint coordinator: when to take a checkpoint, and when one is
+//! complete.
+//!
+//! The job bumps the [`CheckpointTrigger`]; every worker notices it between
+//! batches and sends one [`TaskCheckpoint`] per partition task (a snapshot
+//! of its instance and its next offset, taken with no guest frame on the
+//! stack). When every task has answered, [`complete`] runs off the async
+//! reactor: flush the producer (so all output produced before the
+//! snapshots is acknowledged), write the state files, write the metadata
+//! (the checkpoint is now complete), then commit the offsets to the group.
+//! Tasks of a bounded job that already finished answer with their final
+//! state.
+
+use super::failpoint;
+use super::store::{CheckpointError, CheckpointStore};
+use crate::runtime::snapshot::Snapshot;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The id of the checkpoint workers should take next (0 = none yet).
+#[derive(Debug, Default)]
+pub struct CheckpointTrigger {
+    requested: AtomicU64,
+}
+
+impl CheckpointTrigger {
+    /// Asks every task for checkpoint `id`.
+    pub fn request(&self, id: u64) {
+        self.requested.store(id, Ordering::Release);
+    }
+    /// The latest requested id.
+    pub fn requested(&self) -> u64 {
+        self.requested.load(Ordering::Acquire)
+    }
+}
+
+/// One task's part of a checkpoint.
+#[derive(Debug, Clone)]
+pub struct TaskCheckpoint {
+    pub id: u64,
+    pub topic: String,
+    pub partition: i32,
+    /// Next offset to read.
+    pub offset: i64,
+    pub snapshot: Snapshot,
+}
+
+/// Collects task checkpoints.
+pub struct Coordinator {
+    tasks: usize,
+    next_id: u64,
+    in_flight: Option<(u64, Instant)>,
+    /// The in-flight checkpoint has all its parts and is being persisted.
+    sealed: bool,
+    collected: BTreeMap<(String, i32), TaskCheckpoint>,
+    finals: BTreeMap<(String, i32), TaskCheckpoint>,
+}
+
+/// What a completed checkpoint cost.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointStats {
+    pub id: u64,
+    pub bytes: u64,
+    /// From the trigger to the last task snapshot.
+    pub align: Duration,
+    /// Flush + write + commit.
+    pub persist: Duration,
+}
+
+impl Coordinator {
+    /// A coordinator for `tasks` partition tasks, numbering from `next_id`.
+    pub fn new(tasks: usize, next_id: u64) -> Self {
+        Coordinator {
+            tasks,
+            next_id,
+            in_flight: None,
+            sealed: false,
+            collected: BTreeMap::new(),
+            finals: BTreeMap::new(),
+        }
+    }
+
+    /// Starts the next checkpoint unless one is in flight; returns its id.
+    pub fn start_next(&mut self) -> Option<u64> {
+        if self.in_flight.is_some() {
+            return None;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.in_flight = Some((id, Instant::now()));
+        self.sealed = false;
+        self.collected.clear();
+        Some(id)
+    }
+
+    /// Takes a task's answer. Returns the whole set once every task has
+    /// answered (finished tasks count with their final state).
+    pub fn offer(&mut self, tc: TaskCheckpoint) -> Option<(u64, Duration, Vec<TaskCheckpoint>)> {
+        let (id, _) = self.in_flight?;
+        if tc.id != id {
+            return None;
+        }
+        self.collected.insert((tc.topic.clone(), tc.partition), tc);
+        self.ready()
+    }
+
+    /// Records the final state of a task whose worker has exited.
+    pub fn task_finished(
+        &mut self,
+        tc: TaskCheckpoint,
+    ) -> Option<(u64, Duration, Vec<TaskCheckpoint>)> {
+        self.finals.insert((tc.topic.clone(), tc.partition), tc);
+        self.ready()
+    }
+
+    fn ready(&mut self) -> Option<(u64, Duration, Vec<TaskCheckpoint>)> {
+        let (id, started) = self.in_flight?;
+        if self.sealed {
+            return None;
+        }
+        let extra = self
+            .finals
+            .keys()
+            .filter(|k| !self.collected.contains_key(*k))
+            .count();
+        if self.collected.len() + extra < self.tasks {
+            return None;
+        }
+        self.sealed = true;
+        let mut all: Vec<TaskCheckpoint> =
+            std::mem::take(&mut self.collected).into_values().collect();
+        for (k, f) in &self.finals {
+            if !all
+                .iter()
+                .any(|t| (t.topic.as_str(), t.partition) == (k.0.as_str(), k.1))
+            {
+                all.push(TaskCheckpoint { id, ..f.clone() });
+            }
+        }
+        Some((id, started.elapsed(), all))
+    }
+
+    /// Marks the in-flight checkpoint done (completed or abandoned).
+    pub fn finish(&mut self) {
+        self.in_flight = None;
+        self.sealed = false;
+    }
+
+    /// The final checkpoint of a job whose tasks all finished.
+    pub fn final_set(&mut self) -> Option<(u64, Vec<TaskCheckpoint>)> {
+        if self.finals.len() < self.tasks {
+            return None;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        Some((
+            id,
+            self.finals
+                .values()
+                .map(|f| TaskCheckpoint { id, ..f.clone() })
+                .collect(),
+        ))
+    }
+}
+
+/// Makes a checkpoint durable, in order: `flush` (delivery of everything
+/// produced before the snapshots), state files and metadata, then `commit`
+/// of the offsets.
+pub fn complete<E>(
+    store: &CheckpointStore,
+    id: u64,
+    align: Duration,
+    parts: &[TaskCheckpoint],
+    flush: impl FnOnce() -> Result<(), E>,
+    commit: impl FnOnce(&[(String, i32, i64)]) -> Result<(), E>,
+) -> Result<CheckpointStats, E>
+where
+    E: From<CheckpointError>,
+{
+    let started = Instant::now();
+    flush()?;
+    let entries: Vec<(String, i32, i64, &Snapshot)> = parts
+        .iter()
+        .map(|t| (t.topic.clone(), t.partition, t.offset, &t.snapshot))
+        .collect();
+    let bytes = store.write(id, &entries)?;
+    failpoint::hit(failpoint::AFTER_METADATA);
+    let positions: Vec<(String, i32, i64)> = parts
+        .iter()
+        .map(|t| (t.topic.clone(), t.partition, t.offset))
+        .collect();
+    commit(&positions)?;
+    Ok(CheckpointStats {
+        id,
+        bytes,
+        align,
+        persist: started.elapsed(),
+    })
+}

@@ -1,0 +1,15 @@
+//! Checkpoints: offsets and plugin state saved together, restored together.
+//!
+//! - [`store`]: the on-disk layout (a directory per checkpoint, state files,
+//!   metadata written last), retention, and finding the newest complete one.
+//! - [`coordinator`]: when to take one, and the order that makes it
+//!   complete: snapshots from every task → flush the producer → state files
+//!   → metadata → commit offsets to the group.
+//! - [`failpoint`]: deterministic crash points for the crash tests.
+
+pub mod coordinator;
+pub mod failpoint;
+pub mod store;
+
+pub use coordinator::{CheckpointTrigger, TaskCheckpoint};
+pub use store::{CheckpointError, CheckpointStore, CompletedCheckpoint};
