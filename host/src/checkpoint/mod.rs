@@ -10,6 +10,7 @@
 pub mod coordinator;
 pub mod failpoint;
 pub mod store;
+pub mod transactional;
 
 pub use coordinator::{CheckpointTrigger, TaskCheckpoint};
 pub use store::{CheckpointError, CheckpointStore, CompletedCheckpoint};

@@ -250,7 +250,7 @@ impl CheckpointStore {
     }
 }
 
-fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     let mut f = File::create(path).map_err(io(path))?;
     f.write_all(bytes).map_err(io(path))?;
     f.sync_all().map_err(io(path))

@@ -8,7 +8,7 @@
 
 use super::KafkaError;
 use super::start_position::{self, PartitionFacts, ResetPolicy};
-use crate::config::Config;
+use crate::config::{Config, DeliveryGuarantee};
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -41,6 +41,8 @@ pub struct PartitionStart {
     pub start: i64,
     /// Stop before this offset (bounded jobs only).
     pub end: Option<i64>,
+    /// The group's committed offset (exactly-once recovers from it).
+    pub committed: Option<i64>,
 }
 
 /// Creates the consumer and checks, within `kafka.connect_timeout`, that the
@@ -52,6 +54,10 @@ pub fn create(config: &Config, bootstrap: &str) -> Result<Arc<SourceConsumer>, K
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false");
+    if config.sink.semantics == DeliveryGuarantee::ExactlyOnce {
+        // Never process records of aborted transactions.
+        cc.set("isolation.level", "read_committed");
+    }
     for (k, v) in &config.kafka.consumer_options {
         cc.set(k, v);
     }
@@ -199,6 +205,7 @@ pub fn resolve_starts(
             partition,
             start,
             end: config.source.bounded.then_some(high),
+            committed: facts.committed,
         });
     }
     Ok(starts)

@@ -14,6 +14,7 @@ pub mod embedded;
 pub mod error;
 pub mod producer;
 pub mod start_position;
+pub mod transaction;
 
 pub use error::KafkaError;
 

@@ -20,6 +20,8 @@ use crate::checkpoint::coordinator::{self, CheckpointStats, Coordinator};
 use crate::checkpoint::{CheckpointError, CheckpointStore, CheckpointTrigger, TaskCheckpoint};
 use crate::config::{Config, ConfigError, DeliveryGuarantee};
 use crate::kafka::embedded::{EmbeddedCluster, OutputSummary};
+use crate::checkpoint::transactional::PartitionStateDir;
+use crate::kafka::transaction::PartitionTransaction;
 use crate::kafka::{KafkaError, consumer, producer};
 use crate::runtime::snapshot::SnapshotError;
 use crate::runtime::{PluginEngine, PluginError, PluginInstance, PluginModule};
@@ -95,7 +97,10 @@ pub async fn run(
     let module = PluginModule::load(&engine, &plugin_path)?;
     tracing::info!(plugin = %module.name, path = %plugin_path.display(), "plugin loaded");
 
-    let store = if config.checkpoint.enabled {
+    let exactly_once = config.sink.semantics == DeliveryGuarantee::ExactlyOnce;
+    // At-least-once / none: the checkpoint store is the source of truth.
+    // Exactly-once: Kafka is (see `kafka::transaction`).
+    let store = if config.checkpoint.enabled && !exactly_once {
         Some(CheckpointStore::open(
             &config.checkpoint_dir(),
             config.checkpoint.retain,
@@ -137,11 +142,62 @@ pub async fn run(
     for topic in &config.sink.topics {
         consumer::partitions_of(&consumer, topic, "sink", config.kafka.connect_timeout)?;
     }
+    // Exactly-once: fence every zombie first. A new transactional producer's
+    // init_transactions aborts the open transaction of the crashed process
+    // with the same id; only then are the group's committed offsets stable
+    // (read them earlier and Kafka answers UNSTABLE_OFFSET_COMMIT, Tansu a
+    // stale value).
+    let mut transactions = std::collections::HashMap::new();
+    if exactly_once {
+        for topic in &config.source.topics {
+            for p in consumer::partitions_of(&consumer, topic, "source", config.kafka.connect_timeout)? {
+                let t = PartitionTransaction::start(&config, &bootstrap, topic, p)
+                    .map_err(|e| JobError::Worker(format!("{topic}/{p}: {e}")))?;
+                transactions.insert((topic.clone(), p), t);
+            }
+        }
+    }
     let mut starts = consumer::resolve_starts(&config, &consumer)?;
+    for s in &mut starts {
+        if let Some(t) = transactions.get(&(s.topic.clone(), s.partition)) {
+            // Exactly-once: the transactional offset is the truth.
+            s.committed = t.committed();
+        }
+    }
     if let Some(c) = &restored {
         for s in &mut starts {
             if let Some((offset, _)) = c.partition(&s.topic, s.partition) {
                 s.start = offset;
+            }
+        }
+    }
+    // Exactly-once: the snapshot recorded for the group's committed offset;
+    // found before assigning, because its offset is where reading resumes.
+    let mut transactional_restores = std::collections::HashMap::new();
+    if exactly_once {
+        for s in &mut starts {
+            let dir = PartitionStateDir::open(&config.checkpoint_dir(), &s.topic, s.partition)?;
+            let Some(committed) = s.committed else { continue };
+            match dir.load(committed)? {
+                Some(snap) => {
+                    s.start = committed;
+                    transactional_restores.insert((s.topic.clone(), s.partition), (committed, snap));
+                }
+                None if dir.offsets()?.is_empty() => tracing::warn!(
+                    topic = %s.topic, partition = s.partition, committed,
+                    "the group has a committed offset but no exactly-once state exists; the plugin starts fresh"
+                ),
+                None => {
+                    return Err(JobError::Restore {
+                        id: committed as u64,
+                        topic: s.topic.clone(),
+                        partition: s.partition,
+                        cause: SnapshotError::Shape(format!(
+                            "no state file for the group's committed offset {committed} (state exists for offsets {:?})",
+                            dir.offsets()?
+                        )),
+                    });
+                }
             }
         }
     }
@@ -161,7 +217,12 @@ pub async fn run(
     let mut all_stats = Vec::new();
     let mut assignments = Vec::new();
     for (start, queue) in starts.into_iter().zip(queues) {
-        let sink = Box::new(producer::KafkaSink::new(producer.clone()));
+        let transaction = transactions.remove(&(start.topic.clone(), start.partition));
+        let sink_producer = match &transaction {
+            Some(t) => t.producer(),
+            None => producer.clone(),
+        };
+        let sink = Box::new(producer::KafkaSink::new(sink_producer));
         let mut instance =
             PluginInstance::new(&module, sink, sink_topics.clone()).map_err(|fault| {
                 PluginError::Start {
@@ -170,16 +231,40 @@ pub async fn run(
                     fault,
                 }
             })?;
-        instance.init(&plugin_config).map_err(|e| match e {
-            crate::runtime::instance::BatchError::Fault(fault) => {
-                JobError::Plugin(PluginError::Start {
-                    path: plugin_path.clone(),
-                    stage: "weir_init",
-                    fault,
-                })
+        // Where the state comes from: the checkpoint store (at-least-once,
+        // none), the snapshot recorded for the group's committed offset
+        // (exactly-once), or a fresh start with the plugin's config.
+        let from_checkpoint = restored.as_ref().and_then(|c| {
+            c.partition(&start.topic, start.partition)
+                .map(|(offset, snap)| (c.id, offset, snap.clone()))
+        });
+        let from_transaction = transactional_restores
+            .remove(&(start.topic.clone(), start.partition))
+            .map(|(offset, snap)| (offset as u64, offset, snap));
+        match from_checkpoint.or(from_transaction) {
+            Some((id, offset, snap)) => {
+                debug_assert_eq!(start.start, offset);
+                instance
+                    .restore(&snap, config.checkpoint.allow_module_change)
+                    .map_err(|cause| JobError::Restore {
+                        id,
+                        topic: start.topic.clone(),
+                        partition: start.partition,
+                        cause,
+                    })?;
+                tracing::info!(topic = %start.topic, partition = start.partition, offset, "state restored");
             }
-            crate::runtime::instance::BatchError::Sink(s) => JobError::Worker(s.to_string()),
-        })?;
+            None => instance.init(&plugin_config).map_err(|e| match e {
+                crate::runtime::instance::BatchError::Fault(fault) => {
+                    JobError::Plugin(PluginError::Start {
+                        path: plugin_path.clone(),
+                        stage: "weir_init",
+                        fault,
+                    })
+                }
+                crate::runtime::instance::BatchError::Sink(s) => JobError::Worker(s.to_string()),
+            })?,
+        }
         let stats = Arc::new(TaskStats::new(&start.topic, start.partition, start.start));
         all_stats.push(stats.clone());
         let w = assignment::worker_for(&start.topic, start.partition, parallelism);
@@ -192,6 +277,7 @@ pub async fn run(
             module.name.clone(),
             config.pipeline.batch_size,
             stats,
+            transaction,
         ));
     }
 
@@ -217,7 +303,9 @@ pub async fn run(
     let task_count = all_stats.len();
     let trigger = Arc::new(CheckpointTrigger::default());
     let (answer_tx, mut answer_rx) = tokio::sync::mpsc::unbounded_channel::<TaskCheckpoint>();
-    let link = store.as_ref().map(|_| CheckpointLink {
+    let checkpoints_on = config.checkpoint.enabled;
+    let mut eos_id = 0u64;
+    let link = checkpoints_on.then(|| CheckpointLink {
         trigger: trigger.clone(),
         answers: answer_tx.clone(),
     });
@@ -260,7 +348,7 @@ pub async fn run(
     let mut checkpoints = 0u64;
     let mut last_checkpoint = None;
     let checkpoint_interval = config.checkpoint.interval;
-    let mut checkpoint_ticker = tokio::time::interval(if store.is_some() {
+    let mut checkpoint_ticker = tokio::time::interval(if checkpoints_on {
         checkpoint_interval
     } else {
         Duration::from_secs(3600)
@@ -319,8 +407,13 @@ pub async fn run(
                     failure.get_or_insert(JobError::Task(e));
                 }
             }
-            _ = checkpoint_ticker.tick(), if store.is_some() && persisting.is_none() && failure.is_none() => {
-                if let Some(id) = coordinator.start_next() {
+            _ = checkpoint_ticker.tick(), if checkpoints_on && persisting.is_none() && failure.is_none() => {
+                if exactly_once {
+                    // Each task commits its own transaction between batches.
+                    eos_id += 1;
+                    checkpoints += 1;
+                    trigger.request(eos_id);
+                } else if let Some(id) = coordinator.start_next() {
                     trigger.request(id);
                 }
             }
@@ -395,7 +488,7 @@ pub async fn run(
             );
             last_checkpoint = Some(stats);
         }
-    } else {
+    } else if !exactly_once {
         let consumer = consumer.clone();
         let positions = positions.clone();
         tokio::task::spawn_blocking(move || consumer::commit(&consumer, &positions))

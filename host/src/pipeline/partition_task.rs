@@ -10,6 +10,7 @@
 use super::status::TaskStats;
 use crate::checkpoint::TaskCheckpoint;
 use crate::kafka::consumer::{PartitionStart, SourceQueue};
+use crate::kafka::transaction::{PartitionTransaction, TransactionError};
 use crate::runtime::PluginInstance;
 use crate::runtime::instance::BatchError;
 use rdkafka::Message;
@@ -30,7 +31,18 @@ pub struct TaskError {
     pub partition: i32,
     pub first_offset: i64,
     pub last_offset: i64,
-    pub source: BatchError,
+    pub source: TaskFailure,
+}
+
+/// Why a partition task failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskFailure {
+    /// A batch failed (plugin fault or output refused).
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    /// Committing the task's transaction failed (exactly-once).
+    #[error("transaction: {0}")]
+    Transaction(#[from] TransactionError),
 }
 
 /// What one step did.
@@ -59,6 +71,8 @@ pub struct PartitionTask {
     finished: bool,
     /// The last checkpoint id this task answered.
     checkpointed: u64,
+    /// Exactly-once: the task's own transaction.
+    transaction: Option<PartitionTransaction>,
 }
 
 impl PartitionTask {
@@ -70,6 +84,7 @@ impl PartitionTask {
         plugin: Arc<str>,
         batch_size: usize,
         stats: Arc<TaskStats>,
+        transaction: Option<PartitionTransaction>,
     ) -> Self {
         let span = tracing::info_span!(
             "task", plugin = %plugin, topic = %start.topic, partition = start.partition
@@ -85,6 +100,47 @@ impl PartitionTask {
             span,
             finished: false,
             checkpointed: 0,
+            transaction,
+        }
+    }
+
+    fn error(&self, first_offset: i64, last_offset: i64, source: TaskFailure) -> TaskError {
+        TaskError {
+            plugin: self.plugin.to_string(),
+            topic: self.start.topic.clone(),
+            partition: self.start.partition,
+            first_offset,
+            last_offset,
+            source,
+        }
+    }
+
+    /// Whether this task commits its own transactions (exactly-once).
+    pub fn is_transactional(&self) -> bool {
+        self.transaction.is_some()
+    }
+
+    /// Exactly-once checkpoint `id`: snapshot keyed by the next offset,
+    /// offset into the transaction, commit. Skipped when nothing was read
+    /// since the last commit.
+    pub fn commit_transaction(&mut self, id: u64) -> Result<(), TaskError> {
+        self.checkpointed = id;
+        let next = self.next_offset;
+        let Some(txn) = self.transaction.as_mut() else {
+            return Ok(());
+        };
+        if txn.committed() == Some(next) {
+            return Ok(());
+        }
+        let _enter = self.span.clone().entered();
+        let snapshot = self.instance.snapshot();
+        let txn = self.transaction.as_mut().expect("checked above");
+        match txn.commit(next, &snapshot) {
+            Ok(bytes) => {
+                tracing::debug!(offset = next, bytes, "transaction committed");
+                Ok(())
+            }
+            Err(e) => Err(self.error(next, next, e.into())),
         }
     }
 
@@ -155,14 +211,7 @@ impl PartitionTask {
         let result = self
             .instance
             .process(size, |buf| encode(&batch, topic_index, buf));
-        let emitted = result.map_err(|source| TaskError {
-            plugin: self.plugin.to_string(),
-            topic: self.start.topic.clone(),
-            partition: self.start.partition,
-            first_offset,
-            last_offset,
-            source,
-        })?;
+        let emitted = result.map_err(|e| self.error(first_offset, last_offset, e.into()))?;
         let n = batch.len();
         drop(batch);
         self.next_offset = last_offset + 1;

@@ -53,10 +53,21 @@ impl Worker {
             // Answer a checkpoint request between batches.
             if let Some(link) = &link {
                 let requested = link.trigger.requested();
+                let mut failed = None;
                 for task in &mut self.tasks {
                     if task.checkpointed() < requested {
-                        let _ = link.answers.send(task.checkpoint(requested));
+                        if task.is_transactional() {
+                            if let Err(e) = task.commit_transaction(requested) {
+                                failed = Some(e);
+                                break;
+                            }
+                        } else {
+                            let _ = link.answers.send(task.checkpoint(requested));
+                        }
                     }
+                }
+                if failed.is_some() {
+                    break failed;
                 }
             }
             let mut progressed = false;
@@ -100,10 +111,21 @@ impl Worker {
             .iter()
             .map(|t| (t.start.topic.clone(), t.start.partition, t.position()))
             .collect();
-        let finals = match (&link, &error) {
-            (Some(_), None) => self.tasks.iter_mut().map(|t| t.checkpoint(0)).collect(),
-            _ => Vec::new(),
-        };
+        let mut error = error;
+        let mut finals = Vec::new();
+        if let (Some(_), None) = (&link, &error) {
+            for t in &mut self.tasks {
+                if t.is_transactional() {
+                    // The last transaction commits everything processed.
+                    if let Err(e) = t.commit_transaction(u64::MAX) {
+                        error = Some(e);
+                        break;
+                    }
+                } else {
+                    finals.push(t.checkpoint(0));
+                }
+            }
+        }
         WorkerExit {
             positions,
             error,
