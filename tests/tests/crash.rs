@@ -42,6 +42,9 @@ impl Job {
 
     fn with_semantics(broker: &Broker, src: &str, dst: &str, interval_ms: u64, semantics: &str) -> Job {
         let dir = tempfile::tempdir().unwrap();
+        if semantics == "exactly-once" {
+            broker.create_topic(&format!("{dst}-progress"), 2).unwrap();
+        }
         let text = format!(
             r#"[kafka]
 bootstrap_servers = "{}"
@@ -57,6 +60,7 @@ bounded = true
 topics = ["{dst}"]
 semantics = "{semantics}"
 transactional_id_prefix = "{dst}"
+progress_topic = "{dst}-progress"
 
 [pipeline]
 plugins_dir = "{}"

@@ -11,6 +11,7 @@
 
 pub mod consumer;
 pub mod embedded;
+pub mod log_reader;
 pub mod error;
 pub mod producer;
 pub mod start_position;

@@ -16,7 +16,9 @@ use crate::checkpoint::transactional::PartitionStateDir;
 use crate::config::Config;
 use crate::runtime::snapshot::Snapshot;
 use rdkafka::consumer::{Consumer, ConsumerGroupMetadata};
-
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::BaseRecord;
+use std::collections::HashMap;
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::Arc;
@@ -43,17 +45,53 @@ pub fn transactional_id(prefix: &str, topic: &str, partition: i32) -> String {
     format!("{prefix}-{topic}-{partition}")
 }
 
-/// The consumer group that holds a partition task's transactional offset.
-///
-/// One group per partition task rather than one per job: each task
-/// commits its offset in its own transaction, and a group per task keeps
-/// those commits independent of each other. (Measured with Tansu: with
-/// four transactional producers committing offsets to one group, the
-/// group's committed offsets went stale and stayed stale after fencing,
-/// e.g. 5120 for a partition committed up to 9216; Kafka itself does not
-/// need this, but it is valid Kafka usage and costs nothing.)
-pub fn offsets_group(group_id: &str, topic: &str, partition: i32) -> String {
-    format!("{group_id}.{topic}.{partition}")
+/// The progress-topic partition a transactional id writes to.
+pub fn progress_partition(transactional_id: &str, partitions: i32) -> i32 {
+    let h = crate::pipeline::assignment::java_string_hash(transactional_id) & 0x7fff_ffff;
+    h % partitions.max(1)
+}
+
+/// Reads every task's committed progress (transactional id → next offset)
+/// from the progress topic: the last committed record per key, through
+/// the log-level read_committed view (see `kafka::log_reader`).
+pub fn read_progress(
+    consumer: &SourceConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<HashMap<String, i64>, KafkaError> {
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(request(&format!("metadata of progress topic {topic}")))?;
+    let brokers: HashMap<i32, String> = md
+        .brokers()
+        .iter()
+        .map(|b| (b.id(), format!("{}:{}", b.host(), b.port())))
+        .collect();
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        .ok_or_else(|| KafkaError::MissingTopic {
+            role: "progress (sink.progress_topic)",
+            topic: topic.to_string(),
+            detail: None,
+        })?;
+    let mut progress = HashMap::new();
+    for p in t.partitions() {
+        let address = brokers.get(&p.leader()).ok_or_else(|| KafkaError::Option {
+            reason: format!("no leader for {topic}/{}", p.id()),
+        })?;
+        let log = super::log_reader::read_partition(address, topic, p.id())
+            .map_err(|e| KafkaError::Option { reason: e.to_string() })?;
+        for r in log.visible {
+            let (Some(k), Some(v)) = (r.key, r.value) else { continue };
+            let key = String::from_utf8_lossy(&k).into_owned();
+            if let Some(offset) = std::str::from_utf8(&v).ok().and_then(|v| v.parse().ok()) {
+                progress.insert(key, offset);
+            }
+        }
+    }
+    Ok(progress)
 }
 
 /// A partition task's transactional producer and state directory.
@@ -67,19 +105,25 @@ pub struct PartitionTransaction {
     buf: Vec<u8>,
     /// The offset last committed in a transaction.
     committed: Option<i64>,
+    /// The transactional id: the key of this task's progress records.
+    id: String,
+    progress_topic: String,
+    progress_partition: i32,
 }
 
 impl PartitionTransaction {
     /// Creates the producer, fences any zombie with the same id (aborting
     /// its open transaction), and begins the first transaction.
     ///
-    /// Then reads the partition's committed offset: only after the fencing
-    /// is it stable (an open zombie transaction could still commit it).
+    /// Fence every task before reading the progress topic: only then can no
+    /// zombie transaction still commit.
     pub fn start(
         config: &Config,
         bootstrap: &str,
+        consumer: &SourceConsumer,
         topic: &str,
         partition: i32,
+        progress_partitions: i32,
     ) -> Result<Self, TransactionError> {
         let id = transactional_id(&config.sink.transactional_id_prefix, topic, partition);
         let mut cc = super::base_client_config(&config.kafka, bootstrap);
@@ -103,30 +147,9 @@ impl PartitionTransaction {
         producer
             .begin_transaction()
             .map_err(request("begin_transaction"))?;
-        let group_name = offsets_group(&config.kafka.group_id, topic, partition);
-        let offsets: SourceConsumer = super::base_client_config(&config.kafka, bootstrap)
-            .set("group.id", &group_name)
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_uncommitted")
-            .create_with_context(super::consumer::SourceContext)
-            .map_err(|cause| KafkaError::Client {
-                role: "offsets consumer",
-                cause,
-            })?;
-        let group = offsets.group_metadata().ok_or_else(|| KafkaError::Option {
-            reason: format!("no consumer group metadata for {group_name}"),
+        let group = consumer.group_metadata().ok_or_else(|| KafkaError::Option {
+            reason: "exactly-once needs kafka.group_id (no consumer group metadata)".into(),
         })?;
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(topic, partition);
-        let committed = match offsets
-            .committed_offsets(tpl, timeout)
-            .map_err(request(&format!("committed offset of {group_name}")))?
-            .find_partition(topic, partition)
-            .map(|e| e.offset())
-        {
-            Some(Offset::Offset(o)) if o >= 0 => Some(o),
-            _ => None,
-        };
         let state = PartitionStateDir::open(&config.checkpoint_dir(), topic, partition)?;
         tracing::info!(transactional_id = %id, "transactional producer ready");
         Ok(PartitionTransaction {
@@ -137,7 +160,10 @@ impl PartitionTransaction {
             partition,
             timeout,
             buf: Vec::new(),
-            committed,
+            committed: None,
+            progress_topic: config.sink.progress_topic.clone(),
+            progress_partition: progress_partition(&id, progress_partitions),
+            id,
         })
     }
 
@@ -156,6 +182,29 @@ impl PartitionTransaction {
     pub fn commit(&mut self, next_offset: i64, snapshot: &Snapshot) -> Result<u64, TransactionError> {
         let bytes = self.state.write(next_offset, snapshot, &mut self.buf)?;
         failpoint::hit(failpoint::AFTER_SNAPSHOT_BEFORE_COMMIT);
+        // The progress record commits (or aborts) with the output.
+        let value = next_offset.to_string();
+        let mut record = BaseRecord::<str, str>::to(&self.progress_topic)
+            .partition(self.progress_partition)
+            .key(&self.id)
+            .payload(&value);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => {
+                    let _ = self.producer.abort_transaction(self.timeout);
+                    return Err(KafkaError::Request {
+                        what: format!("progress record to {}", self.progress_topic),
+                        cause: e,
+                    }
+                    .into());
+                }
+            }
+        }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(next_offset))
             .expect("valid offset");
@@ -183,8 +232,17 @@ impl PartitionTransaction {
         Ok(bytes)
     }
 
-    /// The offset last committed (at start: the committed offset read after
-    /// fencing), if any.
+    /// Records the committed offset read from the progress topic at start.
+    pub fn set_committed(&mut self, offset: Option<i64>) {
+        self.committed = offset;
+    }
+
+    /// The transactional id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The offset last committed, if any.
     pub fn committed(&self) -> Option<i64> {
         self.committed
     }

@@ -22,7 +22,7 @@ use crate::config::{Config, ConfigError, DeliveryGuarantee};
 use crate::kafka::embedded::{EmbeddedCluster, OutputSummary};
 use crate::checkpoint::transactional::PartitionStateDir;
 use crate::kafka::transaction::PartitionTransaction;
-use crate::kafka::{KafkaError, consumer, producer};
+use crate::kafka::{self, KafkaError, consumer, producer};
 use crate::runtime::snapshot::SnapshotError;
 use crate::runtime::{PluginEngine, PluginError, PluginInstance, PluginModule};
 use partition_task::{PartitionTask, TaskError};
@@ -149,12 +149,32 @@ pub async fn run(
     // stale value).
     let mut transactions = std::collections::HashMap::new();
     if exactly_once {
+        let timeout = config.kafka.connect_timeout;
+        let progress_partitions = consumer::partitions_of(
+            &consumer,
+            &config.sink.progress_topic,
+            "progress (sink.progress_topic)",
+            timeout,
+        )?
+        .len() as i32;
         for topic in &config.source.topics {
-            for p in consumer::partitions_of(&consumer, topic, "source", config.kafka.connect_timeout)? {
-                let t = PartitionTransaction::start(&config, &bootstrap, topic, p)
-                    .map_err(|e| JobError::Worker(format!("{topic}/{p}: {e}")))?;
+            for p in consumer::partitions_of(&consumer, topic, "source", timeout)? {
+                let t = PartitionTransaction::start(
+                    &config,
+                    &bootstrap,
+                    &consumer,
+                    topic,
+                    p,
+                    progress_partitions,
+                )
+                .map_err(|e| JobError::Worker(format!("{topic}/{p}: {e}")))?;
                 transactions.insert((topic.clone(), p), t);
             }
+        }
+        // Every zombie is fenced: the committed progress is final.
+        let progress = kafka::transaction::read_progress(&consumer, &config.sink.progress_topic, timeout)?;
+        for t in transactions.values_mut() {
+            t.set_committed(progress.get(t.id()).copied());
         }
     }
     let mut starts = consumer::resolve_starts(&config, &consumer)?;
