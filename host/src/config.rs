@@ -386,9 +386,9 @@ impl Config {
                 (None, Some(v)) => (format!("kafka.options.\"{key}\""), v.as_str()),
                 (None, None) => (format!("kafka.producer_options.\"{key}\""), "60000"),
             };
-            let ms: u64 = value
-                .parse()
-                .map_err(|_| self.invalid(&field, format!("{value:?} is not a number of milliseconds")))?;
+            let ms: u64 = value.parse().map_err(|_| {
+                self.invalid(&field, format!("{value:?} is not a number of milliseconds"))
+            })?;
             let needed = 2 * self.checkpoint.interval.as_millis() as u64 + 10_000;
             if ms < needed {
                 return Err(self.invalid(

@@ -6,6 +6,12 @@
 pub use weir::kafka::log_reader::{PartitionLog, Visible};
 
 /// Reads one partition of a single-broker cluster at `bootstrap`.
-pub fn read_partition(bootstrap: &str, topic: &str, partition: i32) -> anyhow::Result<PartitionLog> {
-    Ok(weir::kafka::log_reader::read_partition(bootstrap, topic, partition)?)
+pub fn read_partition(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+) -> anyhow::Result<PartitionLog> {
+    Ok(weir::kafka::log_reader::read_partition(
+        bootstrap, topic, partition,
+    )?)
 }

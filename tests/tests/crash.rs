@@ -40,7 +40,13 @@ impl Job {
         Job::with_semantics(broker, src, dst, interval_ms, "at-least-once")
     }
 
-    fn with_semantics(broker: &Broker, src: &str, dst: &str, interval_ms: u64, semantics: &str) -> Job {
+    fn with_semantics(
+        broker: &Broker,
+        src: &str,
+        dst: &str,
+        interval_ms: u64,
+        semantics: &str,
+    ) -> Job {
         let dir = tempfile::tempdir().unwrap();
         if semantics == "exactly-once" {
             broker.create_topic(&format!("{dst}-progress"), 2).unwrap();
@@ -173,20 +179,27 @@ fn judge(
         assert_eq!(seen.first(), Some(&1));
         assert_eq!(seen.last(), Some(&n), "key {key}: wrong final count");
         let p = key_partition[key.as_str()];
-        let allowed: BTreeSet<u64> = restores
-            .iter()
-            .map(|r| count_before(key, r[&p]) + 1)
-            .collect();
         assert_eq!(seq[0], 1, "key {key}: first count is {}", seq[0]);
+        // Each step back is a restart: it must start at the count the
+        // restored checkpoint held + 1, and restarts happen in order.
+        let mut restart = 0usize;
         for w in seq.windows(2) {
             if w[1] != w[0] + 1 {
                 restores_checked += 1;
-                assert!(
-                    allowed.contains(&w[1]),
-                    "key {key}: after {} came {}, which is no restored checkpoint's count + 1 (allowed {allowed:?})",
-                    w[0],
-                    w[1]
-                );
+                let found = (restart + 1..restores.len())
+                    .find(|&r| count_before(key, restores[r][&p]) + 1 == w[1]);
+                match found {
+                    Some(r) => restart = r,
+                    None => panic!(
+                        "key {key}: after {} came {}, which is no later restart's checkpointed count + 1 (restarts resumed at counts {:?})",
+                        w[0],
+                        w[1],
+                        restores[restart + 1..]
+                            .iter()
+                            .map(|r| count_before(key, r[&p]) + 1)
+                            .collect::<Vec<_>>()
+                    ),
+                }
             }
         }
     }
@@ -208,17 +221,51 @@ fn setup(broker: &Broker, n: usize) -> (Vec<Input>, String, String) {
     (input, src, dst)
 }
 
-/// Runs to completion, killing the first `kills` runs at random moments.
-fn run_with_kills(job: &Job, kills: usize, restores: &mut Vec<HashMap<i32, i64>>) -> usize {
+/// Sum of the output topic's end offsets: grows as output lands.
+fn output_mark(c: &rdkafka::consumer::BaseConsumer, topic: &str) -> i64 {
+    use rdkafka::consumer::Consumer;
+    (0..PARTITIONS)
+        .map(|p| {
+            c.fetch_watermarks(topic, p, Duration::from_secs(5))
+                .unwrap()
+                .1
+        })
+        .sum()
+}
+
+/// Runs to completion, killing the first `kills` runs at random moments
+/// after each has produced new output (so every kill lands mid-stream).
+fn run_with_kills(
+    broker: &Broker,
+    dst: &str,
+    job: &Job,
+    kills: usize,
+    restores: &mut Vec<HashMap<i32, i64>>,
+) -> usize {
     let mut rng = rand::rng();
     let mut killed = 0;
     let mut attempts = 0;
+    // read_uncommitted: the end offset moves as soon as output is written,
+    // committed or not.
+    let watch: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .unwrap();
     loop {
         restores.push(job.resume_offsets());
+        let baseline = output_mark(&watch, dst);
         let mut child = job.spawn(None);
         attempts += 1;
         if killed < kills {
-            let deadline = Instant::now() + Duration::from_millis(rng.random_range(150..1200));
+            let give_up = Instant::now() + Duration::from_secs(60);
+            while output_mark(&watch, dst) <= baseline && Instant::now() < give_up {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let deadline = Instant::now() + Duration::from_millis(rng.random_range(0..300));
             while Instant::now() < deadline {
                 if child.try_wait().unwrap().is_some() {
                     break;
@@ -277,10 +324,14 @@ fn at_least_once_survives_random_kill_9() {
     let (input, src, dst) = setup(&broker, 100_000);
     let job = Job::new(&broker, &src, &dst, 200);
     let mut restores = Vec::new();
-    let kills = run_with_kills(&job, 12, &mut restores);
+    let kills = run_with_kills(&broker, &dst, &job, 12, &mut restores);
     assert!(kills >= 10, "only {kills} kills landed mid-stream");
     let out = broker.read_committed(&dst, PARTITIONS).unwrap();
     let v = judge(&input, &out, &restores);
+    assert!(
+        v.restores_checked > 0,
+        "no replay was observed: the kills did not land mid-stream"
+    );
     println!(
         "at-least-once: {kills} kill -9, {} records checked, {} duplicates, 0 lost, {} restore points checked",
         v.records, v.duplicates, v.restores_checked
@@ -341,12 +392,20 @@ fn judge_exactly_once(input: &[Input], out: &[Vec<weir_e2e::Output>]) -> usize {
                 .push(o.value.as_ref().unwrap().parse().unwrap());
         }
     }
-    assert_eq!(seqs.len(), want.len(), "keys missing from the committed output");
+    assert_eq!(
+        seqs.len(),
+        want.len(),
+        "keys missing from the committed output"
+    );
     for (key, total) in &want {
         let got = &seqs[key];
         let expected: Vec<u64> = (1..=*total).collect();
         if got != &expected {
-            let at = got.iter().zip(&expected).position(|(a, b)| a != b).unwrap_or(got.len().min(expected.len()));
+            let at = got
+                .iter()
+                .zip(&expected)
+                .position(|(a, b)| a != b)
+                .unwrap_or(got.len().min(expected.len()));
             panic!(
                 "key {key}: committed counts differ from the model: {} committed, {} expected; first difference at index {at}: got {:?}, expected {:?}",
                 got.len(),
@@ -377,7 +436,7 @@ fn exactly_once_survives_random_kill_9() {
     let (input, src, dst) = setup(&broker, 100_000);
     let job = Job::with_semantics(&broker, &src, &dst, 200, "exactly-once");
     let mut restores = Vec::new();
-    let kills = run_with_kills(&job, 12, &mut restores);
+    let kills = run_with_kills(&broker, &dst, &job, 12, &mut restores);
     assert!(kills >= 10, "only {kills} kills landed mid-stream");
     let out = broker.read_committed(&dst, PARTITIONS).unwrap();
     let checked = judge_exactly_once(&input, &out);
@@ -398,7 +457,7 @@ fn exactly_once_survives_each_failpoint() {
     ] {
         let dst = topic("eos-out");
         broker.create_topic(&dst, PARTITIONS).unwrap();
-        let job = Job::with_semantics(&broker, &src, &dst, 20, "exactly-once");
+        let job = Job::with_semantics(&broker, &src, &dst, 100, "exactly-once");
         let mut child = job.spawn(Some(&format!("{point}@30000")));
         let status = wait_for(&mut child, Duration::from_secs(120));
         assert!(!status.success(), "{point}: the failpoint did not fire");
@@ -407,7 +466,10 @@ fn exactly_once_survives_each_failpoint() {
         let log = std::fs::read_to_string(job.dir.path().join("stderr.log")).unwrap_or_default();
         assert!(status.success(), "{point}: restart failed\n{log}");
         println!("judging exactly-once failpoint {point}");
-        for line in log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")) {
+        for line in log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        {
             println!("  restart log: {line}");
         }
         let out = broker.read_committed(&dst, PARTITIONS).unwrap();

@@ -66,7 +66,12 @@ impl PartitionStateDir {
 
     /// Writes the snapshot for `offset` durably (temp file, fsync, rename,
     /// directory fsync). Returns its size.
-    pub fn write(&self, offset: i64, snap: &Snapshot, buf: &mut Vec<u8>) -> Result<u64, CheckpointError> {
+    pub fn write(
+        &self,
+        offset: i64,
+        snap: &Snapshot,
+        buf: &mut Vec<u8>,
+    ) -> Result<u64, CheckpointError> {
         buf.clear();
         snap.encode(buf);
         let tmp = self.dir.join(format!("{offset:020}.tmp"));

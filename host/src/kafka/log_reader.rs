@@ -59,7 +59,13 @@ pub struct PartitionLog {
     pub markers: usize,
 }
 
-fn fetch(conn: &mut TcpStream, topic: &str, partition: i32, offset: i64, corr: i32) -> Result<(i64, Option<Bytes>)> {
+fn fetch(
+    conn: &mut TcpStream,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    corr: i32,
+) -> Result<(i64, Option<Bytes>)> {
     let header = RequestHeader::default()
         .with_request_api_key(ApiKey::Fetch as i16)
         .with_request_api_version(FETCH_VERSION)
@@ -71,12 +77,16 @@ fn fetch(conn: &mut TcpStream, topic: &str, partition: i32, offset: i64, corr: i
         .with_min_bytes(1)
         .with_max_bytes(8 << 20)
         .with_isolation_level(0)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(partition)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(4 << 20)])]);
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(partition)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(4 << 20),
+                ]),
+        ]);
     let mut body = BytesMut::new();
     header
         .encode(&mut body, FetchRequest::header_version(FETCH_VERSION))
@@ -107,7 +117,10 @@ fn fetch(conn: &mut TcpStream, topic: &str, partition: i32, offset: i64, corr: i
         .and_then(|t| t.partitions.first())
         .ok_or("empty fetch response")?;
     if part.error_code != 0 {
-        return Err(format!("fetch at offset {offset}: error code {}", part.error_code));
+        return Err(format!(
+            "fetch at offset {offset}: error code {}",
+            part.error_code
+        ));
     }
     Ok((part.high_watermark, part.records.clone()))
 }
@@ -143,7 +156,9 @@ fn read(address: &str, topic: &str, partition: i32) -> Result<PartitionLog> {
             if offset >= high {
                 break;
             }
-            return Err(format!("no records at {offset} below the high watermark {high}"));
+            return Err(format!(
+                "no records at {offset} below the high watermark {high}"
+            ));
         };
         let sets = RecordBatchDecoder::decode_all(&mut records)
             .map_err(|e| format!("decode at {offset}: {e}"))?;

@@ -11,8 +11,8 @@
 
 pub mod consumer;
 pub mod embedded;
-pub mod log_reader;
 pub mod error;
+pub mod log_reader;
 pub mod producer;
 pub mod start_position;
 pub mod transaction;

@@ -18,9 +18,9 @@ use crate::runtime::snapshot::Snapshot;
 use rdkafka::consumer::{Consumer, ConsumerGroupMetadata};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::BaseRecord;
-use std::collections::HashMap;
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,10 +81,15 @@ pub fn read_progress(
         let address = brokers.get(&p.leader()).ok_or_else(|| KafkaError::Option {
             reason: format!("no leader for {topic}/{}", p.id()),
         })?;
-        let log = super::log_reader::read_partition(address, topic, p.id())
-            .map_err(|e| KafkaError::Option { reason: e.to_string() })?;
+        let log = super::log_reader::read_partition(address, topic, p.id()).map_err(|e| {
+            KafkaError::Option {
+                reason: e.to_string(),
+            }
+        })?;
         for r in log.visible {
-            let (Some(k), Some(v)) = (r.key, r.value) else { continue };
+            let (Some(k), Some(v)) = (r.key, r.value) else {
+                continue;
+            };
             let key = String::from_utf8_lossy(&k).into_owned();
             if let Some(offset) = std::str::from_utf8(&v).ok().and_then(|v| v.parse().ok()) {
                 progress.insert(key, offset);
@@ -134,12 +139,12 @@ impl PartitionTransaction {
         for (k, v) in &config.kafka.producer_options {
             cc.set(k, v);
         }
-        let producer: SinkProducer = cc
-            .create_with_context(DeliveryContext::default())
-            .map_err(|cause| KafkaError::Client {
-                role: "transactional producer",
-                cause,
-            })?;
+        let producer: SinkProducer =
+            cc.create_with_context(DeliveryContext::default())
+                .map_err(|cause| KafkaError::Client {
+                    role: "transactional producer",
+                    cause,
+                })?;
         let timeout = config.kafka.connect_timeout.max(Duration::from_secs(30));
         producer
             .init_transactions(timeout)
@@ -147,9 +152,11 @@ impl PartitionTransaction {
         producer
             .begin_transaction()
             .map_err(request("begin_transaction"))?;
-        let group = consumer.group_metadata().ok_or_else(|| KafkaError::Option {
-            reason: "exactly-once needs kafka.group_id (no consumer group metadata)".into(),
-        })?;
+        let group = consumer
+            .group_metadata()
+            .ok_or_else(|| KafkaError::Option {
+                reason: "exactly-once needs kafka.group_id (no consumer group metadata)".into(),
+            })?;
         let state = PartitionStateDir::open(&config.checkpoint_dir(), topic, partition)?;
         tracing::info!(transactional_id = %id, "transactional producer ready");
         Ok(PartitionTransaction {
@@ -179,7 +186,11 @@ impl PartitionTransaction {
 
     /// Commits everything produced so far together with `next_offset` and
     /// the state it reflects. Returns the snapshot's size in bytes.
-    pub fn commit(&mut self, next_offset: i64, snapshot: &Snapshot) -> Result<u64, TransactionError> {
+    pub fn commit(
+        &mut self,
+        next_offset: i64,
+        snapshot: &Snapshot,
+    ) -> Result<u64, TransactionError> {
         let bytes = self.state.write(next_offset, snapshot, &mut self.buf)?;
         failpoint::hit(failpoint::AFTER_SNAPSHOT_BEFORE_COMMIT);
         // The progress record commits (or aborts) with the output.
@@ -191,7 +202,10 @@ impl PartitionTransaction {
         loop {
             match self.producer.send(record) {
                 Ok(()) => break,
-                Err((rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                    back,
+                )) => {
                     record = back;
                     std::thread::sleep(Duration::from_millis(1));
                 }

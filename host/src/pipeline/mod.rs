@@ -17,10 +17,10 @@ pub mod status;
 pub mod worker;
 
 use crate::checkpoint::coordinator::{self, CheckpointStats, Coordinator};
+use crate::checkpoint::transactional::PartitionStateDir;
 use crate::checkpoint::{CheckpointError, CheckpointStore, CheckpointTrigger, TaskCheckpoint};
 use crate::config::{Config, ConfigError, DeliveryGuarantee};
 use crate::kafka::embedded::{EmbeddedCluster, OutputSummary};
-use crate::checkpoint::transactional::PartitionStateDir;
 use crate::kafka::transaction::PartitionTransaction;
 use crate::kafka::{self, KafkaError, consumer, producer};
 use crate::runtime::snapshot::SnapshotError;
@@ -172,7 +172,8 @@ pub async fn run(
             }
         }
         // Every zombie is fenced: the committed progress is final.
-        let progress = kafka::transaction::read_progress(&consumer, &config.sink.progress_topic, timeout)?;
+        let progress =
+            kafka::transaction::read_progress(&consumer, &config.sink.progress_topic, timeout)?;
         for t in transactions.values_mut() {
             t.set_committed(progress.get(t.id()).copied());
         }
@@ -197,11 +198,14 @@ pub async fn run(
     if exactly_once {
         for s in &mut starts {
             let dir = PartitionStateDir::open(&config.checkpoint_dir(), &s.topic, s.partition)?;
-            let Some(committed) = s.committed else { continue };
+            let Some(committed) = s.committed else {
+                continue;
+            };
             match dir.load(committed)? {
                 Some(snap) => {
                     s.start = committed;
-                    transactional_restores.insert((s.topic.clone(), s.partition), (committed, snap));
+                    transactional_restores
+                        .insert((s.topic.clone(), s.partition), (committed, snap));
                 }
                 None if dir.offsets()?.is_empty() => tracing::warn!(
                     topic = %s.topic, partition = s.partition, committed,

@@ -31,7 +31,7 @@ pub struct TaskError {
     pub partition: i32,
     pub first_offset: i64,
     pub last_offset: i64,
-    pub source: TaskFailure,
+    pub source: Box<TaskFailure>,
 }
 
 /// Why a partition task failed.
@@ -111,7 +111,7 @@ impl PartitionTask {
             partition: self.start.partition,
             first_offset,
             last_offset,
-            source,
+            source: Box::new(source),
         }
     }
 
