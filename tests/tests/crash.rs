@@ -480,3 +480,69 @@ fn exactly_once_survives_each_failpoint() {
         );
     }
 }
+
+/// A zombie: a second host with the same transactional ids starts while
+/// the first still runs. The second fences the first, whose next commit
+/// fails, so it exits; none of its uncommitted output becomes visible and
+/// the committed output is exactly the model.
+#[test]
+fn exactly_once_fences_a_zombie() {
+    let broker = Broker::start().unwrap();
+    let (input, src, dst) = setup(&broker, 60_000);
+    let job = Job::with_semantics(&broker, &src, &dst, 200, "exactly-once");
+    // The first host runs unbounded (it would never stop by itself).
+    let text = std::fs::read_to_string(&job.config).unwrap();
+    let zombie_config = job.dir.path().join("zombie.toml");
+    std::fs::write(
+        &zombie_config,
+        text.replace("bounded = true", "bounded = false"),
+    )
+    .unwrap();
+    let mut zombie = Command::new(weir_bin())
+        .args(["run", "--config", zombie_config.to_str().unwrap()])
+        .env("WEIR_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(job.dir.path().join("zombie.log")).unwrap())
+        .spawn()
+        .unwrap();
+    // Let it commit some transactions.
+    let watch: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .unwrap();
+    let t = Instant::now();
+    while output_mark(&watch, &dst) < 5_000 && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        zombie.try_wait().unwrap().is_none(),
+        "the first host ended early"
+    );
+
+    // The second host, same transactional ids.
+    let mut second = job.spawn(None);
+    let status = wait_for(&mut second, Duration::from_secs(180));
+    let log = std::fs::read_to_string(job.dir.path().join("stderr.log")).unwrap_or_default();
+    assert!(status.success(), "second host failed\n{log}");
+    let zombie_status = wait_for(&mut zombie, Duration::from_secs(60));
+    let zombie_log = std::fs::read_to_string(job.dir.path().join("zombie.log")).unwrap_or_default();
+    assert!(!zombie_status.success(), "the zombie was not fenced");
+    // Kafka answers the zombie's commit with PRODUCER_FENCED; Tansu lets
+    // it time out. Either way its transaction fails and it stops.
+    assert!(
+        zombie_log.contains("transaction"),
+        "the zombie did not fail on its transaction:\n{zombie_log}"
+    );
+    let reason = zombie_log
+        .lines()
+        .rfind(|l| l.starts_with("error:"))
+        .unwrap_or("");
+    println!("zombie stopped: {reason}");
+    let out = broker.read_committed(&dst, PARTITIONS).unwrap();
+    let checked = judge_exactly_once(&input, &out);
+    let (aborted, open, _) = log_figures(&broker, &dst);
+    println!(
+        "zombie: fenced ({zombie_status}); {checked} records checked, 0 duplicates, 0 lost; {aborted} aborted records, {open} open"
+    );
+}

@@ -45,14 +45,24 @@ pub struct PartitionStart {
     pub committed: Option<i64>,
 }
 
+/// Whether offsets are auto-committed (checkpoints off and
+/// `enable.auto.commit` not turned off, librdkafka's default being on).
+pub fn auto_commit(config: &Config) -> bool {
+    let user = config
+        .kafka
+        .consumer_options
+        .get("enable.auto.commit")
+        .or_else(|| config.kafka.options.get("enable.auto.commit"));
+    !config.checkpoint.enabled
+        && config.sink.semantics != DeliveryGuarantee::ExactlyOnce
+        && user.is_none_or(|v| v != "false")
+}
+
 /// Creates the consumer and checks, within `kafka.connect_timeout`, that the
 /// cluster answers.
 pub fn create(config: &Config, bootstrap: &str) -> Result<Arc<SourceConsumer>, KafkaError> {
     let mut cc = super::base_client_config(&config.kafka, bootstrap);
     cc.set("group.id", &config.kafka.group_id)
-        // Offsets are committed by the job, only for processed records.
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false");
     if config.sink.semantics == DeliveryGuarantee::ExactlyOnce {
         // Never process records of aborted transactions.
@@ -60,6 +70,16 @@ pub fn create(config: &Config, bootstrap: &str) -> Result<Arc<SourceConsumer>, K
     }
     for (k, v) in &config.kafka.consumer_options {
         cc.set(k, v);
+    }
+    // Offsets are stored by Weir, only for processed (and delivered)
+    // records: see `kafka::delivery`.
+    cc.set("enable.auto.offset.store", "false");
+    if !auto_commit(config) {
+        // Checkpoints (or the end of the job) commit offsets.
+        if config.checkpoint.enabled && cc.get("enable.auto.commit") == Some("true") {
+            tracing::warn!("enable.auto.commit is ignored while checkpoints are enabled");
+        }
+        cc.set("enable.auto.commit", "false");
     }
     let consumer: SourceConsumer =
         cc.create_with_context(SourceContext)

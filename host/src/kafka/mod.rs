@@ -10,6 +10,7 @@
 //! - [`error`]: the crate-boundary error type.
 
 pub mod consumer;
+pub mod delivery;
 pub mod embedded;
 pub mod error;
 pub mod log_reader;

@@ -3,13 +3,14 @@
 //! intermediate buffer on the host side).
 
 use super::KafkaError;
+use super::delivery::{DeliveryTracker, UNTRACKED};
 use crate::config::Config;
 use crate::runtime::{OutputSink, SinkError};
 use rdkafka::ClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use weir_plugin_sdk::abi::{self, RecordIter};
@@ -23,6 +24,8 @@ pub struct DeliveryContext {
     pub failed: AtomicU64,
     /// The first delivery error, for the job's error message.
     pub first_error: Mutex<Option<String>>,
+    /// Offset trackers (auto-commit mode), by delivery ticket.
+    pub trackers: super::delivery::Trackers,
 }
 
 impl ClientContext for DeliveryContext {
@@ -32,8 +35,9 @@ impl ClientContext for DeliveryContext {
 }
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, ticket: usize) {
+        self.trackers.delivered(ticket, result.is_ok());
         match result {
             Ok(_) => {
                 self.delivered.fetch_add(1, Ordering::Relaxed);
@@ -111,12 +115,29 @@ pub fn flush(
 /// Sends emitted records to Kafka.
 pub struct KafkaSink {
     producer: Arc<SinkProducer>,
+    /// Auto-commit mode: the partition's tracker and the open batch.
+    tracking: Option<(Arc<DeliveryTracker>, Arc<AtomicUsize>)>,
 }
 
 impl KafkaSink {
     /// A sink over a shared producer.
     pub fn new(producer: Arc<SinkProducer>) -> Self {
-        KafkaSink { producer }
+        KafkaSink {
+            producer,
+            tracking: None,
+        }
+    }
+
+    /// A sink whose outputs carry the batch ticket held in `ticket`.
+    pub fn tracked(
+        producer: Arc<SinkProducer>,
+        tracker: Arc<DeliveryTracker>,
+        ticket: Arc<AtomicUsize>,
+    ) -> Self {
+        KafkaSink {
+            producer,
+            tracking: Some((tracker, ticket)),
+        }
     }
 }
 
@@ -129,7 +150,16 @@ impl OutputSink for KafkaSink {
             }
             // Validated by the host function before the sink sees it.
             let r = r.map_err(|e| SinkError(e.to_string()))?;
-            let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&topics[r.topic as usize]);
+            let ticket = match &self.tracking {
+                Some((tracker, ticket)) => {
+                    let t = ticket.load(Ordering::Relaxed);
+                    tracker.sent(t);
+                    t
+                }
+                None => UNTRACKED,
+            };
+            let mut rec: BaseRecord<'_, [u8], [u8], usize> =
+                BaseRecord::with_opaque_to(&topics[r.topic as usize], ticket);
             rec.key = r.key;
             rec.payload = r.value;
             if r.partition != abi::ANY_PARTITION {

@@ -195,7 +195,7 @@ impl PartitionTransaction {
         failpoint::hit(failpoint::AFTER_SNAPSHOT_BEFORE_COMMIT);
         // The progress record commits (or aborts) with the output.
         let value = next_offset.to_string();
-        let mut record = BaseRecord::<str, str>::to(&self.progress_topic)
+        let mut record = BaseRecord::<str, str, usize>::with_opaque_to(&self.progress_topic, 0)
             .partition(self.progress_partition)
             .key(&self.id)
             .payload(&value);

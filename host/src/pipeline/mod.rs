@@ -27,6 +27,7 @@ use crate::runtime::snapshot::SnapshotError;
 use crate::runtime::{PluginEngine, PluginError, PluginInstance, PluginModule};
 use partition_task::{PartitionTask, TaskError};
 use rdkafka::consumer::Consumer;
+use rdkafka::producer::Producer;
 use status::{StatusReporter, TaskStats};
 use std::future::Future;
 use std::sync::Arc;
@@ -227,6 +228,10 @@ pub async fn run(
     }
     let producer = producer::create(&config, &bootstrap)?;
     let queues = consumer::assign(&consumer, &starts)?;
+    let auto_commit = consumer::auto_commit(&config);
+    if auto_commit {
+        tracing::info!("checkpoints off: offsets of delivered output are auto-committed");
+    }
 
     // One instance per partition task, each with its own store and state.
     let sink_topics: Arc<[String]> = config.sink.topics.clone().into();
@@ -246,7 +251,20 @@ pub async fn run(
             Some(t) => t.producer(),
             None => producer.clone(),
         };
-        let sink = Box::new(producer::KafkaSink::new(sink_producer));
+        let tracking = auto_commit.then(|| {
+            let tracker = producer.context().trackers.register(
+                &start.topic,
+                start.partition,
+                consumer.clone(),
+            );
+            (tracker, Arc::new(std::sync::atomic::AtomicUsize::new(0)))
+        });
+        let sink = Box::new(match &tracking {
+            Some((tracker, cell)) => {
+                producer::KafkaSink::tracked(sink_producer, tracker.clone(), cell.clone())
+            }
+            None => producer::KafkaSink::new(sink_producer),
+        });
         let mut instance =
             PluginInstance::new(&module, sink, sink_topics.clone()).map_err(|fault| {
                 PluginError::Start {
@@ -302,6 +320,7 @@ pub async fn run(
             config.pipeline.batch_size,
             stats,
             transaction,
+            tracking,
         ));
     }
 

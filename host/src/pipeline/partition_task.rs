@@ -10,20 +10,21 @@
 use super::status::TaskStats;
 use crate::checkpoint::TaskCheckpoint;
 use crate::kafka::consumer::{PartitionStart, SourceQueue};
+use crate::kafka::delivery::DeliveryTracker;
 use crate::kafka::transaction::{PartitionTransaction, TransactionError};
 use crate::runtime::PluginInstance;
 use crate::runtime::instance::BatchError;
 use rdkafka::Message;
 use rdkafka::message::{BorrowedMessage, Headers};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use weir_plugin_sdk::abi;
 
 /// A batch failed in a partition task: which one, where, and why.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "plugin `{plugin}` on {topic}/{partition}, offsets {first_offset}..={last_offset}: {source}"
+    "plugin `{plugin}` on {topic}/{partition}, offsets {first_offset}..={last_offset}: {failure}"
 )]
 pub struct TaskError {
     pub plugin: String,
@@ -31,7 +32,7 @@ pub struct TaskError {
     pub partition: i32,
     pub first_offset: i64,
     pub last_offset: i64,
-    pub source: Box<TaskFailure>,
+    pub failure: Box<TaskFailure>,
 }
 
 /// Why a partition task failed.
@@ -73,6 +74,8 @@ pub struct PartitionTask {
     checkpointed: u64,
     /// Exactly-once: the task's own transaction.
     transaction: Option<PartitionTransaction>,
+    /// Auto-commit: the delivery tracker and the ticket cell its sink reads.
+    tracking: Option<(Arc<DeliveryTracker>, Arc<AtomicUsize>)>,
 }
 
 impl PartitionTask {
@@ -85,6 +88,7 @@ impl PartitionTask {
         batch_size: usize,
         stats: Arc<TaskStats>,
         transaction: Option<PartitionTransaction>,
+        tracking: Option<(Arc<DeliveryTracker>, Arc<AtomicUsize>)>,
     ) -> Self {
         let span = tracing::info_span!(
             "task", plugin = %plugin, topic = %start.topic, partition = start.partition
@@ -101,6 +105,7 @@ impl PartitionTask {
             finished: false,
             checkpointed: 0,
             transaction,
+            tracking,
         }
     }
 
@@ -111,7 +116,7 @@ impl PartitionTask {
             partition: self.start.partition,
             first_offset,
             last_offset,
-            source: Box::new(source),
+            failure: Box::new(source),
         }
     }
 
@@ -208,10 +213,18 @@ impl PartitionTask {
         let (first_offset, last_offset) = (batch[0].offset(), last.offset());
         let topic_index = self.start.topic_index;
         let size = batch_size_of(&batch);
+        let ticket = self.tracking.as_ref().map(|(tracker, cell)| {
+            let t = tracker.open(last_offset + 1);
+            cell.store(t, Ordering::Relaxed);
+            (tracker.clone(), t)
+        });
         let result = self
             .instance
             .process(size, |buf| encode(&batch, topic_index, buf));
         let emitted = result.map_err(|e| self.error(first_offset, last_offset, e.into()))?;
+        if let Some((tracker, t)) = ticket {
+            tracker.seal(t);
+        }
         let n = batch.len();
         drop(batch);
         self.next_offset = last_offset + 1;
