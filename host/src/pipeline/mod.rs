@@ -25,7 +25,7 @@ use crate::kafka::transaction::PartitionTransaction;
 use crate::kafka::{self, KafkaError, consumer, producer};
 use crate::runtime::snapshot::SnapshotError;
 use crate::runtime::{PluginEngine, PluginError, PluginInstance, PluginModule};
-use partition_task::{PartitionTask, TaskError};
+use partition_task::{PartitionTask, TaskCommit, TaskError};
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::Producer;
 use status::{StatusReporter, TaskStats};
@@ -319,8 +319,11 @@ pub async fn run(
             module.name.clone(),
             config.pipeline.batch_size,
             stats,
-            transaction,
-            tracking,
+            match (transaction, tracking) {
+                (Some(t), _) => TaskCommit::Transaction(t),
+                (None, Some((tracker, cell))) => TaskCommit::AutoCommit(tracker, cell),
+                (None, None) => TaskCommit::Checkpoint,
+            },
         ));
     }
 

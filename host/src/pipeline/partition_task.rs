@@ -72,10 +72,19 @@ pub struct PartitionTask {
     finished: bool,
     /// The last checkpoint id this task answered.
     checkpointed: u64,
-    /// Exactly-once: the task's own transaction.
-    transaction: Option<PartitionTransaction>,
-    /// Auto-commit: the delivery tracker and the ticket cell its sink reads.
-    tracking: Option<(Arc<DeliveryTracker>, Arc<AtomicUsize>)>,
+    /// How this task's progress becomes durable.
+    commit: TaskCommit,
+}
+
+/// How a partition task's offsets (and state) become durable.
+pub enum TaskCommit {
+    /// Checkpoints, or a final commit when the job ends: nothing per batch.
+    Checkpoint,
+    /// Exactly-once: the task's own Kafka transaction.
+    Transaction(PartitionTransaction),
+    /// Auto-commit: the delivery tracker, and the cell holding the ticket of
+    /// the open batch that the task's sink stamps on every output.
+    AutoCommit(Arc<DeliveryTracker>, Arc<AtomicUsize>),
 }
 
 impl PartitionTask {
@@ -87,8 +96,7 @@ impl PartitionTask {
         plugin: Arc<str>,
         batch_size: usize,
         stats: Arc<TaskStats>,
-        transaction: Option<PartitionTransaction>,
-        tracking: Option<(Arc<DeliveryTracker>, Arc<AtomicUsize>)>,
+        commit: TaskCommit,
     ) -> Self {
         let span = tracing::info_span!(
             "task", plugin = %plugin, topic = %start.topic, partition = start.partition
@@ -104,8 +112,7 @@ impl PartitionTask {
             span,
             finished: false,
             checkpointed: 0,
-            transaction,
-            tracking,
+            commit,
         }
     }
 
@@ -122,7 +129,7 @@ impl PartitionTask {
 
     /// Whether this task commits its own transactions (exactly-once).
     pub fn is_transactional(&self) -> bool {
-        self.transaction.is_some()
+        matches!(self.commit, TaskCommit::Transaction(_))
     }
 
     /// Exactly-once checkpoint `id`: snapshot keyed by the next offset,
@@ -131,7 +138,7 @@ impl PartitionTask {
     pub fn commit_transaction(&mut self, id: u64) -> Result<(), TaskError> {
         self.checkpointed = id;
         let next = self.next_offset;
-        let Some(txn) = self.transaction.as_mut() else {
+        let TaskCommit::Transaction(txn) = &self.commit else {
             return Ok(());
         };
         if txn.committed() == Some(next) {
@@ -139,7 +146,9 @@ impl PartitionTask {
         }
         let _enter = self.span.clone().entered();
         let snapshot = self.instance.snapshot();
-        let txn = self.transaction.as_mut().expect("checked above");
+        let TaskCommit::Transaction(txn) = &mut self.commit else {
+            unreachable!("checked above")
+        };
         match txn.commit(next, &snapshot) {
             Ok(bytes) => {
                 tracing::debug!(offset = next, bytes, "transaction committed");
@@ -213,11 +222,14 @@ impl PartitionTask {
         let (first_offset, last_offset) = (batch[0].offset(), last.offset());
         let topic_index = self.start.topic_index;
         let size = batch_size_of(&batch);
-        let ticket = self.tracking.as_ref().map(|(tracker, cell)| {
-            let t = tracker.open(last_offset + 1);
-            cell.store(t, Ordering::Relaxed);
-            (tracker.clone(), t)
-        });
+        let ticket = match &self.commit {
+            TaskCommit::AutoCommit(tracker, cell) => {
+                let t = tracker.open(last_offset + 1);
+                cell.store(t, Ordering::Relaxed);
+                Some((tracker.clone(), t))
+            }
+            _ => None,
+        };
         let result = self
             .instance
             .process(size, |buf| encode(&batch, topic_index, buf));
