@@ -18,6 +18,14 @@ use weir_e2e::{Broker, Input, keyed_input, repo_root, topic};
 
 const PARTITIONS: i32 = 4;
 
+/// Crash tests run one at a time: each keeps both cores busy, and their
+/// kill timing is about the job's progress, not about CPU contention.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn weir_bin() -> PathBuf {
     // target/<profile>/deps/crash-<hash> → target/<profile>/weir
     let exe = std::env::current_exe().unwrap();
@@ -240,6 +248,7 @@ fn run_with_kills(
     dst: &str,
     job: &Job,
     kills: usize,
+    max_delay_ms: u64,
     restores: &mut Vec<HashMap<i32, i64>>,
 ) -> usize {
     let mut rng = rand::rng();
@@ -265,7 +274,7 @@ fn run_with_kills(
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            let deadline = Instant::now() + Duration::from_millis(rng.random_range(0..300));
+            let deadline = Instant::now() + Duration::from_millis(rng.random_range(0..max_delay_ms));
             while Instant::now() < deadline {
                 if child.try_wait().unwrap().is_some() {
                     break;
@@ -320,11 +329,12 @@ fn checkpoint_figures(dir: &Path) {
 
 #[test]
 fn at_least_once_survives_random_kill_9() {
+    let _serial = serial();
     let broker = Broker::start().unwrap();
     let (input, src, dst) = setup(&broker, 100_000);
     let job = Job::new(&broker, &src, &dst, 200);
     let mut restores = Vec::new();
-    let kills = run_with_kills(&broker, &dst, &job, 12, &mut restores);
+    let kills = run_with_kills(&broker, &dst, &job, 12, 150, &mut restores);
     assert!(kills >= 10, "only {kills} kills landed mid-stream");
     let out = broker.read_committed(&dst, PARTITIONS).unwrap();
     let v = judge(&input, &out, &restores);
@@ -341,6 +351,7 @@ fn at_least_once_survives_random_kill_9() {
 
 #[test]
 fn at_least_once_survives_each_failpoint() {
+    let _serial = serial();
     let broker = Broker::start().unwrap();
     // The process aborts the first time the point is reached after 30,000
     // of the 60,000 records were processed: mid-stream, with checkpoints
@@ -432,11 +443,13 @@ fn log_figures(broker: &Broker, topic: &str) -> (usize, usize, usize) {
 
 #[test]
 fn exactly_once_survives_random_kill_9() {
+    let _serial = serial();
     let broker = Broker::start().unwrap();
     let (input, src, dst) = setup(&broker, 100_000);
     let job = Job::with_semantics(&broker, &src, &dst, 200, "exactly-once");
     let mut restores = Vec::new();
-    let kills = run_with_kills(&broker, &dst, &job, 12, &mut restores);
+    // Longer: progress under exactly-once needs a commit (200 ms apart).
+    let kills = run_with_kills(&broker, &dst, &job, 12, 300, &mut restores);
     assert!(kills >= 10, "only {kills} kills landed mid-stream");
     let out = broker.read_committed(&dst, PARTITIONS).unwrap();
     let checked = judge_exactly_once(&input, &out);
@@ -448,6 +461,7 @@ fn exactly_once_survives_random_kill_9() {
 
 #[test]
 fn exactly_once_survives_each_failpoint() {
+    let _serial = serial();
     let broker = Broker::start().unwrap();
     let (input, src, _) = setup(&broker, 60_000);
     for point in [
@@ -487,6 +501,7 @@ fn exactly_once_survives_each_failpoint() {
 /// the committed output is exactly the model.
 #[test]
 fn exactly_once_fences_a_zombie() {
+    let _serial = serial();
     let broker = Broker::start().unwrap();
     let (input, src, dst) = setup(&broker, 60_000);
     let job = Job::with_semantics(&broker, &src, &dst, 200, "exactly-once");
