@@ -227,6 +227,13 @@ pub struct PipelineConfig {
     /// The plugin's own settings, given to its `weir_init` on a fresh start.
     #[serde(default)]
     pub config: toml::Table,
+    /// How often a failed partition task is restarted (from its last
+    /// checkpoint) before the job gives up and exits non-zero.
+    #[serde(default = "default_restart_attempts")]
+    pub restart_attempts: u32,
+    /// Wait before the first restart; doubles with every further attempt.
+    #[serde(default = "default_restart_backoff", with = "humantime_serde")]
+    pub restart_backoff: Duration,
 }
 
 /// `[status]`: the periodic progress line.
@@ -261,6 +268,12 @@ fn default_parallelism() -> usize {
 }
 fn default_batch_size() -> usize {
     1024
+}
+fn default_restart_attempts() -> u32 {
+    3
+}
+fn default_restart_backoff() -> Duration {
+    Duration::from_millis(500)
 }
 fn default_checkpoint_interval() -> Duration {
     Duration::from_secs(5)

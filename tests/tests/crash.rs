@@ -274,7 +274,8 @@ fn run_with_kills(
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            let deadline = Instant::now() + Duration::from_millis(rng.random_range(0..max_delay_ms));
+            let deadline =
+                Instant::now() + Duration::from_millis(rng.random_range(0..max_delay_ms));
             while Instant::now() < deadline {
                 if child.try_wait().unwrap().is_some() {
                     break;

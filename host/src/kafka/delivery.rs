@@ -59,6 +59,16 @@ impl DeliveryTracker {
         ((self.index + 1) << 48) | (*seq as usize & ((1 << 48) - 1))
     }
 
+    /// Forgets open batches (after the task restarts from an earlier
+    /// offset): their offsets will be read again.
+    pub fn reset(&self) {
+        self.batches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|b| b.sealed && !b.failed);
+        self.advance();
+    }
+
     /// One more output of `ticket`'s batch was sent.
     pub fn sent(&self, ticket: Ticket) {
         self.with_batch(ticket, |b| b.outstanding += 1);

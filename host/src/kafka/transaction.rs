@@ -251,6 +251,18 @@ impl PartitionTransaction {
         self.committed = offset;
     }
 
+    /// Aborts the open transaction and begins a new one (a task restarting
+    /// after a fault). Returns the offset to resume from.
+    pub fn abort_and_restart(&mut self) -> Result<Option<i64>, TransactionError> {
+        self.producer
+            .abort_transaction(self.timeout)
+            .map_err(request("abort_transaction"))?;
+        self.producer
+            .begin_transaction()
+            .map_err(request("begin_transaction"))?;
+        Ok(self.committed)
+    }
+
     /// The transactional id.
     pub fn id(&self) -> &str {
         &self.id

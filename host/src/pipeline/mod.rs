@@ -25,7 +25,7 @@ use crate::kafka::transaction::PartitionTransaction;
 use crate::kafka::{self, KafkaError, consumer, producer};
 use crate::runtime::snapshot::SnapshotError;
 use crate::runtime::{PluginEngine, PluginError, PluginInstance, PluginModule};
-use partition_task::{PartitionTask, TaskCommit, TaskError};
+use partition_task::{PartitionTask, TaskCommit, TaskEnv, TaskError};
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::Producer;
 use status::{StatusReporter, TaskStats};
@@ -233,6 +233,19 @@ pub async fn run(
         tracing::info!("checkpoints off: offsets of delivered output are auto-committed");
     }
 
+    let env = Arc::new(TaskEnv {
+        module: module.clone(),
+        batch_size: config.pipeline.batch_size,
+        sink_topics: config.sink.topics.clone().into(),
+        plugin_config: config.plugin_config_entries(),
+        allow_module_change: config.checkpoint.allow_module_change,
+        store: store.clone(),
+        consumer: consumer.clone(),
+        producer: producer.clone(),
+        timeout: config.kafka.connect_timeout,
+        restart_attempts: config.pipeline.restart_attempts,
+        restart_backoff: config.pipeline.restart_backoff,
+    });
     // One instance per partition task, each with its own store and state.
     let sink_topics: Arc<[String]> = config.sink.topics.clone().into();
     let plugin_config = config.plugin_config_entries();
@@ -316,14 +329,13 @@ pub async fn run(
             start,
             queue,
             instance,
-            module.name.clone(),
-            config.pipeline.batch_size,
             stats,
             match (transaction, tracking) {
                 (Some(t), _) => TaskCommit::Transaction(t),
                 (None, Some((tracker, cell))) => TaskCommit::AutoCommit(tracker, cell),
                 (None, None) => TaskCommit::Checkpoint,
             },
+            env.clone(),
         ));
     }
 

@@ -8,17 +8,24 @@
 //! between steps, when no guest frame is on the stack.
 
 use super::status::TaskStats;
+use crate::checkpoint::CheckpointStore;
 use crate::checkpoint::TaskCheckpoint;
+use crate::kafka::consumer::SourceConsumer;
 use crate::kafka::consumer::{PartitionStart, SourceQueue};
 use crate::kafka::delivery::DeliveryTracker;
+use crate::kafka::producer::{KafkaSink, SinkProducer};
 use crate::kafka::transaction::{PartitionTransaction, TransactionError};
 use crate::runtime::PluginInstance;
 use crate::runtime::instance::BatchError;
+use crate::runtime::{OutputSink, PluginModule};
 use rdkafka::Message;
+use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::{Offset, TopicPartitionList};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use std::time::Instant;
 use weir_plugin_sdk::abi;
 
 /// A batch failed in a partition task: which one, where, and why.
@@ -44,6 +51,27 @@ pub enum TaskFailure {
     /// Committing the task's transaction failed (exactly-once).
     #[error("transaction: {0}")]
     Transaction(#[from] TransactionError),
+    /// Restarting the task after a failure failed.
+    #[error("restart: {0}")]
+    Restart(String),
+}
+
+/// What every partition task of a job shares, and what a restart needs.
+pub struct TaskEnv {
+    pub module: PluginModule,
+    /// Most records per plugin call.
+    pub batch_size: usize,
+    pub sink_topics: Arc<[String]>,
+    pub plugin_config: Vec<(String, String)>,
+    pub allow_module_change: bool,
+    /// The checkpoint store (at-least-once / none with checkpoints on).
+    pub store: Option<CheckpointStore>,
+    pub consumer: Arc<SourceConsumer>,
+    /// The shared (non-transactional) producer.
+    pub producer: Arc<SinkProducer>,
+    pub timeout: Duration,
+    pub restart_attempts: u32,
+    pub restart_backoff: Duration,
 }
 
 /// What one step did.
@@ -74,6 +102,16 @@ pub struct PartitionTask {
     checkpointed: u64,
     /// How this task's progress becomes durable.
     commit: TaskCommit,
+    env: Arc<TaskEnv>,
+    /// Where the task first started (restart point without a checkpoint).
+    initial_offset: i64,
+    /// Consecutive failures: reset once the task gets past the batch that
+    /// failed (a record that fails deterministically exhausts the retries).
+    failures: u32,
+    /// The last offset of the batch that failed last.
+    fail_mark: Option<i64>,
+    /// A failed task waits until then before restarting.
+    retry_at: Option<Instant>,
 }
 
 /// How a partition task's offsets (and state) become durable.
@@ -93,11 +131,13 @@ impl PartitionTask {
         start: PartitionStart,
         queue: SourceQueue,
         instance: PluginInstance,
-        plugin: Arc<str>,
-        batch_size: usize,
         stats: Arc<TaskStats>,
         commit: TaskCommit,
+        env: Arc<TaskEnv>,
     ) -> Self {
+        let plugin = env.module.name.clone();
+        let batch_size = env.batch_size;
+        let initial_offset = start.start;
         let span = tracing::info_span!(
             "task", plugin = %plugin, topic = %start.topic, partition = start.partition
         );
@@ -112,8 +152,138 @@ impl PartitionTask {
             span,
             finished: false,
             checkpointed: 0,
+            initial_offset,
             commit,
+            env,
+            failures: 0,
+            fail_mark: None,
+            retry_at: None,
         }
+    }
+
+    /// The sink for a (new) instance of this task.
+    fn new_sink(&self) -> Box<dyn OutputSink> {
+        Box::new(match &self.commit {
+            TaskCommit::Transaction(t) => KafkaSink::new(t.producer()),
+            TaskCommit::AutoCommit(tracker, cell) => {
+                KafkaSink::tracked(self.env.producer.clone(), tracker.clone(), cell.clone())
+            }
+            TaskCommit::Checkpoint => KafkaSink::new(self.env.producer.clone()),
+        })
+    }
+
+    /// Handles a failure: schedules a restart with backoff, or gives up
+    /// (returns the error) once `restart_attempts` are used.
+    pub fn failed(&mut self, error: TaskError) -> Result<(), TaskError> {
+        self.failures += 1;
+        self.fail_mark = Some(error.last_offset);
+        if self.failures > self.env.restart_attempts {
+            return Err(error);
+        }
+        let backoff = self.env.restart_backoff * 2u32.saturating_pow(self.failures - 1);
+        let _enter = self.span.clone().entered();
+        tracing::warn!(
+            error = %error,
+            attempt = self.failures,
+            of = self.env.restart_attempts,
+            backoff_ms = backoff.as_millis() as u64,
+            "partition task failed; restarting from its last checkpoint"
+        );
+        self.retry_at = Some(Instant::now() + backoff);
+        Ok(())
+    }
+
+    /// Whether the task waits for a restart.
+    pub fn is_waiting(&self) -> bool {
+        self.retry_at.is_some()
+    }
+
+    /// Restarts the task if its backoff has passed: fresh instance, state
+    /// and offset from the last checkpoint (or the committed offset), the
+    /// partition re-read from there. Other partitions are not touched.
+    pub fn restart_if_due(&mut self) -> Result<bool, TaskError> {
+        match self.retry_at {
+            Some(at) if Instant::now() >= at => {}
+            _ => return Ok(false),
+        }
+        self.retry_at = None;
+        let (plugin, at) = (self.plugin.to_string(), self.next_offset);
+        let (t_name, p_id) = (self.start.topic.clone(), self.start.partition);
+        let fail = |reason: String| TaskError {
+            plugin: plugin.clone(),
+            topic: t_name.clone(),
+            partition: p_id,
+            first_offset: at,
+            last_offset: at,
+            failure: Box::new(TaskFailure::Restart(reason)),
+        };
+        let (topic, partition) = (self.start.topic.clone(), self.start.partition);
+        let (offset, snapshot) = match &mut self.commit {
+            TaskCommit::Transaction(t) => {
+                let committed = t.abort_and_restart().map_err(|e| fail(e.to_string()))?;
+                match committed {
+                    Some(c) => {
+                        let snap = t.state().load(c).map_err(|e| fail(e.to_string()))?;
+                        (c, snap)
+                    }
+                    None => (self.initial_offset, None),
+                }
+            }
+            TaskCommit::AutoCommit(tracker, _) => {
+                tracker.reset();
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&topic, partition);
+                let committed = self
+                    .env
+                    .consumer
+                    .committed_offsets(tpl, self.env.timeout)
+                    .ok()
+                    .and_then(|t| t.find_partition(&topic, partition).map(|e| e.offset()));
+                match committed {
+                    Some(Offset::Offset(o)) if o >= 0 => (o, None),
+                    _ => (self.initial_offset, None),
+                }
+            }
+            TaskCommit::Checkpoint => match &self.env.store {
+                Some(store) => match store.latest().map_err(|e| fail(e.to_string()))? {
+                    Some(c) => match c.partition(&topic, partition) {
+                        Some((o, snap)) => (o, Some(snap.clone())),
+                        None => (self.initial_offset, None),
+                    },
+                    None => (self.initial_offset, None),
+                },
+                None => (self.initial_offset, None),
+            },
+        };
+        let mut instance = PluginInstance::new(
+            &self.env.module,
+            self.new_sink(),
+            self.env.sink_topics.clone(),
+        )
+        .map_err(|e| fail(e.to_string()))?;
+        match &snapshot {
+            Some(snap) => instance
+                .restore(snap, self.env.allow_module_change)
+                .map_err(|e| fail(e.to_string()))?,
+            None => instance
+                .init(&self.env.plugin_config)
+                .map_err(|e| fail(e.to_string()))?,
+        }
+        self.env
+            .consumer
+            .seek(&topic, partition, Offset::Offset(offset), self.env.timeout)
+            .map_err(|e| fail(format!("seek to {offset}: {e}")))?;
+        self.instance = instance;
+        self.next_offset = offset;
+        self.finished = false;
+        self.stats.position.store(offset, Ordering::Relaxed);
+        let _enter = self.span.clone().entered();
+        tracing::info!(
+            offset,
+            restored = snapshot.is_some(),
+            "partition task restarted"
+        );
+        Ok(true)
     }
 
     fn error(&self, first_offset: i64, last_offset: i64, source: TaskFailure) -> TaskError {
@@ -240,6 +410,10 @@ impl PartitionTask {
         let n = batch.len();
         drop(batch);
         self.next_offset = last_offset + 1;
+        if self.fail_mark.is_some_and(|m| self.next_offset > m) {
+            self.failures = 0;
+            self.fail_mark = None;
+        }
         self.stats.records_in.fetch_add(n as u64, Ordering::Relaxed);
         crate::checkpoint::failpoint::add_records(n as u64);
         self.stats.records_out.fetch_add(emitted, Ordering::Relaxed);

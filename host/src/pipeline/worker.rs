@@ -55,9 +55,11 @@ impl Worker {
                 let requested = link.trigger.requested();
                 let mut failed = None;
                 for task in &mut self.tasks {
-                    if task.checkpointed() < requested {
+                    if task.checkpointed() < requested && !task.is_waiting() {
                         if task.is_transactional() {
-                            if let Err(e) = task.commit_transaction(requested) {
+                            if let Err(e) = task.commit_transaction(requested)
+                                && let Err(e) = task.failed(e)
+                            {
                                 failed = Some(e);
                                 break;
                             }
@@ -80,6 +82,21 @@ impl Worker {
                 } else {
                     Duration::ZERO
                 };
+                if task.is_waiting() {
+                    // A failed task restarts after its backoff; the others
+                    // keep running meanwhile.
+                    open += 1;
+                    match task.restart_if_due() {
+                        Ok(_) => {}
+                        Err(e) => {
+                            if let Err(e) = task.failed(e) {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    continue;
+                }
                 match task.step(wait) {
                     Ok(Step::Processed(_)) => {
                         progressed = true;
@@ -88,8 +105,11 @@ impl Worker {
                     Ok(Step::Idle) => open += 1,
                     Ok(Step::Finished) => {}
                     Err(e) => {
-                        failed = Some(e);
-                        break;
+                        open += 1;
+                        if let Err(e) = task.failed(e) {
+                            failed = Some(e);
+                            break;
+                        }
                     }
                 }
             }

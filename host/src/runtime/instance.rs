@@ -298,8 +298,29 @@ fn fault_from(store: &mut Store<HostState>, e: wasmtime::Error) -> PluginFault {
             message: format!("the plugin called proc_exit({})", exit.0),
         };
     }
+    // One line: the trap itself (wasmtime's message puts the wasm
+    // backtrace first, over several lines), then where, if known.
+    let message = match e.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => {
+            let at = e.downcast_ref::<wasmtime::WasmBacktrace>().and_then(|bt| {
+                bt.frames().first().map(|f| {
+                    f.func_name()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("wasm function {}", f.func_index()))
+                })
+            });
+            match at {
+                Some(at) => format!("{trap} (in {at})"),
+                None => trap.to_string(),
+            }
+        }
+        None => format!("{e:#}")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
     PluginFault {
         kind: FaultKind::Trap,
-        message: format!("{e:#}"),
+        message,
     }
 }
