@@ -566,6 +566,45 @@ plugin = "p.wasm"
     }
 
     #[test]
+    fn exactly_once_needs_checkpoints_and_a_long_enough_transaction_timeout() {
+        let eos = MINIMAL.replace(
+            "topics = [\"out\"]",
+            "topics = [\"out\"]\nsemantics = \"exactly-once\"",
+        );
+        let err = Config::parse(&eos, Path::new(".")).unwrap_err().to_string();
+        assert!(
+            err.contains("`sink.semantics`") && err.contains("enabled = true"),
+            "{err}"
+        );
+
+        let with_ck = format!("{eos}\n[checkpoint]\nenabled = true\ninterval = \"30s\"\n");
+        let err = Config::parse(&with_ck, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("transaction.timeout.ms"), "{err}");
+        assert!(err.contains("60000 ms is too short"), "{err}");
+
+        let fixed = with_ck.replace(
+            "[kafka]\nbootstrap_servers = \"localhost:9092\"",
+            "[kafka]\nbootstrap_servers = \"localhost:9092\"\nproducer_options = { \"transaction.timeout.ms\" = \"90000\" }",
+        );
+        let c = Config::parse(&fixed, Path::new(".")).unwrap();
+        assert_eq!(c.sink.semantics, DeliveryGuarantee::ExactlyOnce);
+        assert_eq!(c.sink.progress_topic, "weir-progress");
+    }
+
+    #[test]
+    fn checkpoint_defaults() {
+        let c = Config::parse(MINIMAL, Path::new("/jobs")).unwrap();
+        assert!(!c.checkpoint.enabled);
+        assert_eq!(c.checkpoint.interval, Duration::from_secs(5));
+        assert!(c.checkpoint.commit_offsets_on_checkpoint);
+        assert_eq!(c.checkpoint_dir(), Path::new("/jobs/checkpoints"));
+        assert_eq!(c.sink.semantics, DeliveryGuarantee::AtLeastOnce);
+        assert_eq!(c.pipeline.restart_attempts, 3);
+    }
+
+    #[test]
     fn plugin_config_flattens() {
         let text = format!(
             "{MINIMAL}\n[pipeline.config]\nword = \"a\"\nmin = 3\n[pipeline.config.rule]\non = true\n"
