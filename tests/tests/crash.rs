@@ -26,18 +26,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn weir_bin() -> PathBuf {
-    // target/<profile>/deps/crash-<hash> → target/<profile>/weir
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("weir");
-    assert!(
-        bin.exists(),
-        "{} not built: `cargo test --workspace` builds it",
-        bin.display()
-    );
-    bin
-}
-
 struct Job {
     dir: tempfile::TempDir,
     config: PathBuf,
@@ -116,7 +104,7 @@ interval = "0s"
     }
 
     fn spawn(&self, failpoint: Option<&str>) -> std::process::Child {
-        let mut cmd = Command::new(weir_bin());
+        let mut cmd = Command::new(weir_e2e::weir_binary());
         cmd.args(["run", "--config", self.config.to_str().unwrap()])
             .env("WEIR_LOG", "warn")
             .stdout(Stdio::null())
@@ -298,17 +286,7 @@ fn run_with_kills(
 }
 
 fn wait_for(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("weir did not finish within {limit:?} (hang guard)");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    weir_e2e::wait_for(child, limit).unwrap()
 }
 
 fn checkpoint_figures(dir: &Path) {
@@ -514,7 +492,7 @@ fn exactly_once_fences_a_zombie() {
         text.replace("bounded = true", "bounded = false"),
     )
     .unwrap();
-    let mut zombie = Command::new(weir_bin())
+    let mut zombie = Command::new(weir_e2e::weir_binary())
         .args(["run", "--config", zombie_config.to_str().unwrap()])
         .env("WEIR_LOG", "warn")
         .stdout(Stdio::null())
@@ -541,8 +519,12 @@ fn exactly_once_fences_a_zombie() {
     let status = wait_for(&mut second, Duration::from_secs(180));
     let log = std::fs::read_to_string(job.dir.path().join("stderr.log")).unwrap_or_default();
     assert!(status.success(), "second host failed\n{log}");
-    let zombie_status = wait_for(&mut zombie, Duration::from_secs(60));
+    let zombie_status = weir_e2e::wait_for(&mut zombie, Duration::from_secs(60));
     let zombie_log = std::fs::read_to_string(job.dir.path().join("zombie.log")).unwrap_or_default();
+    let zombie_status = match zombie_status {
+        Ok(s) => s,
+        Err(e) => panic!("{e}; the zombie's log:\n{zombie_log}"),
+    };
     assert!(!zombie_status.success(), "the zombie was not fenced");
     // Kafka answers the zombie's commit with PRODUCER_FENCED; Tansu lets
     // it time out. Either way its transaction fails and it stops.

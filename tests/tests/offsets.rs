@@ -46,13 +46,7 @@ interval = "0s"
     };
     let path = dir.path().join("job.toml");
     std::fs::write(&path, config(false)).unwrap();
-    let weir = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("weir");
+    let weir = weir_e2e::weir_binary();
     let mut child = Command::new(&weir)
         .args(["run", "--config", path.to_str().unwrap()])
         .env("WEIR_LOG", "warn")
