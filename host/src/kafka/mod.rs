@@ -10,6 +10,7 @@
 //! - [`error`]: the crate-boundary error type.
 
 pub mod consumer;
+pub mod dead_letter;
 pub mod delivery;
 pub mod embedded;
 pub mod error;

@@ -82,6 +82,25 @@ pub struct JobSummary {
     pub checkpoints: u64,
     /// The last completed checkpoint's figures.
     pub last_checkpoint: Option<CheckpointStats>,
+    /// Per partition task, in assignment order.
+    pub tasks: Vec<TaskSummary>,
+}
+
+/// What one partition task did.
+#[derive(Debug, Clone)]
+pub struct TaskSummary {
+    pub topic: String,
+    pub partition: i32,
+    /// Records handed to the plugin (replays after a restart count again).
+    pub records_in: u64,
+    /// Plugin faults handled by `skip` / `dead-letter`.
+    pub faults: u64,
+    /// Records skipped after they faulted.
+    pub skipped: u64,
+    /// Records written to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Time from the task's start to its end offset (bounded jobs).
+    pub finished_after: Option<Duration>,
 }
 
 /// How long the producer may take to deliver what is queued at the end.
@@ -93,7 +112,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<JobSummary, JobError> {
     config.validate()?;
-    let engine = PluginEngine::new().map_err(|e| JobError::Engine(format!("{e:#}")))?;
+    let engine = PluginEngine::with_limits(config.limits.to_limits())
+        .map_err(|e| JobError::Engine(format!("{e:#}")))?;
     let plugin_path = config.plugin_path();
     let module = PluginModule::load(&engine, &plugin_path)?;
     tracing::info!(plugin = %module.name, path = %plugin_path.display(), "plugin loaded");
@@ -142,6 +162,14 @@ pub async fn run(
     let consumer = consumer::create(&config, &bootstrap)?;
     for topic in &config.sink.topics {
         consumer::partitions_of(&consumer, topic, "sink", config.kafka.connect_timeout)?;
+    }
+    if let Some(dlq) = &config.pipeline.dead_letter_topic {
+        consumer::partitions_of(
+            &consumer,
+            dlq,
+            "dead-letter (pipeline.dead_letter_topic)",
+            config.kafka.connect_timeout,
+        )?;
     }
     // Exactly-once: fence every zombie first. A new transactional producer's
     // init_transactions aborts the open transaction of the crashed process
@@ -245,6 +273,8 @@ pub async fn run(
         timeout: config.kafka.connect_timeout,
         restart_attempts: config.pipeline.restart_attempts,
         restart_backoff: config.pipeline.restart_backoff,
+        on_fault: config.pipeline.on_fault,
+        dead_letter_topic: config.pipeline.dead_letter_topic.clone(),
     });
     // One instance per partition task, each with its own store and state.
     let sink_topics: Arc<[String]> = config.sink.topics.clone().into();
@@ -563,6 +593,18 @@ pub async fn run(
         .iter()
         .map(|s| s.records_out.load(Ordering::Relaxed))
         .sum();
+    let tasks = all_stats
+        .iter()
+        .map(|s| TaskSummary {
+            topic: s.topic.clone(),
+            partition: s.partition,
+            records_in: s.records_in.load(Ordering::Relaxed),
+            faults: s.faults.load(Ordering::Relaxed),
+            skipped: s.skipped.load(Ordering::Relaxed),
+            dead_lettered: s.dead_lettered.load(Ordering::Relaxed),
+            finished_after: s.finished_after(),
+        })
+        .collect();
     let embedded_output = match &embedded {
         Some(c) => Some(c.read_output(&config.sink.topics[0])?),
         None => None,
@@ -583,5 +625,6 @@ pub async fn run(
         restored_from: restored.map(|c| c.id),
         checkpoints,
         last_checkpoint,
+        tasks,
     })
 }

@@ -10,18 +10,21 @@
 use super::status::TaskStats;
 use crate::checkpoint::CheckpointStore;
 use crate::checkpoint::TaskCheckpoint;
+use crate::config::FaultPolicy;
 use crate::kafka::consumer::SourceConsumer;
 use crate::kafka::consumer::{PartitionStart, SourceQueue};
+use crate::kafka::dead_letter;
 use crate::kafka::delivery::DeliveryTracker;
 use crate::kafka::producer::{KafkaSink, SinkProducer};
 use crate::kafka::transaction::{PartitionTransaction, TransactionError};
 use crate::runtime::PluginInstance;
 use crate::runtime::instance::BatchError;
-use crate::runtime::{OutputSink, PluginModule};
+use crate::runtime::{OutputSink, PluginFault, PluginModule, SinkError};
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -72,6 +75,10 @@ pub struct TaskEnv {
     pub timeout: Duration,
     pub restart_attempts: u32,
     pub restart_backoff: Duration,
+    /// What a plugin fault does.
+    pub on_fault: FaultPolicy,
+    /// `on_fault = "dead-letter"`: where faulted records go.
+    pub dead_letter_topic: Option<String>,
 }
 
 /// What one step did.
@@ -112,6 +119,12 @@ pub struct PartitionTask {
     fail_mark: Option<i64>,
     /// A failed task waits until then before restarting.
     retry_at: Option<Instant>,
+    /// `skip` / `dead-letter`: records known to make the plugin fault, with
+    /// the fault. They are never handed to the plugin again.
+    poison: BTreeMap<i64, PluginFault>,
+    /// `skip` / `dead-letter`: offset ranges of batches that faulted; their
+    /// records are processed one per call, so the record at fault is known.
+    suspects: Vec<(i64, i64)>,
 }
 
 /// How a partition task's offsets (and state) become durable.
@@ -158,6 +171,8 @@ impl PartitionTask {
             failures: 0,
             fail_mark: None,
             retry_at: None,
+            poison: BTreeMap::new(),
+            suspects: Vec::new(),
         }
     }
 
@@ -174,7 +189,40 @@ impl PartitionTask {
 
     /// Handles a failure: schedules a restart with backoff, or gives up
     /// (returns the error) once `restart_attempts` are used.
+    ///
+    /// A plugin fault is first pinned to one record. The instance that
+    /// faulted cannot be trusted (a trap can leave its memory half-updated),
+    /// so the task restarts from its last checkpoint at once, without using
+    /// an attempt, and replays the batch that faulted one record per call.
+    /// When a single record faults, `fail` counts an attempt (and names the
+    /// record's offset); `skip` and `dead-letter` set the record aside and
+    /// restart again, so on the replay it goes to the policy instead of the
+    /// plugin. The plugin's state thus ends up as if that record had never
+    /// arrived, and under exactly-once nothing of a faulted batch becomes
+    /// visible: the restart aborts its transaction.
     pub fn failed(&mut self, error: TaskError) -> Result<(), TaskError> {
+        if let TaskFailure::Batch(BatchError::Fault(fault)) = &*error.failure {
+            let _enter = self.span.clone().entered();
+            if error.first_offset != error.last_offset {
+                tracing::warn!(
+                    first = error.first_offset, last = error.last_offset, error = %error,
+                    "a batch faulted the plugin; replaying it one record per call to find the record"
+                );
+                self.suspects.push((error.first_offset, error.last_offset));
+                self.retry_at = Some(Instant::now());
+                return Ok(());
+            }
+            if self.env.on_fault != FaultPolicy::Fail {
+                self.stats.faults.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    offset = error.first_offset, error = %error,
+                    "the record faulted the plugin; replaying from the last checkpoint without it"
+                );
+                self.poison.insert(error.first_offset, fault.clone());
+                self.retry_at = Some(Instant::now());
+                return Ok(());
+            }
+        }
         self.failures += 1;
         self.fail_mark = Some(error.last_offset);
         if self.failures > self.env.restart_attempts {
@@ -297,6 +345,55 @@ impl PartitionTask {
         }
     }
 
+    /// Whether `offset` lies in a batch that faulted.
+    fn is_suspect(&self, offset: i64) -> bool {
+        self.suspects
+            .iter()
+            .any(|&(a, b)| (a..=b).contains(&offset))
+    }
+
+    /// Drops fault bookkeeping below a durable position: no restart goes
+    /// back before it.
+    fn forget_before(&mut self, offset: i64) {
+        self.poison = self.poison.split_off(&offset);
+        self.suspects.retain(|&(_, last)| last >= offset);
+    }
+
+    /// Applies the `skip` / `dead-letter` policy to a record known to fault.
+    fn divert(
+        &self,
+        m: &BorrowedMessage<'_>,
+        fault: &PluginFault,
+        tracking: Option<(&DeliveryTracker, usize)>,
+    ) -> Result<(), TaskFailure> {
+        let offset = m.offset();
+        match &self.env.dead_letter_topic {
+            Some(dlq) if self.env.on_fault == FaultPolicy::DeadLetter => {
+                let producer = match &self.commit {
+                    TaskCommit::Transaction(t) => t.producer(),
+                    _ => self.env.producer.clone(),
+                };
+                let why = dead_letter::DeadLetter {
+                    topic: &self.start.topic,
+                    plugin: &self.plugin,
+                    fault,
+                };
+                dead_letter::send(&producer, dlq, m, &why, tracking).map_err(|e| {
+                    TaskFailure::Batch(BatchError::Sink(SinkError(format!(
+                        "dead letter to {dlq}: {e}"
+                    ))))
+                })?;
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(offset, dead_letter_topic = %dlq, error = %fault, "record dead-lettered");
+            }
+            _ => {
+                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(offset, error = %fault, "record skipped");
+            }
+        }
+        Ok(())
+    }
+
     /// Whether this task commits its own transactions (exactly-once).
     pub fn is_transactional(&self) -> bool {
         matches!(self.commit, TaskCommit::Transaction(_))
@@ -321,6 +418,7 @@ impl PartitionTask {
         };
         match txn.commit(next, &snapshot) {
             Ok(bytes) => {
+                self.forget_before(next);
                 tracing::debug!(offset = next, bytes, "transaction committed");
                 Ok(())
             }
@@ -332,6 +430,7 @@ impl PartitionTask {
     /// between batches, so no guest frame is on the stack.
     pub fn checkpoint(&mut self, id: u64) -> TaskCheckpoint {
         self.checkpointed = id;
+        self.forget_before(self.next_offset);
         TaskCheckpoint {
             id,
             topic: self.start.topic.clone(),
@@ -364,6 +463,7 @@ impl PartitionTask {
     pub fn step(&mut self, wait: Duration) -> Result<Step, TaskError> {
         if self.finished || self.at_end(self.next_offset) {
             self.finished = true;
+            self.stats.finish();
             return Ok(Step::Finished);
         }
         let _enter = self.span.clone().entered();
@@ -389,9 +489,7 @@ impl PartitionTask {
         let Some(last) = batch.last() else {
             return Ok(Step::Idle);
         };
-        let (first_offset, last_offset) = (batch[0].offset(), last.offset());
-        let topic_index = self.start.topic_index;
-        let size = batch_size_of(&batch);
+        let last_offset = last.offset();
         let ticket = match &self.commit {
             TaskCommit::AutoCommit(tracker, cell) => {
                 let t = tracker.open(last_offset + 1);
@@ -400,10 +498,38 @@ impl PartitionTask {
             }
             _ => None,
         };
-        let result = self
-            .instance
-            .process(size, |buf| encode(&batch, topic_index, buf));
-        let emitted = result.map_err(|e| self.error(first_offset, last_offset, e.into()))?;
+        // Usually one plugin call for the whole batch. Records known to
+        // fault go to the policy instead, and records of a batch that
+        // faulted go one per call (see `failed`).
+        let mut emitted = 0;
+        let mut rest = &batch[..];
+        while let Some(m) = rest.first() {
+            if let Some(fault) = self.poison.get(&m.offset()) {
+                let tracking = ticket.as_ref().map(|(t, id)| (&**t, *id));
+                self.divert(m, &fault.clone(), tracking)
+                    .map_err(|e| self.error(m.offset(), m.offset(), e))?;
+                rest = &rest[1..];
+                continue;
+            }
+            let len = if self.is_suspect(m.offset()) {
+                1
+            } else {
+                rest.iter()
+                    .position(|m| {
+                        self.poison.contains_key(&m.offset()) || self.is_suspect(m.offset())
+                    })
+                    .unwrap_or(rest.len())
+            };
+            let (chunk, tail) = rest.split_at(len);
+            let topic_index = self.start.topic_index;
+            let result = self
+                .instance
+                .process(batch_size_of(chunk), |buf| encode(chunk, topic_index, buf));
+            let first = chunk[0].offset();
+            let last = chunk[len - 1].offset();
+            emitted += result.map_err(|e| self.error(first, last, e.into()))?;
+            rest = tail;
+        }
         if let Some((tracker, t)) = ticket {
             tracker.seal(t);
         }

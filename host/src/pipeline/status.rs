@@ -2,7 +2,7 @@
 //! the periodic status line the job logs from them.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Counters of one partition task, shared with the status reporter.
 #[derive(Debug)]
@@ -17,6 +17,18 @@ pub struct TaskStats {
     pub position: AtomicI64,
     /// Batches processed.
     pub batches: AtomicU64,
+    /// Plugin faults handled by `skip` / `dead-letter` (each one restarts
+    /// the task from its last checkpoint).
+    pub faults: AtomicU64,
+    /// Records skipped after they faulted.
+    pub skipped: AtomicU64,
+    /// Records written to the dead-letter topic.
+    pub dead_lettered: AtomicU64,
+    /// When the task was created.
+    created: Instant,
+    /// Milliseconds from creation to the end of a bounded task;
+    /// `u64::MAX` until then.
+    finished_ms: AtomicU64,
 }
 
 impl TaskStats {
@@ -28,6 +40,27 @@ impl TaskStats {
             records_out: AtomicU64::new(0),
             position: AtomicI64::new(position),
             batches: AtomicU64::new(0),
+            faults: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            created: Instant::now(),
+            finished_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Records that a bounded task reached its end (the first time counts).
+    pub fn finish(&self) {
+        let ms = self.created.elapsed().as_millis() as u64;
+        let _ =
+            self.finished_ms
+                .compare_exchange(u64::MAX, ms, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// How long a bounded task took to reach its end, once it has.
+    pub fn finished_after(&self) -> Option<Duration> {
+        match self.finished_ms.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            ms => Some(Duration::from_millis(ms)),
         }
     }
 }

@@ -41,14 +41,43 @@ pub enum PluginError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FaultKind {
     /// The guest trapped (unreachable, out-of-bounds access, division by
-    /// zero, stack overflow, ...).
+    /// zero, ...).
     Trap,
+    /// The call ran past `limits.batch_timeout` (epoch deadline).
+    Timeout,
+    /// The guest tried to grow its memory past `limits.memory`.
+    MemoryLimit,
+    /// The guest's stack went past `limits.stack` (deep recursion).
+    StackOverflow,
+    /// The call used up `limits.fuel`.
+    OutOfFuel,
+    /// The guest emitted more than `limits.max_output_records`,
+    /// `limits.max_output_bytes` or `limits.max_record_bytes` allow.
+    OutputLimit,
     /// The guest handed the host a pointer/length outside its memory.
     BadPointer,
     /// `weir_process` or `weir_init` returned a non-zero status.
     ErrorStatus(i32),
     /// The guest called WASI `proc_exit`.
     Exit(i32),
+}
+
+impl FaultKind {
+    /// A stable kebab-case name: the `weir.error.kind` header of a
+    /// dead-lettered record, and the key of fault counters.
+    pub fn code(&self) -> &'static str {
+        match self {
+            FaultKind::Trap => "trap",
+            FaultKind::Timeout => "timeout",
+            FaultKind::MemoryLimit => "memory-limit",
+            FaultKind::StackOverflow => "stack-overflow",
+            FaultKind::OutOfFuel => "out-of-fuel",
+            FaultKind::OutputLimit => "output-limit",
+            FaultKind::BadPointer => "bad-pointer",
+            FaultKind::ErrorStatus(_) => "error-status",
+            FaultKind::Exit(_) => "exit",
+        }
+    }
 }
 
 /// A plugin misbehaved. Carries the message the guest or wasmtime gave; the
@@ -58,15 +87,21 @@ pub enum FaultKind {
 pub struct PluginFault {
     /// The kind, for policies and counters.
     pub kind: FaultKind,
-    /// A human-readable reason (trap message, the guest's last error line).
+    /// A human-readable reason (trap message, the limit that was hit, the
+    /// guest's last error line).
     pub message: String,
 }
 
 impl PluginFault {
-    /// A short name of the kind, for logs and headers.
+    /// A short name of the kind, for logs.
     pub fn kind_name(&self) -> String {
         match &self.kind {
             FaultKind::Trap => "trap".into(),
+            FaultKind::Timeout => "time limit".into(),
+            FaultKind::MemoryLimit => "memory limit".into(),
+            FaultKind::StackOverflow => "stack overflow".into(),
+            FaultKind::OutOfFuel => "fuel limit".into(),
+            FaultKind::OutputLimit => "output limit".into(),
             FaultKind::BadPointer => "bad pointer".into(),
             FaultKind::ErrorStatus(code) => format!("error status {code}"),
             FaultKind::Exit(code) => format!("exit {code}"),

@@ -6,8 +6,10 @@
 //! never a host panic. An emitted batch is validated whole before any of it
 //! reaches the sink, so a malformed batch emits nothing.
 
-use super::error::PluginFault;
+use super::error::{FaultKind, PluginFault};
 use super::guest_output::{GuestOutput, GuestStream};
+use super::limits::{InstanceLimiter, Limits};
+use bytesize::ByteSize;
 use tracing::Level;
 use wasmtime::{Caller, Extern, Linker, Memory};
 use wasmtime_wasi::WasiCtxBuilder;
@@ -42,6 +44,12 @@ pub struct HostState {
     pub(crate) last_error: Option<String>,
     /// Records emitted during the current call.
     pub(crate) emitted: u64,
+    /// Bytes (keys, values, headers) emitted during the current call.
+    pub(crate) emitted_bytes: u64,
+    /// The instance's limits.
+    pub(crate) limits: Limits,
+    /// Refuses memory growth past `limits.memory`.
+    pub(crate) limiter: InstanceLimiter,
     /// Set when a host function traps on purpose, with the typed reason.
     pub(crate) fault: Option<PluginFault>,
     /// Set when the sink failed during the current call.
@@ -50,7 +58,11 @@ pub struct HostState {
 
 impl HostState {
     /// Fresh state for one instance.
-    pub fn new(sink: Box<dyn OutputSink>, sink_topics: std::sync::Arc<[String]>) -> Self {
+    pub fn new(
+        sink: Box<dyn OutputSink>,
+        sink_topics: std::sync::Arc<[String]>,
+        limits: &Limits,
+    ) -> Self {
         let wasi = WasiCtxBuilder::new()
             .stdout(GuestOutput::new(GuestStream::Stdout))
             .stderr(GuestOutput::new(GuestStream::Stderr))
@@ -62,6 +74,9 @@ impl HostState {
             memory: None,
             last_error: None,
             emitted: 0,
+            emitted_bytes: 0,
+            limits: *limits,
+            limiter: InstanceLimiter::new(limits),
             fault: None,
             sink_error: None,
         }
@@ -126,7 +141,9 @@ fn emit(mut caller: Caller<'_, HostState>, ptr: i32, len: i32) -> wasmtime::Resu
         return Ok(abi::EMIT_MALFORMED);
     };
     let topics = state.sink_topics.len() as u32;
+    let limits = state.limits;
     let mut count = 0u64;
+    let mut bytes = 0u64;
     for r in records.clone() {
         let Ok(r) = r else {
             return Ok(abi::EMIT_MALFORMED);
@@ -137,7 +154,35 @@ fn emit(mut caller: Caller<'_, HostState>, ptr: i32, len: i32) -> wasmtime::Resu
         if r.headers().any(|h| std::str::from_utf8(h.name).is_err()) {
             return Ok(abi::EMIT_MALFORMED);
         }
+        let size = (r.key.map_or(0, <[u8]>::len)
+            + r.value.map_or(0, <[u8]>::len)
+            + r.headers()
+                .map(|h| h.name.len() + h.value.map_or(0, <[u8]>::len))
+                .sum::<usize>()) as u64;
+        if size > limits.max_record_bytes {
+            let message = format!(
+                "emitted a record of {} (key, value and headers); limits.max_record_bytes is {}",
+                ByteSize(size),
+                ByteSize(limits.max_record_bytes)
+            );
+            return Err(trap(state, output_limit(message)));
+        }
         count += 1;
+        bytes += size;
+        if state.emitted + count > limits.max_output_records {
+            let message = format!(
+                "emitted more than {} records for one input batch (limits.max_output_records)",
+                limits.max_output_records
+            );
+            return Err(trap(state, output_limit(message)));
+        }
+    }
+    if state.emitted_bytes + bytes > limits.max_output_bytes {
+        let message = format!(
+            "emitted more than {} for one input batch (limits.max_output_bytes)",
+            ByteSize(limits.max_output_bytes)
+        );
+        return Err(trap(state, output_limit(message)));
     }
     let topics = state.sink_topics.clone();
     if let Err(e) = state.sink.emit(records, &topics) {
@@ -145,7 +190,15 @@ fn emit(mut caller: Caller<'_, HostState>, ptr: i32, len: i32) -> wasmtime::Resu
         return Err(wasmtime::Error::msg(e.to_string()));
     }
     state.emitted += count;
+    state.emitted_bytes += bytes;
     Ok(abi::EMIT_OK)
+}
+
+fn output_limit(message: String) -> PluginFault {
+    PluginFault {
+        kind: FaultKind::OutputLimit,
+        message,
+    }
 }
 
 /// `weir.log(level, ptr, len)`

@@ -10,6 +10,7 @@ use super::error::{FaultKind, PluginFault};
 use super::host_functions::{HostState, OutputSink, SinkError};
 use super::plugin_module::PluginModule;
 use super::snapshot::{self, GlobalValue, Snapshot, SnapshotError};
+use bytesize::ByteSize;
 use std::sync::Arc;
 use wasmtime::{Global, Memory, Store, TypedFunc, Val};
 use weir_plugin_sdk::abi;
@@ -46,7 +47,14 @@ impl PluginInstance {
         sink: Box<dyn OutputSink>,
         sink_topics: Arc<[String]>,
     ) -> Result<Self, PluginFault> {
-        let mut store = Store::new(&module.engine.engine, HostState::new(sink, sink_topics));
+        let limits = module.engine.limits;
+        let mut store = Store::new(
+            &module.engine.engine,
+            HostState::new(sink, sink_topics, &limits),
+        );
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_trap();
+        arm(&mut store);
         let instance = module
             .pre
             .instantiate(&mut store)
@@ -85,6 +93,7 @@ impl PluginInstance {
         }
         // WASI reactors (wasm32-wasip1 libraries) initialise their runtime here.
         if let Ok(initialize) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
+            arm(&mut store);
             initialize
                 .call(&mut store, ())
                 .map_err(|e| fault_from(&mut store, e))?;
@@ -175,6 +184,7 @@ impl PluginInstance {
 
     /// Calls `weir_abi_version()`.
     pub fn abi_version(&mut self) -> Result<i32, PluginFault> {
+        arm(&mut self.store);
         self.abi_version
             .call(&mut self.store, ())
             .map_err(|e| fault_from(&mut self.store, e))
@@ -205,7 +215,9 @@ impl PluginInstance {
         let ptr = self.guest_buffer(size)?;
         let mem = &mut self.memory.data_mut(&mut self.store)[ptr..ptr + size];
         let len = fill(mem);
-        self.store.data_mut().emitted = 0;
+        let state = self.store.data_mut();
+        state.emitted = 0;
+        state.emitted_bytes = 0;
         self.call(self.process.clone(), ptr, len)?;
         Ok(self.store.data().emitted)
     }
@@ -223,6 +235,7 @@ impl PluginInstance {
                 message: format!("batch of {size} bytes exceeds the 2 GiB ABI limit"),
             });
         };
+        arm(&mut self.store);
         let ptr = self
             .input_buffer
             .call(&mut self.store, size32)
@@ -253,13 +266,20 @@ impl PluginInstance {
         len: usize,
     ) -> Result<(), BatchError> {
         self.store.data_mut().last_error = None;
+        arm(&mut self.store);
+        let started = std::time::Instant::now();
         let status = match func.call(&mut self.store, (ptr as i32, len as i32)) {
             Ok(status) => status,
             Err(e) => {
                 if let Some(sink) = self.store.data_mut().sink_error.take() {
                     return Err(BatchError::Sink(sink));
                 }
-                return Err(fault_from(&mut self.store, e).into());
+                let mut fault = fault_from(&mut self.store, e);
+                if fault.kind == FaultKind::Timeout {
+                    fault.message +=
+                        &format!("; stopped after {} ms", started.elapsed().as_millis());
+                }
+                return Err(fault.into());
             }
         };
         if status != abi::STATUS_OK {
@@ -286,8 +306,21 @@ fn contract_fault(message: &str) -> PluginFault {
     }
 }
 
+/// Gives the next guest call its budget: a fresh epoch deadline, fresh
+/// fuel, and no memory refusal on record.
+fn arm(store: &mut Store<HostState>) {
+    let limits = store.data().limits;
+    store.set_epoch_deadline(limits.deadline_ticks());
+    if let Some(fuel) = limits.fuel {
+        store
+            .set_fuel(fuel)
+            .expect("fuel metering is on when limits.fuel is set");
+    }
+    store.data_mut().limiter.refused = None;
+}
+
 /// Turns a wasmtime error from a guest call into a typed fault: a fault a
-/// host function recorded, a WASI exit, or a trap.
+/// host function recorded, a WASI exit, a limit that was hit, or a trap.
 fn fault_from(store: &mut Store<HostState>, e: wasmtime::Error) -> PluginFault {
     if let Some(f) = store.data_mut().fault.take() {
         return f;
@@ -297,6 +330,65 @@ fn fault_from(store: &mut Store<HostState>, e: wasmtime::Error) -> PluginFault {
             kind: FaultKind::Exit(exit.0),
             message: format!("the plugin called proc_exit({})", exit.0),
         };
+    }
+    // WASI traps on a pointer outside memory, as its spec says.
+    if let Some(guest) = e.downcast_ref::<wiggle::GuestError>() {
+        let mut inner = guest;
+        while let wiggle::GuestError::InFunc { err, .. } = inner {
+            inner = err;
+        }
+        if let wiggle::GuestError::PtrOverflow
+        | wiggle::GuestError::PtrOutOfBounds(_)
+        | wiggle::GuestError::PtrNotAligned(..) = inner
+        {
+            return PluginFault {
+                kind: FaultKind::BadPointer,
+                message: format!("WASI call: {guest}"),
+            };
+        }
+    }
+    let limits = store.data().limits;
+    // A refused memory.grow usually ends in the allocator's abort: the
+    // refusal is the real reason.
+    if let Some(desired) = store.data_mut().limiter.refused.take() {
+        return PluginFault {
+            kind: FaultKind::MemoryLimit,
+            message: format!(
+                "the plugin tried to grow its memory to {}; limits.memory is {}",
+                ByteSize(desired as u64),
+                ByteSize(limits.memory as u64)
+            ),
+        };
+    }
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => {
+            return PluginFault {
+                kind: FaultKind::Timeout,
+                message: format!(
+                    "the call ran longer than limits.batch_timeout ({})",
+                    humantime::format_duration(limits.batch_timeout)
+                ),
+            };
+        }
+        Some(wasmtime::Trap::StackOverflow) => {
+            return PluginFault {
+                kind: FaultKind::StackOverflow,
+                message: format!(
+                    "wasm stack exhausted; limits.stack is {}",
+                    ByteSize(limits.stack as u64)
+                ),
+            };
+        }
+        Some(wasmtime::Trap::OutOfFuel) => {
+            return PluginFault {
+                kind: FaultKind::OutOfFuel,
+                message: format!(
+                    "the call used all its fuel; limits.fuel is {}",
+                    limits.fuel.unwrap_or(0)
+                ),
+            };
+        }
+        _ => {}
     }
     // One line: the trap itself (wasmtime's message puts the wasm
     // backtrace first, over several lines), then where, if known.

@@ -6,6 +6,8 @@
 //! - [`host_functions`]: the `weir.*` imports and WASI preview 1.
 //! - [`instance`]: one plugin instance (its own `Store`, memory and state)
 //!   per partition task; the per-batch call.
+//! - [`limits`]: memory cap, per-call deadline, stack, output and fuel
+//!   limits of every instance, and the epoch ticker.
 //! - [`guest_output`]: WASI stdout/stderr into the host's log.
 //! - [`error`]: load errors and typed plugin faults.
 
@@ -14,6 +16,7 @@ pub mod error;
 pub mod guest_output;
 pub mod host_functions;
 pub mod instance;
+pub mod limits;
 pub mod plugin_module;
 pub mod rewrite;
 pub mod snapshot;
@@ -22,4 +25,5 @@ pub use engine::PluginEngine;
 pub use error::{FaultKind, PluginError, PluginFault};
 pub use host_functions::{HostState, OutputSink, SinkError};
 pub use instance::PluginInstance;
+pub use limits::Limits;
 pub use plugin_module::{PluginModule, PluginReport};
