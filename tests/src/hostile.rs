@@ -135,6 +135,27 @@ pub const ALL: &[Hostile] = &[
     },
 ];
 
+/// Emits a record (value `partial-output`) for the poisoned record, then
+/// traps: the faulted batch has output already in the producer's hands.
+/// Under exactly-once none of it may become visible.
+pub const PARTIAL: Hostile = Hostile {
+    name: "emit_then_trap",
+    kind: "trap",
+    imports: "",
+    body: r#"
+  ;; A batch of one record: any partition, no timestamp, null key,
+  ;; value "partial-output" (14 bytes, padded to 16).
+  (data (i32.const 4096)
+    "\01\00\00\00\00\00\00\00"
+    "\00\00\00\00\00\00\00\00" "\ff\ff\ff\ff\ff\ff\ff\ff"
+    "\ff\ff\ff\ff" "\00\00\00\00" "\ff\ff\ff\ff" "\0e\00\00\00"
+    "\00\00\00\00" "\00\00\00\00"
+    "partial-output\00\00")
+  (func $poison (result i32)
+    (if (call $emit (i32.const 4096) (i32.const 64)) (then (return (i32.const 9))))
+    unreachable)"#,
+};
+
 impl Hostile {
     /// The module's WAT text.
     pub fn wat(&self) -> String {
