@@ -11,9 +11,10 @@ use super::start_position::{self, PartitionFacts, ResetPolicy};
 use crate::config::{Config, DeliveryGuarantee};
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Logs client-level errors (broker down, auth) through `tracing`.
 pub struct SourceContext;
@@ -257,7 +258,38 @@ pub fn assign(
     Ok(queues)
 }
 
+/// How long [`commit`] keeps retrying an offset commit that failed with a
+/// retriable error (coordinator moving, loading or unreachable).
+pub const COMMIT_RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// Whether an offset-commit error is worth another try: the group
+/// coordinator is moving, loading, or cannot be reached right now.
+fn retriable_commit(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::CoordinatorLoadInProgress
+            | RDKafkaErrorCode::CoordinatorNotAvailable
+            | RDKafkaErrorCode::NotCoordinator
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::NetworkException
+            | RDKafkaErrorCode::RebalanceInProgress
+            | RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::TimedOutQueue
+            | RDKafkaErrorCode::WaitingForCoordinator
+            | RDKafkaErrorCode::Retry
+    )
+}
+
 /// Commits `(topic, partition, next offset)` to the group, synchronously.
+///
+/// librdkafka retries NOT_COORDINATOR and COORDINATOR_NOT_AVAILABLE
+/// itself but hands other retriable errors of a synchronous commit back to
+/// the caller (measured on the mock cluster: COORDINATOR_LOAD_IN_PROGRESS,
+/// which failed a checkpoint and so the whole job); they are retried here
+/// with backoff for up to [`COMMIT_RETRY_FOR`]. Other errors are returned
+/// at once.
 pub fn commit(
     consumer: &SourceConsumer,
     positions: &[(String, i32, i64)],
@@ -270,10 +302,48 @@ pub fn commit(
     if tpl.count() == 0 {
         return Ok(());
     }
-    consumer
-        .commit(&tpl, CommitMode::Sync)
-        .map_err(|cause| KafkaError::Request {
-            what: "commit offsets".into(),
-            cause,
-        })
+    let deadline = Instant::now() + COMMIT_RETRY_FOR;
+    let mut backoff = Duration::from_millis(50);
+    let mut attempt = 1u32;
+    loop {
+        let call = Instant::now();
+        let result = consumer.commit(&tpl, CommitMode::Sync);
+        tracing::debug!(
+            attempt,
+            ms = call.elapsed().as_millis() as u64,
+            ok = result.is_ok(),
+            "offset commit call returned"
+        );
+        match result {
+            Ok(()) => {
+                if attempt > 1 {
+                    tracing::info!(attempt, "offsets committed after retrying");
+                }
+                return Ok(());
+            }
+            Err(rdkafka::error::KafkaError::ConsumerCommit(code))
+                if retriable_commit(code) && Instant::now() + backoff < deadline =>
+            {
+                tracing::warn!(
+                    error = %code,
+                    attempt,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "offset commit failed with a retriable error; retrying"
+                );
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                attempt += 1;
+            }
+            Err(cause) => {
+                return Err(KafkaError::Request {
+                    what: if attempt > 1 {
+                        format!("commit offsets (attempt {attempt})")
+                    } else {
+                        "commit offsets".into()
+                    },
+                    cause,
+                });
+            }
+        }
+    }
 }

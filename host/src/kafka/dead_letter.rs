@@ -13,10 +13,8 @@ use super::delivery::{DeliveryTracker, UNTRACKED};
 use super::producer::SinkProducer;
 use crate::runtime::PluginFault;
 use rdkafka::Message;
-use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
-use std::time::Duration;
 
 /// Header: the fault's kind (`FaultKind::code`, e.g. `timeout`).
 pub const HEADER_KIND: &str = "weir.error.kind";
@@ -82,17 +80,7 @@ pub fn send<M: Message>(
     if let Some(ts) = message.timestamp().to_millis() {
         record.timestamp = Some(ts);
     }
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((
-                rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
-                r,
-            )) => {
-                record = r;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
+    // Counted like the batch's own output, so a checkpoint's flush waits
+    // for it.
+    super::producer::send(producer, record)
 }

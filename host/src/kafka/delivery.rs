@@ -15,10 +15,17 @@ use rdkafka::consumer::Consumer;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-/// A delivery opaque: tracker index (high 16 bits) and batch sequence.
+/// A delivery opaque: tracker index + 1 (bits 48..62) and batch sequence
+/// (bits 0..48). The two top bits of a record's opaque belong to the
+/// producer's flush accounting (`producer::InFlight`).
 pub type Ticket = usize;
 /// Opaque of records no tracker follows.
 pub const UNTRACKED: Ticket = 0;
+/// The bits of an opaque that hold the ticket.
+pub const TICKET_MASK: usize = (1 << 62) - 1;
+/// Trackers one producer can route delivery reports to.
+const MAX_TRACKERS: usize = (1 << 14) - 1;
+const _: () = assert!(usize::BITS == 64, "tickets need a 64-bit usize");
 
 #[derive(Debug)]
 struct Batch {
@@ -56,7 +63,15 @@ impl DeliveryTracker {
                 sealed: false,
                 failed: false,
             });
-        ((self.index + 1) << 48) | (*seq as usize & ((1 << 48) - 1))
+        let routed = if self.index < MAX_TRACKERS {
+            (self.index + 1) << 48
+        } else {
+            // Beyond what a ticket can name: reports cannot be routed, so
+            // this partition's offsets are never stored (never ahead of
+            // its output; see `Trackers::register`).
+            0
+        };
+        routed | (*seq as usize & ((1 << 48) - 1))
     }
 
     /// Forgets open batches (after the task restarts from an earlier
@@ -139,6 +154,13 @@ impl Trackers {
         consumer: Arc<SourceConsumer>,
     ) -> Arc<DeliveryTracker> {
         let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        if list.len() >= MAX_TRACKERS {
+            tracing::warn!(
+                topic,
+                partition,
+                "more than {MAX_TRACKERS} partitions in one process: this partition's offsets will not be auto-committed"
+            );
+        }
         let t = Arc::new(DeliveryTracker {
             index: list.len(),
             topic: topic.to_string(),
@@ -153,10 +175,11 @@ impl Trackers {
 
     /// Routes a delivery report.
     pub fn delivered(&self, ticket: Ticket, ok: bool) {
-        if ticket == UNTRACKED {
+        let routed = (ticket & TICKET_MASK) >> 48;
+        if routed == 0 {
             return;
         }
-        let index = (ticket >> 48) - 1;
+        let index = routed - 1;
         let tracker = self
             .list
             .lock()

@@ -44,6 +44,8 @@ pub struct Visible {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
+    /// Header names and values, in record order.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
 /// What the log of one partition holds.
@@ -192,6 +194,11 @@ fn read(address: &str, topic: &str, partition: i32) -> Result<PartitionLog> {
                     offset: r.offset,
                     key: r.key.as_ref().map(|k| k.to_vec()),
                     value: r.value.as_ref().map(|v| v.to_vec()),
+                    headers: r
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.as_ref().map(|v| v.to_vec())))
+                        .collect(),
                 };
                 if r.transactional {
                     held.entry(r.producer_id).or_default().push(v);

@@ -31,7 +31,57 @@ pub enum TransactionError {
     Kafka(#[from] KafkaError),
     #[error(transparent)]
     State(#[from] CheckpointError),
+    /// Another producer with the same transactional id took over (a newer
+    /// instance of this task, usually another process): this one is a
+    /// zombie and must stop; restarting it would fence the live one.
+    #[error(
+        "transactional id {id} was fenced by a newer producer (another Weir process runs this partition?): {cause}"
+    )]
+    Fenced { id: String, cause: String },
 }
+
+/// How librdkafka classifies a failed transactional call (see the
+/// transactional producer's API docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Call it again.
+    Retriable,
+    /// The transaction must be aborted; the producer stays usable.
+    Abortable,
+    /// The producer is unusable; a new one must be created.
+    Fatal,
+    /// Fatal because a newer producer fenced this one.
+    Fenced,
+    /// Anything else (a timeout of the call, a local state error).
+    Other,
+}
+
+fn classify(e: &rdkafka::error::KafkaError) -> Failure {
+    let fenced = |code: RDKafkaErrorCode| {
+        matches!(
+            code,
+            RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::TransactionCoordinatorFenced
+        )
+    };
+    match e {
+        rdkafka::error::KafkaError::Transaction(t) if t.is_fatal() => {
+            if fenced(t.code()) {
+                Failure::Fenced
+            } else {
+                Failure::Fatal
+            }
+        }
+        rdkafka::error::KafkaError::Transaction(t) if t.txn_requires_abort() => Failure::Abortable,
+        rdkafka::error::KafkaError::Transaction(t) if t.is_retriable() => Failure::Retriable,
+        _ => Failure::Other,
+    }
+}
+
+/// Retriable failures of one transactional call are retried this often.
+const CALL_ATTEMPTS: u32 = 10;
 
 fn request(what: &str) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaError + '_ {
     move |cause| KafkaError::Request {
@@ -114,6 +164,13 @@ pub struct PartitionTransaction {
     id: String,
     progress_topic: String,
     progress_partition: i32,
+    /// The producer's configuration, to replace it after a fatal error.
+    /// (Boxed: the struct lives inline in the task's commit mode.)
+    client_config: Box<rdkafka::ClientConfig>,
+    /// A transaction is open (begun, neither committed nor aborted).
+    open: bool,
+    /// The producer hit a fatal error and must be replaced.
+    fatal: bool,
 }
 
 impl PartitionTransaction {
@@ -139,16 +196,8 @@ impl PartitionTransaction {
         for (k, v) in &config.kafka.producer_options {
             cc.set(k, v);
         }
-        let producer: SinkProducer =
-            cc.create_with_context(DeliveryContext::default())
-                .map_err(|cause| KafkaError::Client {
-                    role: "transactional producer",
-                    cause,
-                })?;
         let timeout = config.kafka.connect_timeout.max(Duration::from_secs(30));
-        producer
-            .init_transactions(timeout)
-            .map_err(request(&format!("init_transactions for {id}")))?;
+        let producer = create_and_init(&cc, &id, timeout)?;
         producer
             .begin_transaction()
             .map_err(request("begin_transaction"))?;
@@ -171,6 +220,9 @@ impl PartitionTransaction {
             progress_topic: config.sink.progress_topic.clone(),
             progress_partition: progress_partition(&id, progress_partitions),
             id,
+            client_config: Box::new(cc),
+            open: true,
+            fatal: false,
         })
     }
 
@@ -186,64 +238,153 @@ impl PartitionTransaction {
 
     /// Commits everything produced so far together with `next_offset` and
     /// the state it reflects. Returns the snapshot's size in bytes.
+    ///
+    /// Retriable failures of each call are retried. On an abortable one
+    /// the transaction is aborted here; on a fatal one the producer is
+    /// marked for replacement. Either way the error is returned, and the
+    /// task restarts through [`abort_and_restart`](Self::abort_and_restart)
+    /// from the last committed offset.
     pub fn commit(
         &mut self,
         next_offset: i64,
         snapshot: &Snapshot,
     ) -> Result<u64, TransactionError> {
+        if self.fatal || !self.open {
+            return Err(self.unusable());
+        }
         let bytes = self.state.write(next_offset, snapshot, &mut self.buf)?;
         failpoint::hit(failpoint::AFTER_SNAPSHOT_BEFORE_COMMIT);
         // The progress record commits (or aborts) with the output.
         let value = next_offset.to_string();
-        let mut record = BaseRecord::<str, str, usize>::with_opaque_to(&self.progress_topic, 0)
+        let record = BaseRecord::<str, str, usize>::with_opaque_to(&self.progress_topic, 0)
             .partition(self.progress_partition)
             .key(&self.id)
             .payload(&value);
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => break,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
-                    back,
-                )) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => {
-                    let _ = self.producer.abort_transaction(self.timeout);
-                    return Err(KafkaError::Request {
-                        what: format!("progress record to {}", self.progress_topic),
-                        cause: e,
-                    }
-                    .into());
-                }
-            }
+        if let Err(e) = super::producer::send(&self.producer, record) {
+            return Err(self.failed(format!("progress record to {}", self.progress_topic), e));
         }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(next_offset))
             .expect("valid offset");
-        let result = self
-            .producer
-            .send_offsets_to_transaction(&tpl, &self.group, self.timeout)
-            .map_err(request("send_offsets_to_transaction"))
-            .and_then(|()| {
-                self.producer
-                    .commit_transaction(self.timeout)
-                    .map_err(request("commit_transaction"))
-            });
-        if let Err(e) = result {
-            // Whatever the cause, the open transaction must not become
-            // visible: abort it (best effort; a fenced producer cannot).
-            let _ = self.producer.abort_transaction(self.timeout);
-            return Err(e.into());
+        let (producer, group, timeout) = (self.producer.clone(), &self.group, self.timeout);
+        if let Err(e) = self.call("send_offsets_to_transaction", || {
+            producer.send_offsets_to_transaction(&tpl, group, timeout)
+        }) {
+            return Err(self.failed("send_offsets_to_transaction".into(), e));
         }
+        if let Err(e) = self.call("commit_transaction", || {
+            producer.commit_transaction(timeout)
+        }) {
+            return Err(self.failed("commit_transaction".into(), e));
+        }
+        self.open = false;
         failpoint::hit(failpoint::AFTER_COMMIT);
         self.committed = Some(next_offset);
         self.state.prune_below(next_offset)?;
         self.producer
             .begin_transaction()
             .map_err(request("begin_transaction"))?;
+        self.open = true;
         Ok(bytes)
+    }
+
+    /// Runs a transactional call, retrying it while librdkafka says the
+    /// failure is retriable (at most [`CALL_ATTEMPTS`] times, and not
+    /// after the producer's timeout has passed).
+    fn call(
+        &self,
+        what: &str,
+        mut f: impl FnMut() -> rdkafka::error::KafkaResult<()>,
+    ) -> rdkafka::error::KafkaResult<()> {
+        let deadline = std::time::Instant::now() + self.timeout;
+        let mut attempt = 1;
+        loop {
+            match f() {
+                Err(e)
+                    if classify(&e) == Failure::Retriable
+                        && attempt < CALL_ATTEMPTS
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tracing::warn!(
+                        transactional_id = %self.id, error = %e, attempt,
+                        "{what} failed with a retriable error; retrying"
+                    );
+                    std::thread::sleep(Duration::from_millis(50) * attempt);
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Handles a failed step of [`commit`](Self::commit): aborts the
+    /// transaction if it can be (so nothing of it becomes visible), or
+    /// marks the producer for replacement; returns the error to report.
+    fn failed(&mut self, what: String, cause: rdkafka::error::KafkaError) -> TransactionError {
+        match classify(&cause) {
+            Failure::Fenced => {
+                self.fatal = true;
+                return TransactionError::Fenced {
+                    id: self.id.clone(),
+                    cause: format!("{what}: {cause}"),
+                };
+            }
+            Failure::Fatal => {
+                self.fatal = true;
+                tracing::warn!(transactional_id = %self.id, error = %cause, "{what}: fatal producer error; the producer will be replaced when the task restarts");
+            }
+            kind => {
+                tracing::warn!(transactional_id = %self.id, error = %cause, ?kind, "{what} failed; aborting the transaction");
+                // Best effort: if it fails, the restart aborts again.
+                if let Err(e) = self.abort() {
+                    tracing::warn!(transactional_id = %self.id, error = %e, "abort_transaction failed; retried at restart");
+                }
+            }
+        }
+        KafkaError::Request { what, cause }.into()
+    }
+
+    /// Aborts the open transaction, retrying retriable failures.
+    fn abort(&mut self) -> Result<(), TransactionError> {
+        if !self.open {
+            return Ok(());
+        }
+        let (producer, timeout) = (self.producer.clone(), self.timeout);
+        match self.call("abort_transaction", || producer.abort_transaction(timeout)) {
+            Ok(()) => {
+                self.open = false;
+                Ok(())
+            }
+            Err(e) => {
+                let kind = classify(&e);
+                if matches!(kind, Failure::Fatal | Failure::Fenced) {
+                    self.fatal = true;
+                }
+                if kind == Failure::Fenced {
+                    return Err(TransactionError::Fenced {
+                        id: self.id.clone(),
+                        cause: format!("abort_transaction: {e}"),
+                    });
+                }
+                Err(request("abort_transaction")(e).into())
+            }
+        }
+    }
+
+    /// The error for a call on a producer that cannot take it.
+    fn unusable(&self) -> TransactionError {
+        KafkaError::Option {
+            reason: format!(
+                "transactional producer {} is {}; the task must restart",
+                self.id,
+                if self.fatal {
+                    "in a fatal state"
+                } else {
+                    "not in a transaction"
+                }
+            ),
+        }
+        .into()
     }
 
     /// Records the committed offset read from the progress topic at start.
@@ -253,14 +394,54 @@ impl PartitionTransaction {
 
     /// Aborts the open transaction and begins a new one (a task restarting
     /// after a fault). Returns the offset to resume from.
+    ///
+    /// After a fatal producer error (other than fencing) the producer is
+    /// replaced: a new one with the same transactional id, whose
+    /// `init_transactions` aborts whatever the old one left open. The task
+    /// must then take [`producer`](Self::producer) again. A fenced
+    /// producer is not replaced: a newer instance owns the id.
     pub fn abort_and_restart(&mut self) -> Result<Option<i64>, TransactionError> {
-        self.producer
-            .abort_transaction(self.timeout)
-            .map_err(request("abort_transaction"))?;
+        if !self.fatal {
+            match self.abort() {
+                Ok(()) => {}
+                Err(e @ TransactionError::Fenced { .. }) => return Err(e),
+                Err(e) if !self.fatal => return Err(e),
+                Err(_) => {}
+            }
+        }
+        if self.fatal {
+            self.replace_producer()?;
+        }
         self.producer
             .begin_transaction()
             .map_err(request("begin_transaction"))?;
+        self.open = true;
         Ok(self.committed)
+    }
+
+    /// Replaces a producer that hit a fatal error.
+    fn replace_producer(&mut self) -> Result<(), TransactionError> {
+        // The fatal error says whether it was fencing.
+        if let Some((code, reason)) = self.producer.client().fatal_error()
+            && matches!(
+                code,
+                RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::Fenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::TransactionCoordinatorFenced
+            )
+        {
+            return Err(TransactionError::Fenced {
+                id: self.id.clone(),
+                cause: format!("{code:?}: {reason}"),
+            });
+        }
+        tracing::warn!(transactional_id = %self.id, "replacing the transactional producer after a fatal error");
+        let producer = create_and_init(&self.client_config, &self.id, self.timeout)?;
+        self.producer = Arc::new(producer);
+        self.fatal = false;
+        self.open = false;
+        Ok(())
     }
 
     /// The transactional id.
@@ -272,4 +453,24 @@ impl PartitionTransaction {
     pub fn committed(&self) -> Option<i64> {
         self.committed
     }
+}
+
+/// Creates a transactional producer and runs `init_transactions`, which
+/// fences any older producer with the same id and aborts its open
+/// transaction.
+fn create_and_init(
+    cc: &rdkafka::ClientConfig,
+    id: &str,
+    timeout: Duration,
+) -> Result<SinkProducer, TransactionError> {
+    let producer: SinkProducer =
+        cc.create_with_context(DeliveryContext::default())
+            .map_err(|cause| KafkaError::Client {
+                role: "transactional producer",
+                cause,
+            })?;
+    producer
+        .init_transactions(timeout)
+        .map_err(request(&format!("init_transactions for {id}")))?;
+    Ok(producer)
 }

@@ -31,7 +31,7 @@ use rdkafka::producer::Producer;
 use status::{StatusReporter, TaskStats};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use worker::{CheckpointLink, Worker, WorkerExit};
 
@@ -393,9 +393,13 @@ pub async fn run(
     let (answer_tx, mut answer_rx) = tokio::sync::mpsc::unbounded_channel::<TaskCheckpoint>();
     let checkpoints_on = config.checkpoint.enabled;
     let mut eos_id = 0u64;
+    // Raised when a checkpoint fails because output was not delivered:
+    // every task then restarts from the last complete checkpoint.
+    let restarts = Arc::new(AtomicU64::new(0));
     let link = checkpoints_on.then(|| CheckpointLink {
         trigger: trigger.clone(),
         answers: answer_tx.clone(),
+        restarts: restarts.clone(),
     });
     drop(answer_tx);
     let next_id = match &store {
@@ -471,6 +475,7 @@ pub async fn run(
     let mut shutdown_seen = false;
     let mut positions = Vec::new();
     let mut failure: Option<JobError> = None;
+    let mut failed_checkpoints = 0u32;
     while running > 0 {
         tokio::select! {
             _ = &mut shutdown, if !shutdown_seen => {
@@ -518,6 +523,7 @@ pub async fn run(
                 match result.map_err(|e| JobError::Worker(e.to_string())).and_then(|r| r) {
                     Ok(stats) => {
                         checkpoints += 1;
+                        failed_checkpoints = 0;
                         tracing::info!(
                             checkpoint = stats.id,
                             bytes = stats.bytes,
@@ -526,6 +532,20 @@ pub async fn run(
                             "checkpoint complete"
                         );
                         last_checkpoint = Some(stats);
+                    }
+                    Err(JobError::Kafka(e @ KafkaError::Delivery { .. }))
+                        if failed_checkpoints < config.pipeline.restart_attempts =>
+                    {
+                        // Output of records after the last complete
+                        // checkpoint was lost: replay them.
+                        failed_checkpoints += 1;
+                        tracing::warn!(
+                            error = %e,
+                            attempt = failed_checkpoints,
+                            of = config.pipeline.restart_attempts,
+                            "checkpoint failed; every task restarts from the last complete checkpoint"
+                        );
+                        restarts.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "checkpoint failed; stopping the job");

@@ -57,6 +57,9 @@ pub enum TaskFailure {
     /// Restarting the task after a failure failed.
     #[error("restart: {0}")]
     Restart(String),
+    /// A checkpoint failed because output was not delivered.
+    #[error("output after the last complete checkpoint was not delivered")]
+    Undelivered,
 }
 
 /// What every partition task of a job shares, and what a restart needs.
@@ -223,6 +226,11 @@ impl PartitionTask {
                 return Ok(());
             }
         }
+        if let TaskFailure::Transaction(TransactionError::Fenced { .. }) = &*error.failure {
+            // Another process owns this transactional id now: restarting
+            // would fence the live owner in turn. Stop.
+            return Err(error);
+        }
         self.failures += 1;
         self.fail_mark = Some(error.last_offset);
         if self.failures > self.env.restart_attempts {
@@ -239,6 +247,12 @@ impl PartitionTask {
         );
         self.retry_at = Some(Instant::now() + backoff);
         Ok(())
+    }
+
+    /// The error of a task whose output since the last checkpoint was not
+    /// all delivered.
+    pub fn undelivered(&self) -> TaskError {
+        self.error(self.next_offset, self.next_offset, TaskFailure::Undelivered)
     }
 
     /// Whether the task waits for a restart.

@@ -8,7 +8,7 @@
 use super::partition_task::{PartitionTask, Step, TaskError};
 use crate::checkpoint::{CheckpointTrigger, TaskCheckpoint};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// How long an idle worker waits on one queue before the next round.
@@ -25,6 +25,9 @@ pub struct Worker {
 pub struct CheckpointLink {
     pub trigger: Arc<CheckpointTrigger>,
     pub answers: tokio::sync::mpsc::UnboundedSender<TaskCheckpoint>,
+    /// Bumped when a checkpoint failed because output was not delivered:
+    /// every task restarts from the last complete checkpoint.
+    pub restarts: Arc<AtomicU64>,
 }
 
 /// Final positions of a worker's tasks: `(topic, partition, next offset)`.
@@ -45,10 +48,27 @@ impl Worker {
         let _span = tracing::info_span!("worker", id = self.id).entered();
         tracing::debug!(tasks = self.tasks.len(), "worker started");
         let mut idle = false;
+        let mut restarts_seen = 0u64;
         let mut next_wait = 0usize;
         let error = loop {
             if stop.load(Ordering::Relaxed) {
                 break None;
+            }
+            if let Some(link) = &link {
+                let wanted = link.restarts.load(Ordering::Relaxed);
+                if wanted > restarts_seen {
+                    restarts_seen = wanted;
+                    let mut failed = None;
+                    for task in &mut self.tasks {
+                        if let Err(e) = task.failed(task.undelivered()) {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                    if failed.is_some() {
+                        break failed;
+                    }
+                }
             }
             // Answer a checkpoint request between batches.
             if let Some(link) = &link {
