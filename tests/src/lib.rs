@@ -13,6 +13,7 @@
 
 pub mod hostile;
 pub mod log_view;
+pub mod model;
 
 use anyhow::{Context, Result, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -334,7 +335,7 @@ impl Broker {
                         key: v.key.map(|k| String::from_utf8_lossy(&k).into_owned()),
                         value: v.value.map(|k| String::from_utf8_lossy(&k).into_owned()),
                         timestamp: None,
-                        headers: Vec::new(),
+                        headers: v.headers,
                     })
                     .collect())
             })
