@@ -12,10 +12,13 @@
 //! - [`pipeline`]: the job: partition tasks (a loop over batches owning a
 //!   plugin instance and its offset), the worker threads that run them, and
 //!   the status line. [`run`] is the entry point `main.rs` and the tests call.
+//! - [`bench`]: `weir bench`, the end-to-end benchmark against a native
+//!   consume → produce loop.
 //!
 //! The ABI itself is defined once, in `weir_plugin_sdk::abi`, shared with the
 //! SDK; `docs/ABI.md` describes it byte by byte.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod kafka;

@@ -32,6 +32,34 @@ enum Command {
         /// The `.wasm` or `.wat` file.
         file: PathBuf,
     },
+    /// The end-to-end benchmark: a native consume → produce loop, then Weir
+    /// with the identity and running-count plugins, then exactly-once.
+    Bench {
+        /// Records of input.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
+        /// Bytes per record value.
+        #[arg(long, default_value_t = 100)]
+        value_bytes: usize,
+        /// Partitions of each topic.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        /// `embedded` (in-process mock cluster) or `host:port` of a broker.
+        #[arg(long, default_value = "embedded")]
+        bootstrap: String,
+        /// Weir's batch size.
+        #[arg(long, default_value_t = 1024)]
+        batch_size: usize,
+        /// Weir's worker threads.
+        #[arg(long, default_value_t = 2)]
+        parallelism: usize,
+        /// Where mirror.wat and running_count.wasm are.
+        #[arg(long, default_value = "plugins")]
+        plugins_dir: PathBuf,
+        /// Skip the exactly-once run.
+        #[arg(long)]
+        skip_exactly_once: bool,
+    },
 }
 
 fn init_tracing() {
@@ -50,6 +78,25 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(config),
         Command::CheckPlugin { file } => check_plugin(file),
+        Command::Bench {
+            records,
+            value_bytes,
+            partitions,
+            bootstrap,
+            batch_size,
+            parallelism,
+            plugins_dir,
+            skip_exactly_once,
+        } => bench(weir::bench::BenchOptions {
+            records,
+            value_bytes,
+            partitions,
+            bootstrap,
+            batch_size,
+            parallelism,
+            plugins_dir,
+            skip_exactly_once,
+        }),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -101,6 +148,16 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
             println!("  {k:>12} -> {v}");
         }
     }
+    Ok(())
+}
+
+fn bench(opts: weir::bench::BenchOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    runtime.block_on(weir::bench::run(opts))?;
     Ok(())
 }
 

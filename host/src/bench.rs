@@ -1,0 +1,402 @@
+//! `weir bench`: the end-to-end benchmark, one broker, one run.
+//!
+//! The same input (default 1,000,000 records of 100 bytes over 4
+//! partitions) goes through four pipelines, each to its own output topic:
+//!
+//! - (a) a native Rust consume → produce loop with the same librdkafka
+//!   settings: the ceiling of this design;
+//! - (b) Weir with the identity plugin (`mirror.wat`);
+//! - (c) Weir with the running-count plugin;
+//! - (d) (c) at exactly-once with 1 s checkpoints.
+//!
+//! It prints records/s and the process's CPU time per million records for
+//! each, and the ratios b/a, c/a, d/c. On a broker that shares the machine,
+//! throughput is often broker-bound, so the CPU figures are where the cost
+//! of WebAssembly shows. The last line is JSON, for scripts.
+
+use crate::config::Config;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Records of input.
+    pub records: usize,
+    /// Bytes per value.
+    pub value_bytes: usize,
+    /// Partitions of every topic.
+    pub partitions: i32,
+    /// `embedded` (librdkafka's mock cluster in this process) or `host:port`.
+    pub bootstrap: String,
+    /// Weir's batch size.
+    pub batch_size: usize,
+    /// Weir's worker threads.
+    pub parallelism: usize,
+    /// Where `mirror.wat` and `running_count.wasm` are.
+    pub plugins_dir: PathBuf,
+    /// Skip the exactly-once run (d).
+    pub skip_exactly_once: bool,
+}
+
+/// One pipeline's figures.
+#[derive(Debug, Clone, Copy)]
+pub struct Figures {
+    pub records_per_sec: f64,
+    /// User + system CPU seconds of this process per million records.
+    pub cpu_per_million: f64,
+}
+
+/// The whole run.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub native: Figures,
+    pub identity: Figures,
+    pub running_count: Figures,
+    pub exactly_once: Option<Figures>,
+}
+
+/// Process CPU time (user + system), in seconds.
+fn cpu_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is valid.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Runs the benchmark and prints its report.
+pub async fn run(mut opts: BenchOptions) -> anyhow::Result<BenchReport> {
+    opts.plugins_dir = std::path::absolute(&opts.plugins_dir)?;
+    let mock;
+    let bootstrap = if opts.bootstrap == "embedded" {
+        mock = Some(MockCluster::new(1)?);
+        mock.as_ref().expect("set").bootstrap_servers()
+    } else {
+        mock = None;
+        opts.bootstrap.clone()
+    };
+    let run_id = std::process::id();
+    let input = format!("weir-bench-in-{run_id}");
+    let outputs = ["native", "identity", "count", "eos", "progress"]
+        .map(|s| format!("weir-bench-{s}-{run_id}"));
+    let mut topics = vec![input.clone()];
+    topics.extend(outputs.iter().cloned());
+    match &mock {
+        Some(m) => {
+            for t in &topics {
+                m.create_topic(t, opts.partitions, 1)?;
+            }
+        }
+        None => create_topics(&bootstrap, &topics, opts.partitions).await?,
+    }
+    let t = Instant::now();
+    produce_input(&bootstrap, &input, &opts)?;
+    println!(
+        "weir bench: {} records of {} bytes over {} partitions written in {:.2}s; broker {}; batch_size {}, parallelism {}",
+        opts.records,
+        opts.value_bytes,
+        opts.partitions,
+        t.elapsed().as_secs_f64(),
+        opts.bootstrap,
+        opts.batch_size,
+        opts.parallelism
+    );
+
+    let native = {
+        let (bootstrap, input, out, opts) = (
+            bootstrap.clone(),
+            input.clone(),
+            outputs[0].clone(),
+            opts.clone(),
+        );
+        tokio::task::spawn_blocking(move || native_loop(&bootstrap, &input, &out, &opts)).await??
+    };
+    report("(a) native consume → produce", &native, None);
+    let identity = weir_run(&bootstrap, &input, &outputs[1], "mirror.wat", None, &opts).await?;
+    report(
+        "(b) weir + identity plugin",
+        &identity,
+        Some(("b/a", &native)),
+    );
+    let running_count = weir_run(
+        &bootstrap,
+        &input,
+        &outputs[2],
+        "running_count.wasm",
+        None,
+        &opts,
+    )
+    .await?;
+    report(
+        "(c) weir + running-count",
+        &running_count,
+        Some(("c/a", &native)),
+    );
+    let exactly_once = if opts.skip_exactly_once {
+        None
+    } else {
+        let f = weir_run(
+            &bootstrap,
+            &input,
+            &outputs[3],
+            "running_count.wasm",
+            Some(&outputs[4]),
+            &opts,
+        )
+        .await?;
+        report(
+            "(d) (c) exactly-once, 1 s checkpoints",
+            &f,
+            Some(("d/c", &running_count)),
+        );
+        Some(f)
+    };
+    let ratio = |x: &Figures, y: &Figures| x.records_per_sec / y.records_per_sec;
+    println!(
+        "{{\"records\":{},\"value_bytes\":{},\"batch_size\":{},\"native\":{:.0},\"identity\":{:.0},\"running_count\":{:.0},\"exactly_once\":{},\"b_over_a\":{:.3},\"c_over_a\":{:.3},\"d_over_c\":{}}}",
+        opts.records,
+        opts.value_bytes,
+        opts.batch_size,
+        native.records_per_sec,
+        identity.records_per_sec,
+        running_count.records_per_sec,
+        exactly_once.map_or("null".into(), |f| format!("{:.0}", f.records_per_sec)),
+        ratio(&identity, &native),
+        ratio(&running_count, &native),
+        exactly_once.map_or("null".into(), |f| format!(
+            "{:.3}",
+            ratio(&f, &running_count)
+        )),
+    );
+    drop(mock);
+    Ok(BenchReport {
+        native,
+        identity,
+        running_count,
+        exactly_once,
+    })
+}
+
+fn report(name: &str, f: &Figures, against: Option<(&str, &Figures)>) {
+    let ratio = against
+        .map(|(label, base)| {
+            format!(
+                "   {label} = {:.3}",
+                f.records_per_sec / base.records_per_sec
+            )
+        })
+        .unwrap_or_default();
+    println!(
+        "  {name:<40} {:>12.0} records/s   {:>6.2} CPU s per million{ratio}",
+        f.records_per_sec, f.cpu_per_million
+    );
+}
+
+async fn create_topics(bootstrap: &str, topics: &[String], partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    for r in admin.create_topics(&new, &AdminOptions::new()).await? {
+        r.map_err(|(t, e)| anyhow::anyhow!("create topic {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn produce_input(bootstrap: &str, topic: &str, opts: &BenchOptions) -> anyhow::Result<()> {
+    let producer: ThreadedProducer<Count> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        // One record per batch: some Kafka-API brokers (Tansu) report the
+        // end offset as the last batch's base offset + 1, which would end a
+        // bounded job early.
+        .set("batch.num.messages", "1")
+        .set("queue.buffering.max.messages", "1000000")
+        .create_with_context(Count::default())?;
+    let value = vec![b'v'; opts.value_bytes];
+    let mut key = String::new();
+    for i in 0..opts.records {
+        key.clear();
+        use std::fmt::Write;
+        write!(key, "key-{}", i % 10_000).expect("string");
+        let mut rec = BaseRecord::<str, [u8], ()>::to(topic)
+            .key(key.as_str())
+            .payload(&value)
+            .partition((i % opts.partitions as usize) as i32);
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    rec = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    let (ok, failed) = (
+        producer.context().0.load(Ordering::Relaxed),
+        producer.context().1.load(Ordering::Relaxed),
+    );
+    anyhow::ensure!(
+        ok as usize == opts.records,
+        "writing the input: {ok} delivered, {failed} failed"
+    );
+    Ok(())
+}
+
+/// Counts deliveries for the native loop.
+#[derive(Default)]
+struct Count(AtomicU64, AtomicU64);
+
+impl ClientContext for Count {}
+
+impl ProducerContext for Count {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        match r {
+            Ok(_) => self.0.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.1.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+/// (a): one consumer, one producer, the record handed over unchanged.
+fn native_loop(
+    bootstrap: &str,
+    input: &str,
+    output: &str,
+    opts: &BenchOptions,
+) -> anyhow::Result<Figures> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("{output}-group"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..opts.partitions {
+        tpl.add_partition_offset(input, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let producer: ThreadedProducer<Count> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create_with_context(Count::default())?;
+    let mut seen = 0usize;
+    let mut started = None;
+    let mut cpu0 = 0.0;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while seen < opts.records {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "native loop: only {seen} of {} records arrived",
+            opts.records
+        );
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = m?;
+        if started.is_none() {
+            started = Some(Instant::now());
+            cpu0 = cpu_seconds();
+        }
+        let mut rec = BaseRecord::<[u8], [u8], ()>::to(output).partition(m.partition());
+        rec.key = m.key();
+        rec.payload = m.payload();
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    rec = back;
+                    producer.poll(Duration::from_millis(1));
+                }
+            }
+        }
+        seen += 1;
+    }
+    producer.flush(Duration::from_secs(120))?;
+    let elapsed = started.map_or(Duration::ZERO, |s| s.elapsed());
+    let failed = producer.context().1.load(Ordering::Relaxed);
+    anyhow::ensure!(failed == 0, "native loop: {failed} deliveries failed");
+    Ok(Figures {
+        records_per_sec: seen as f64 / elapsed.as_secs_f64().max(1e-9),
+        cpu_per_million: (cpu_seconds() - cpu0) * 1e6 / seen as f64,
+    })
+}
+
+/// (b), (c), (d): a bounded Weir job over the input.
+async fn weir_run(
+    bootstrap: &str,
+    input: &str,
+    output: &str,
+    plugin: &str,
+    progress_topic: Option<&str>,
+    opts: &BenchOptions,
+) -> anyhow::Result<Figures> {
+    let dir = tempfile::tempdir()?;
+    let exactly_once = match progress_topic {
+        Some(progress) => format!(
+            "semantics = \"exactly-once\"\ntransactional_id_prefix = \"{output}\"\nprogress_topic = \"{progress}\"\n"
+        ),
+        None => String::new(),
+    };
+    let checkpoint = if progress_topic.is_some() {
+        "[checkpoint]\nenabled = true\ninterval = \"1s\"\ndirectory = \"checkpoints\"\n\n[kafka.producer_options]\n\"transaction.timeout.ms\" = \"60000\"\n"
+    } else {
+        ""
+    };
+    let text = format!(
+        r#"[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "{output}-group"
+
+[source]
+topics = ["{input}"]
+start = {{ mode = "earliest" }}
+bounded = true
+
+[sink]
+topics = ["{output}"]
+{exactly_once}
+[pipeline]
+plugins_dir = "{plugins}"
+plugin = "{plugin}"
+parallelism = {parallelism}
+batch_size = {batch_size}
+
+[status]
+interval = "0s"
+
+{checkpoint}"#,
+        plugins = opts.plugins_dir.display(),
+        parallelism = opts.parallelism,
+        batch_size = opts.batch_size,
+    );
+    let config = Config::parse(&text, dir.path())?;
+    let cpu0 = cpu_seconds();
+    let summary = crate::run(config, std::future::pending()).await?;
+    let cpu = cpu_seconds() - cpu0;
+    anyhow::ensure!(
+        summary.records_in as usize >= opts.records,
+        "{plugin}: {} of {} records processed",
+        summary.records_in,
+        opts.records
+    );
+    Ok(Figures {
+        records_per_sec: summary.records_in as f64 / summary.elapsed.as_secs_f64().max(1e-9),
+        cpu_per_million: cpu * 1e6 / summary.records_in as f64,
+    })
+}
