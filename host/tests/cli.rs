@@ -119,6 +119,15 @@ const BAD_PLUGINS: &[(&str, &str, &str)] = &[
         "imports `env.now` (func () -> (i64)), which the host does not provide",
     ),
     (
+        "assemblyscript_abort.wat",
+        r#"(module (import "env" "abort" (func (param i32 i32 i32 i32)))
+             (memory (export "memory") 1)
+             (func (export "weir_abi_version") (result i32) i32.const 1)
+             (func (export "weir_input_buffer") (param i32) (result i32) i32.const 0)
+             (func (export "weir_process") (param i32 i32) (result i32) i32.const 0))"#,
+        "Hint: AssemblyScript: compile with `--use abort=weirAbort`",
+    ),
+    (
         "wrong_import_type.wat",
         r#"(module (import "weir" "emit" (func (param i32) (result i32)))
              (memory (export "memory") 1)

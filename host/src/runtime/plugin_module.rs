@@ -173,7 +173,7 @@ impl PluginModule {
                 }
                 None if required => {
                     return Err(contract(format!(
-                        "missing export `{name}` {want} (see docs/ABI.md; Rust plugins get it from weir_plugin_sdk::export_plugin!, C plugins must mark it __attribute__((export_name(\"{name}\"))))"
+                        "missing export `{name}` {want} (see docs/ABI.md; Rust: weir_plugin_sdk::export_plugin! defines it; C: WEIR_EXPORT(\"{name}\") from plugin-sdk/c/weir_plugin.h, or WEIR_DEFINE_ABI_VERSION() / WEIR_DEFINE_INPUT_BUFFER() for the standard ones; AssemblyScript: re-export it from plugin-sdk/assemblyscript/weir.ts in the entry file)"
                     )));
                 }
                 None => {}
@@ -186,23 +186,25 @@ impl PluginModule {
             let ty = import.ty();
             match engine.provided.get(&key) {
                 None => {
-                    return Err(contract(format!(
-                        "imports `{}.{}` ({}), which the host does not provide; a plugin may import only {}.{}, {}.{} and WASI preview 1 ({}.*)",
-                        key.0,
-                        key.1,
-                        render_extern(&ty),
-                        abi::IMPORT_MODULE,
-                        abi::IMPORT_EMIT,
-                        abi::IMPORT_MODULE,
-                        abi::IMPORT_LOG,
-                        abi::WASI_MODULE
-                    )));
+                    return Err(contract(
+                        format!(
+                            "imports `{}.{}` ({}), which the host does not provide; a plugin may import only {}.{}, {}.{} and WASI preview 1 ({}.*)",
+                            key.0,
+                            key.1,
+                            render_extern(&ty),
+                            abi::IMPORT_MODULE,
+                            abi::IMPORT_EMIT,
+                            abi::IMPORT_MODULE,
+                            abi::IMPORT_LOG,
+                            abi::WASI_MODULE
+                        ) + &import_hint(&key.0, &key.1),
+                    ));
                 }
                 Some(provided) => {
                     let (want, got) = (render_extern(provided), render_extern(&ty));
                     if want != got {
                         return Err(contract(format!(
-                            "imports `{}.{}` as {got}, but the host provides {want}",
+                            "imports `{}.{}` as {got}, but the host provides {want}; declare it as plugin-sdk/c/weir_plugin.h and plugin-sdk/assemblyscript/weir.ts do",
                             key.0, key.1
                         )));
                     }
@@ -296,10 +298,32 @@ fn changeable_table(module: &Module) -> Option<String> {
     for e in module.exports() {
         if let ExternType::Table(_) = e.ty() {
             return Some(format!(
-                "exports table `{}`; plugins must not export tables (drop the export, e.g. remove --export-table)",
+                "exports table `{}`; plugins must not export tables (drop the export: remove -Wl,--export-table in C, --exportTable in AssemblyScript)",
                 e.name()
             ));
         }
     }
     None
+}
+
+/// How the usual toolchains come to import something the host does not
+/// provide, and what to do about it.
+fn import_hint(module: &str, name: &str) -> String {
+    let hint = match (module, name) {
+        ("env", "abort") => {
+            "AssemblyScript: compile with `--use abort=weirAbort` (plugin-sdk/assemblyscript/weir.ts)"
+        }
+        ("env", "seed") => "AssemblyScript: `env.seed` comes from Math.random; remove it",
+        ("env", "trace") => {
+            "AssemblyScript: `env.trace` comes from trace(); use log() from weir.ts"
+        }
+        ("env", n) if n.starts_with("Date") || n.starts_with("console") => {
+            "AssemblyScript: Date and console need a JavaScript host; use log() from weir.ts"
+        }
+        ("env", _) => {
+            "C: an undefined function became an import; drop -Wl,--allow-undefined and define it or link its library"
+        }
+        _ => return String::new(),
+    };
+    format!(". Hint: {hint}")
 }

@@ -50,7 +50,7 @@ pub fn rewrite(wasm: &[u8]) -> Result<Rewritten, String> {
                         }
                         TypeRef::Memory(_) => {
                             return Err(format!(
-                                "imports its memory (`{}.{}`); a plugin must define and export its own",
+                                "imports its memory (`{}.{}`); a plugin must define and export its own (remove -Wl,--import-memory in C, --importMemory in AssemblyScript)",
                                 imp.module, imp.name
                             ));
                         }
@@ -102,7 +102,7 @@ pub fn rewrite(wasm: &[u8]) -> Result<Rewritten, String> {
                         _ => continue,
                     };
                     return Err(format!(
-                        "changes a table at run time (`{name}`); a snapshot of memory and globals could not restore it"
+                        "changes a table at run time (`{name}`); a snapshot of memory and globals could not restore it: keep tables fixed (call_indirect only; no table.grow/table.set)"
                     ));
                 }
             }
