@@ -510,7 +510,9 @@ impl Config {
             let ms: u64 = value.parse().map_err(|_| {
                 self.invalid(&field, format!("{value:?} is not a number of milliseconds"))
             })?;
-            let needed = 2 * self.checkpoint.interval.as_millis() as u64 + 10_000;
+            let interval_ms =
+                u64::try_from(self.checkpoint.interval.as_millis()).unwrap_or(u64::MAX);
+            let needed = interval_ms.saturating_mul(2).saturating_add(10_000);
             if ms < needed {
                 return Err(self.invalid(
                     &field,
@@ -745,6 +747,20 @@ plugin = "p.wasm"
         let c = Config::parse(&fixed, Path::new(".")).unwrap();
         assert_eq!(c.sink.semantics, DeliveryGuarantee::ExactlyOnce);
         assert_eq!(c.sink.progress_topic, "weir-progress");
+    }
+
+    /// Found by the `config_parse` fuzz target: a huge interval overflowed.
+    #[test]
+    fn a_huge_checkpoint_interval_is_an_error_not_an_overflow() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../fuzz/regressions/config_parse/checkpoint_interval_mul_overflow.toml"),
+        )
+        .unwrap();
+        let err = Config::parse(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("transaction.timeout.ms"), "{err}");
     }
 
     #[test]

@@ -546,3 +546,73 @@ fn bogus_input_buffer_pointers_are_faults() {
         assert!(fault.message.contains(what), "{ptr}: {fault}");
     }
 }
+
+/// Found by the `abi_boundary` fuzz target: a plugin that emits from
+/// inside `weir_input_buffer`. A refused emit there is the sink's error,
+/// not a plugin fault, and does not linger into the next call; an accepted
+/// one counts towards the batch's output.
+#[test]
+fn emit_from_input_buffer_is_counted_and_sink_errors_do_not_linger() {
+    use std::sync::{Arc, Mutex};
+    use weir::runtime::instance::BatchError;
+    struct Flaky(Arc<Mutex<u32>>);
+    impl OutputSink for Flaky {
+        fn emit(
+            &mut self,
+            _: abi::RecordIter<'_>,
+            _: &[String],
+        ) -> Result<(), weir::runtime::SinkError> {
+            let mut refuse = self.0.lock().unwrap();
+            if *refuse > 0 {
+                *refuse -= 1;
+                return Err(weir::runtime::SinkError("the producer is down".into()));
+            }
+            Ok(())
+        }
+    }
+    let wat = r#"(module
+  (import "weir" "emit" (func $emit (param i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 1024)
+    "\01\00\00\00\00\00\00\00"
+    "\00\00\00\00\00\00\00\00" "\ff\ff\ff\ff\ff\ff\ff\ff"
+    "\ff\ff\ff\ff" "\00\00\00\00" "\ff\ff\ff\ff" "\01\00\00\00"
+    "\00\00\00\00" "\00\00\00\00" "x")
+  (func (export "weir_abi_version") (result i32) (i32.const 1))
+  (func (export "weir_input_buffer") (param i32) (result i32)
+    (drop (call $emit (i32.const 1024) (i32.const 57)))
+    (i32.const 65536))
+  (func (export "weir_process") (param i32 i32) (result i32)
+    (if (i32.gt_u (local.get 1) (i32.const 64)) (then (unreachable)))
+    (i32.const 0)))"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.wat");
+    std::fs::write(&path, wat).unwrap();
+    let engine = PluginEngine::new().unwrap();
+    let module = PluginModule::load(&engine, &path).unwrap();
+    let refuse = Arc::new(Mutex::new(1));
+    let mut inst =
+        PluginInstance::new(&module, Box::new(Flaky(refuse)), vec!["out".into()].into()).unwrap();
+    let batch = |value: &'static [u8]| {
+        let size = abi::BATCH_HEADER_LEN + abi::record_size(None, Some(value), 0);
+        (size, move |buf: &mut [u8]| {
+            let mut w = abi::BatchWriter::new(buf).unwrap();
+            w.push(0, -1, 0, 0, None, Some(value), []).unwrap();
+            w.finish()
+        })
+    };
+    let (size, fill) = batch(b"a");
+    let first = inst.process(size, fill);
+    assert!(matches!(first, Err(BatchError::Sink(_))), "{first:?}");
+    let (size, fill) = batch(b"b");
+    assert_eq!(
+        inst.process(size, fill).unwrap(),
+        1,
+        "the input-buffer emit counts"
+    );
+    let (size, fill) = batch(&[b'c'; 40]);
+    match inst.process(size, fill) {
+        Err(BatchError::Fault(f)) => assert_eq!(f.kind, FaultKind::Trap, "{f}"),
+        other => panic!("a trap after an earlier sink error must be a fault: {other:?}"),
+    }
+}

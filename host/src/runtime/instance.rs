@@ -212,12 +212,14 @@ impl PluginInstance {
         size: usize,
         fill: impl FnOnce(&mut [u8]) -> usize,
     ) -> Result<u64, BatchError> {
-        let ptr = self.guest_buffer(size)?;
-        let mem = &mut self.memory.data_mut(&mut self.store)[ptr..ptr + size];
-        let len = fill(mem);
+        // Output counts per input batch, from `weir_input_buffer` on (a
+        // plugin may emit there too).
         let state = self.store.data_mut();
         state.emitted = 0;
         state.emitted_bytes = 0;
+        let ptr = self.guest_buffer(size)?;
+        let mem = &mut self.memory.data_mut(&mut self.store)[ptr..ptr + size];
+        let len = fill(mem);
         self.call(self.process.clone(), ptr, len)?;
         Ok(self.store.data().emitted)
     }
@@ -228,18 +230,19 @@ impl PluginInstance {
     }
 
     /// Asks the guest for `size` bytes and checks the answer.
-    fn guest_buffer(&mut self, size: usize) -> Result<usize, PluginFault> {
+    fn guest_buffer(&mut self, size: usize) -> Result<usize, BatchError> {
         let Ok(size32) = i32::try_from(size) else {
             return Err(PluginFault {
                 kind: FaultKind::BadPointer,
                 message: format!("batch of {size} bytes exceeds the 2 GiB ABI limit"),
-            });
+            }
+            .into());
         };
         arm(&mut self.store);
-        let ptr = self
-            .input_buffer
-            .call(&mut self.store, size32)
-            .map_err(|e| fault_from(&mut self.store, e))?;
+        let ptr = match self.input_buffer.call(&mut self.store, size32) {
+            Ok(ptr) => ptr,
+            Err(e) => return Err(self.call_error(e)),
+        };
         let mem_len = self.memory.data_size(&self.store);
         let p = ptr as u32 as usize;
         if ptr < 0 || p + size > mem_len {
@@ -248,13 +251,15 @@ impl PluginInstance {
                 ptr as i64,
                 size as i64,
                 mem_len,
-            ));
+            )
+            .into());
         }
         if !p.is_multiple_of(abi::RECORD_ALIGN) {
             return Err(PluginFault {
                 kind: FaultKind::BadPointer,
                 message: format!("weir_input_buffer returned {ptr}, which is not 8-byte aligned"),
-            });
+            }
+            .into());
         }
         Ok(p)
     }
@@ -271,15 +276,14 @@ impl PluginInstance {
         let status = match func.call(&mut self.store, (ptr as i32, len as i32)) {
             Ok(status) => status,
             Err(e) => {
-                if let Some(sink) = self.store.data_mut().sink_error.take() {
-                    return Err(BatchError::Sink(sink));
-                }
-                let mut fault = fault_from(&mut self.store, e);
-                if fault.kind == FaultKind::Timeout {
+                let mut error = self.call_error(e);
+                if let BatchError::Fault(fault) = &mut error
+                    && fault.kind == FaultKind::Timeout
+                {
                     fault.message +=
                         &format!("; stopped after {} ms", started.elapsed().as_millis());
                 }
-                return Err(fault.into());
+                return Err(error);
             }
         };
         if status != abi::STATUS_OK {
@@ -296,6 +300,20 @@ impl PluginInstance {
             .into());
         }
         Ok(())
+    }
+}
+
+impl PluginInstance {
+    /// The error of a failed guest call: the sink's refusal if the call
+    /// failed because of it (not the plugin's fault), else the typed fault.
+    fn call_error(&mut self, e: wasmtime::Error) -> BatchError {
+        match self.store.data_mut().sink_error.take() {
+            Some(sink) => {
+                self.store.data_mut().fault = None;
+                BatchError::Sink(sink)
+            }
+            None => fault_from(&mut self.store, e).into(),
+        }
     }
 }
 
