@@ -13,7 +13,9 @@ use weir::runtime::snapshot::{GlobalValue, PAGE, Snapshot};
 use weir_plugin_sdk::abi::{self, Header};
 
 fn seeds(target: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("seeds")
+        .join(target);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

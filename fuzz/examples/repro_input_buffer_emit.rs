@@ -62,9 +62,12 @@ fn batch_of(value: &'static [u8]) -> (usize, impl FnOnce(&mut [u8]) -> usize) {
 
 fn main() {
     let engine = PluginEngine::new().unwrap();
-    let module =
-        PluginModule::from_bytes(&engine, Path::new("emit_in_input_buffer.wat"), WAT.as_bytes())
-            .unwrap();
+    let module = PluginModule::from_bytes(
+        &engine,
+        Path::new("emit_in_input_buffer.wat"),
+        WAT.as_bytes(),
+    )
+    .unwrap();
     let topics: Arc<[String]> = vec!["out".to_string()].into();
 
     // 1. The count: the sink takes 1 record during the call, process says 0

@@ -55,7 +55,7 @@ fn tight_limits() -> Limits {
         max_output_records: 6,
         max_output_bytes: 200,
         max_record_bytes: 64,
-        fuel: Some(3_000),
+        fuel: Some(1_000),
         ..Limits::default()
     }
 }
@@ -173,27 +173,52 @@ fn check(
     calls_from_input_buffer: bool,
 ) -> bool {
     let excused = calls_from_input_buffer && lenient();
+    if debug() {
+        match &result {
+            Ok(n) => eprintln!("outcome {what}: Ok({n})"),
+            Err(BatchError::Sink(e)) => eprintln!("outcome {what}: Sink: {e}"),
+            Err(BatchError::Fault(f)) => {
+                eprintln!("outcome {what}: {}: {}", f.kind.code(), f.message)
+            }
+        }
+    }
     let mut l = log.lock().unwrap();
     let sink_failed = std::mem::take(&mut l.failed);
     let accepted = l.records - records_before;
     drop(l);
     match result {
         Ok(n) => {
-            assert!(!sink_failed, "{what}: the sink failed but the call returned Ok");
-            if what == "process" && !excused {
-                assert_eq!(n, accepted, "{what}: Ok({n}) but the sink accepted {accepted} records");
+            assert!(
+                !sink_failed,
+                "{what}: the sink failed but the call returned Ok"
+            );
+            if what == "process" && n != accepted {
+                assert!(
+                    excused,
+                    "{what}: Ok({n}) but the sink accepted {accepted} records"
+                );
+                tolerated(
+                    "finding 1, record count",
+                    &format!("Ok({n}), sink took {accepted}"),
+                );
             }
             true
         }
         Err(BatchError::Sink(e)) => {
-            assert!(sink_failed, "{what}: Err(Sink({e})) but the sink never failed");
+            assert!(
+                sink_failed,
+                "{what}: Err(Sink({e})) but the sink never failed"
+            );
             false
         }
         Err(BatchError::Fault(f)) => {
-            assert!(
-                !sink_failed || excused,
-                "{what}: the sink failed, but the call reports a plugin fault: {f}"
-            );
+            if sink_failed {
+                assert!(
+                    excused,
+                    "{what}: the sink failed, but the call reports a plugin fault: {f}"
+                );
+                tolerated("finding 1, sink failure as fault", &f.to_string());
+            }
             check_fault(what, &f, memory_now, tight);
             false
         }
@@ -230,7 +255,10 @@ fn check_bad_pointer(what: &str, msg: &str, memory_now: usize) {
             .next()
             .and_then(|p| p.trim().parse().ok())
             .unwrap_or_else(|| panic!("{what}: misalignment fault without the pointer: {msg}"));
-        assert!(ptr % 8 != 0, "{what}: aligned pointer reported misaligned: {msg}");
+        assert!(
+            ptr % 8 != 0,
+            "{what}: aligned pointer reported misaligned: {msg}"
+        );
         return;
     }
     if let Some(wasi) = msg.strip_prefix("WASI call: ") {
@@ -258,7 +286,10 @@ fn check_bad_pointer(what: &str, msg: &str, memory_now: usize) {
         ptr < 0 || len < 0 || (ptr + len) as u64 > mem,
         "{what}: range [{ptr}, {ptr}+{len}) is inside memory of {mem} bytes: {msg}"
     );
-    assert!(mem % 65536 == 0 && mem >= 2 * 65536, "{what}: odd memory size: {msg}");
+    assert!(
+        mem % 65536 == 0 && mem >= 2 * 65536,
+        "{what}: odd memory size: {msg}"
+    );
     assert!(mem as usize <= memory_now, "{what}: memory shrank: {msg}");
 }
 
@@ -279,9 +310,24 @@ fn check_wasi_bad_pointer(what: &str, msg: &str, memory_now: usize) {
             "{what}: WASI region [{start}, {start}+{len}) is inside memory of {memory_now} bytes: {msg}"
         );
     } else if msg.contains("Pointer not aligned") {
-        assert!(region().is_some(), "{what}: WASI misalignment without its region: {msg}");
-    } else if !lenient() {
+        assert!(
+            region().is_some(),
+            "{what}: WASI misalignment without its region: {msg}"
+        );
+    } else if lenient() {
+        tolerated("WASI BadPointer without a range", msg);
+    } else {
         panic!("{what}: BadPointer fault that does not name a range: {msg:?}");
+    }
+}
+
+/// Says once per kind that a known finding was tolerated.
+fn tolerated(kind: &'static str, detail: &str) {
+    static SEEN: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap();
+    if !seen.contains(&kind) {
+        seen.push(kind);
+        eprintln!("WEIR_FUZZ_LENIENT: tolerated {kind}: {detail}");
     }
 }
 
@@ -308,13 +354,18 @@ fn run(input: Input) {
 
     // Load the script: memory and the two control globals.
     let mut snap = inst.snapshot();
-    assert_eq!(snap.globals.len(), GLOBALS, "mutable globals of the fuzz plugin");
+    assert_eq!(
+        snap.globals.len(),
+        GLOBALS,
+        "mutable globals of the fuzz plugin"
+    );
     snap.globals[0] = GlobalValue::I32(i32::from(input.ib_mode));
     snap.globals[1] = GlobalValue::I32(input.ib_arg);
     let script = &input.script[..input.script.len().min(SCRIPT_MAX)];
     snap.memory[SCRIPT_AT..SCRIPT_AT + 4].copy_from_slice(&(script.len() as u32).to_le_bytes());
     snap.memory[SCRIPT_AT + 4..SCRIPT_AT + 4 + script.len()].copy_from_slice(script);
-    inst.restore(&snap, false).expect("restore into a fresh instance");
+    inst.restore(&snap, false)
+        .expect("restore into a fresh instance");
 
     if let Some(entries) = &input.init {
         let before = log.lock().unwrap().records;
@@ -367,7 +418,15 @@ fn run(input: Input) {
             }
             w.finish()
         });
-        if !check("process", r, &log, before, inst.memory_size(), tight, from_ib) {
+        if !check(
+            "process",
+            r,
+            &log,
+            before,
+            inst.memory_size(),
+            tight,
+            from_ib,
+        ) {
             return;
         }
     }

@@ -146,7 +146,10 @@ fn round_trip_batch(recs: &[Rec]) {
             + abi::headers_size(last.headers());
         let pad = last.size() - unpadded;
         assert!(pad < abi::RECORD_ALIGN);
-        assert!(buf[len - pad..len].iter().all(|&b| b == 0), "padding is zeroed");
+        assert!(
+            buf[len - pad..len].iter().all(|&b| b == 0),
+            "padding is zeroed"
+        );
         check(&buf[..len - pad]);
 
         // One byte short: some push must report BufferFull.
@@ -154,17 +157,16 @@ fn round_trip_batch(recs: &[Rec]) {
         let mut w = abi::BatchWriter::new(&mut short).expect("header fits");
         let mut full = false;
         for r in recs {
-            if w
-                .push(
-                    r.offset,
-                    r.timestamp,
-                    r.partition,
-                    r.topic,
-                    r.key.as_deref(),
-                    r.value.as_deref(),
-                    r.headers(),
-                )
-                .is_err()
+            if w.push(
+                r.offset,
+                r.timestamp,
+                r.partition,
+                r.topic,
+                r.key.as_deref(),
+                r.value.as_deref(),
+                r.headers(),
+            )
+            .is_err()
             {
                 full = true;
                 break;

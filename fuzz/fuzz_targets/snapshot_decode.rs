@@ -39,7 +39,11 @@ fn decode_and_round_trip(bytes: &[u8]) {
     let Ok(snap) = Snapshot::decode(bytes) else {
         return;
     };
-    assert_eq!(snap.encoded_len(), bytes.len(), "encoded_len of a decoded snapshot");
+    assert_eq!(
+        snap.encoded_len(),
+        bytes.len(),
+        "encoded_len of a decoded snapshot"
+    );
     let mut out = Vec::new();
     snap.encode(&mut out);
     assert_eq!(out.len(), snap.encoded_len());
@@ -53,7 +57,10 @@ fn decode_and_round_trip(bytes: &[u8]) {
             }
         }
     } else {
-        assert_eq!(out, bytes, "re-encoding a decoded snapshot changes its bytes");
+        assert_eq!(
+            out, bytes,
+            "re-encoding a decoded snapshot changes its bytes"
+        );
     }
     let again = Snapshot::decode(&out).expect("a re-encoded snapshot decodes");
     assert_eq!(again.module_sha256, snap.module_sha256);

@@ -119,6 +119,12 @@ impl Snapshot {
             let tag = body[pos];
             let bits = u64::from_le_bytes(body[pos + 1..pos + 9].try_into().expect("8 bytes"));
             pos += 9;
+            if matches!(tag, 0 | 2) && bits >> 32 != 0 {
+                return Err(SnapshotError::Corrupt(format!(
+                    "32-bit global {} has bits above 32 set",
+                    globals.len()
+                )));
+            }
             globals.push(match tag {
                 0 => GlobalValue::I32(bits as u32 as i32),
                 1 => GlobalValue::I64(bits as i64),
@@ -172,6 +178,31 @@ mod tests {
         s.encode(&mut buf);
         assert_eq!(buf.len(), s.encoded_len());
         assert_eq!(Snapshot::decode(&buf).unwrap(), s);
+    }
+
+    /// Found by the `snapshot_decode` fuzz target: a 32-bit global with
+    /// high bits set decoded silently (and re-encoded differently).
+    #[test]
+    fn a_32_bit_global_with_high_bits_is_corrupt() {
+        let snap = Snapshot {
+            module_sha256: [1; 32],
+            globals: vec![GlobalValue::I32(1)],
+            memory: Vec::new(),
+        };
+        let mut bytes = Vec::new();
+        snap.encode(&mut bytes);
+        let body = bytes.len() - 4;
+        let at = bytes[..body]
+            .windows(9)
+            .position(|w| w == [0, 1, 0, 0, 0, 0, 0, 0, 0])
+            .expect("the global's tag and bits");
+        bytes[at + 5] = 0x6f;
+        let crc = crc32fast::hash(&bytes[..body]);
+        bytes[body..].copy_from_slice(&crc.to_le_bytes());
+        match Snapshot::decode(&bytes) {
+            Err(SnapshotError::Corrupt(m)) => assert!(m.contains("bits above 32"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
