@@ -67,13 +67,11 @@ fn classify(e: &rdkafka::error::KafkaError) -> Failure {
         )
     };
     match e {
-        rdkafka::error::KafkaError::Transaction(t) if t.is_fatal() => {
-            if fenced(t.code()) {
-                Failure::Fenced
-            } else {
-                Failure::Fatal
-            }
-        }
+        // Fenced whether or not librdkafka marks it fatal: some brokers
+        // (Tansu) answer a zombie's TxnOffsetCommit with PRODUCER_FENCED as
+        // an abortable error, and aborting then hangs on the coordinator.
+        rdkafka::error::KafkaError::Transaction(t) if fenced(t.code()) => Failure::Fenced,
+        rdkafka::error::KafkaError::Transaction(t) if t.is_fatal() => Failure::Fatal,
         rdkafka::error::KafkaError::Transaction(t) if t.txn_requires_abort() => Failure::Abortable,
         rdkafka::error::KafkaError::Transaction(t) if t.is_retriable() => Failure::Retriable,
         _ => Failure::Other,
