@@ -9,7 +9,7 @@
 //! completed checkpoint, and duplicates come only from records after it.
 
 use rand::Rng;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -113,96 +113,6 @@ interval = "0s"
             cmd.env("WEIR_FAILPOINT", fp);
         }
         cmd.spawn().unwrap()
-    }
-}
-
-/// The verdict on one crash run.
-struct Verdict {
-    records: usize,
-    duplicates: usize,
-    restores_checked: usize,
-}
-
-/// Checks the output against the model; panics with the first violation.
-fn judge(
-    input: &[Input],
-    out: &[Vec<weir_e2e::Output>],
-    restores: &[HashMap<i32, i64>],
-) -> Verdict {
-    // Model: per partition, the input records in offset order (the test
-    // writes them in order, one partition per key).
-    let mut per_partition: BTreeMap<i32, Vec<&Input>> = BTreeMap::new();
-    for r in input {
-        per_partition.entry(r.partition).or_default().push(r);
-    }
-    // count_before[key][offset] = records of key at offsets < offset.
-    let mut key_partition: HashMap<&str, i32> = HashMap::new();
-    let mut totals: HashMap<&str, u64> = HashMap::new();
-    for (p, recs) in &per_partition {
-        for r in recs {
-            key_partition.insert(&r.key, *p);
-            *totals.entry(&r.key).or_default() += 1;
-        }
-    }
-    let count_before = |key: &str, offset: i64| -> u64 {
-        let p = key_partition[key];
-        per_partition[&p][..offset as usize]
-            .iter()
-            .filter(|r| r.key == key)
-            .count() as u64
-    };
-    let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let mut emitted = 0usize;
-    for part in out {
-        for o in part {
-            emitted += 1;
-            seqs.entry(o.key.clone().unwrap())
-                .or_default()
-                .push(o.value.as_ref().unwrap().parse().unwrap());
-        }
-    }
-    assert_eq!(seqs.len(), totals.len(), "keys missing from the output");
-    let mut restores_checked = 0;
-    for (key, seq) in &seqs {
-        let n = totals[key.as_str()];
-        let seen: BTreeSet<u64> = seq.iter().copied().collect();
-        assert_eq!(
-            seen.len() as u64,
-            n,
-            "key {key}: counts lost ({} of {n} distinct)",
-            seen.len()
-        );
-        assert_eq!(seen.first(), Some(&1));
-        assert_eq!(seen.last(), Some(&n), "key {key}: wrong final count");
-        let p = key_partition[key.as_str()];
-        assert_eq!(seq[0], 1, "key {key}: first count is {}", seq[0]);
-        // Each step back is a restart: it must start at the count the
-        // restored checkpoint held + 1, and restarts happen in order.
-        let mut restart = 0usize;
-        for w in seq.windows(2) {
-            if w[1] != w[0] + 1 {
-                restores_checked += 1;
-                let found = (restart + 1..restores.len())
-                    .find(|&r| count_before(key, restores[r][&p]) + 1 == w[1]);
-                match found {
-                    Some(r) => restart = r,
-                    None => panic!(
-                        "key {key}: after {} came {}, which is no later restart's checkpointed count + 1 (restarts resumed at counts {:?})",
-                        w[0],
-                        w[1],
-                        restores[restart + 1..]
-                            .iter()
-                            .map(|r| count_before(key, r[&p]) + 1)
-                            .collect::<Vec<_>>()
-                    ),
-                }
-            }
-        }
-    }
-    Verdict {
-        records: input.len(),
-        duplicates: emitted - input.len(),
-        restores_checked,
     }
 }
 
@@ -316,7 +226,7 @@ fn at_least_once_survives_random_kill_9() {
     let kills = run_with_kills(&broker, &dst, &job, 12, 150, &mut restores);
     assert!(kills >= 10, "only {kills} kills landed mid-stream");
     let out = broker.read_committed(&dst, PARTITIONS).unwrap();
-    let v = judge(&input, &out, &restores);
+    let v = weir_e2e::model::judge(&input, &out, &restores);
     assert!(
         v.restores_checked > 0,
         "no replay was observed: the kills did not land mid-stream"
@@ -357,7 +267,7 @@ fn at_least_once_survives_each_failpoint() {
         let status = wait_for(&mut child, Duration::from_secs(120));
         assert!(status.success(), "{point}: restart failed");
         let out = broker.read_committed(&dst, PARTITIONS).unwrap();
-        let v = judge(&input, &out, &restores);
+        let v = weir_e2e::model::judge(&input, &out, &restores);
         println!(
             "failpoint {point}: {} records checked, {} duplicates, 0 lost",
             v.records, v.duplicates
