@@ -25,24 +25,32 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// What to run.
-#[derive(Debug, Clone)]
+/// What to run (also the `weir bench` command line).
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchOptions {
     /// Records of input.
+    #[arg(long, default_value_t = 1_000_000)]
     pub records: usize,
-    /// Bytes per value.
+    /// Bytes per record value.
+    #[arg(long, default_value_t = 100)]
     pub value_bytes: usize,
-    /// Partitions of every topic.
+    /// Partitions of each topic.
+    #[arg(long, default_value_t = 4)]
     pub partitions: i32,
     /// `embedded` (librdkafka's mock cluster in this process) or `host:port`.
+    #[arg(long, default_value = "embedded")]
     pub bootstrap: String,
     /// Weir's batch size.
+    #[arg(long, default_value_t = 1024)]
     pub batch_size: usize,
     /// Weir's worker threads.
+    #[arg(long, default_value_t = 2)]
     pub parallelism: usize,
     /// Where `mirror.wat` and `running_count.wasm` are.
+    #[arg(long, default_value = "plugins")]
     pub plugins_dir: PathBuf,
     /// Skip the exactly-once run (d).
+    #[arg(long)]
     pub skip_exactly_once: bool,
 }
 

@@ -34,32 +34,7 @@ enum Command {
     },
     /// The end-to-end benchmark: a native consume → produce loop, then Weir
     /// with the identity and running-count plugins, then exactly-once.
-    Bench {
-        /// Records of input.
-        #[arg(long, default_value_t = 1_000_000)]
-        records: usize,
-        /// Bytes per record value.
-        #[arg(long, default_value_t = 100)]
-        value_bytes: usize,
-        /// Partitions of each topic.
-        #[arg(long, default_value_t = 4)]
-        partitions: i32,
-        /// `embedded` (in-process mock cluster) or `host:port` of a broker.
-        #[arg(long, default_value = "embedded")]
-        bootstrap: String,
-        /// Weir's batch size.
-        #[arg(long, default_value_t = 1024)]
-        batch_size: usize,
-        /// Weir's worker threads.
-        #[arg(long, default_value_t = 2)]
-        parallelism: usize,
-        /// Where mirror.wat and running_count.wasm are.
-        #[arg(long, default_value = "plugins")]
-        plugins_dir: PathBuf,
-        /// Skip the exactly-once run.
-        #[arg(long)]
-        skip_exactly_once: bool,
-    },
+    Bench(weir::bench::BenchOptions),
 }
 
 fn init_tracing() {
@@ -78,25 +53,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(config),
         Command::CheckPlugin { file } => check_plugin(file),
-        Command::Bench {
-            records,
-            value_bytes,
-            partitions,
-            bootstrap,
-            batch_size,
-            parallelism,
-            plugins_dir,
-            skip_exactly_once,
-        } => bench(weir::bench::BenchOptions {
-            records,
-            value_bytes,
-            partitions,
-            bootstrap,
-            batch_size,
-            parallelism,
-            plugins_dir,
-            skip_exactly_once,
-        }),
+        Command::Bench(opts) => bench(opts),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
