@@ -12,6 +12,8 @@
 //! - [`pipeline`]: the job: partition tasks (a loop over batches owning a
 //!   plugin instance and its offset), the worker threads that run them, and
 //!   the status line. [`run`] is the entry point `main.rs` and the tests call.
+//! - [`scaffold`]: `weir new-plugin`, a plugin folder in Rust, C or
+//!   AssemblyScript that builds and passes the smoke run as created.
 //! - [`bench`]: `weir bench`, the end-to-end benchmark against a native
 //!   consume → produce loop.
 //!
@@ -24,6 +26,7 @@ pub mod config;
 pub mod kafka;
 pub mod pipeline;
 pub mod runtime;
+pub mod scaffold;
 
 pub use config::Config;
 pub use pipeline::{JobSummary, run};

@@ -31,6 +31,33 @@ enum Command {
     CheckPlugin {
         /// The `.wasm` or `.wat` file.
         file: PathBuf,
+        /// Also run it on sample records: two batches, a snapshot and a
+        /// restore, whose output must match the live instance's.
+        #[arg(long)]
+        smoke: bool,
+        /// A plugin config entry for the smoke run's `weir_init`, as
+        /// KEY=VALUE (repeatable), like `[pipeline.config]`.
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_entry)]
+        config: Vec<(String, String)>,
+        /// The smoke run's sink topics, in order (repeatable).
+        #[arg(long = "sink-topic", value_name = "TOPIC", default_value = "out")]
+        sink_topics: Vec<String>,
+    },
+    /// Create a plugin folder (source, build script, README) that builds
+    /// and passes `check-plugin --smoke` as created.
+    NewPlugin {
+        /// The plugin's language.
+        #[arg(long)]
+        lang: weir::scaffold::Language,
+        /// The plugin's name: lowercase letters, digits, `-`, `_`.
+        name: String,
+        /// The plugins directory to create `<NAME>/` in.
+        #[arg(long, default_value = "plugins")]
+        dir: PathBuf,
+        /// Weir's `plugin-sdk` folder (Rust plugins depend on it by path);
+        /// defaults to the one this binary was built from.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
     },
     /// The end-to-end benchmark: a native consume → produce loop, then Weir
     /// with the identity and running-count plugins, then exactly-once.
@@ -52,7 +79,18 @@ fn main() -> std::process::ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Run { config } => run(config),
-        Command::CheckPlugin { file } => check_plugin(file),
+        Command::CheckPlugin {
+            file,
+            smoke,
+            config,
+            sink_topics,
+        } => check_plugin(file, smoke.then_some((config, sink_topics))),
+        Command::NewPlugin {
+            lang,
+            name,
+            dir,
+            sdk,
+        } => new_plugin(lang, &name, &dir, sdk.as_deref()),
         Command::Bench(opts) => bench(opts),
     };
     match result {
@@ -118,7 +156,38 @@ fn bench(opts: weir::bench::BenchOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check_plugin(file: PathBuf) -> anyhow::Result<()> {
+/// `KEY=VALUE` of `--set`.
+fn parse_entry(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
+}
+
+fn new_plugin(
+    lang: weir::scaffold::Language,
+    name: &str,
+    dir: &std::path::Path,
+    sdk: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let created = weir::scaffold::create(lang, name, dir, sdk)?;
+    println!("created {}:", created.dir.display());
+    for f in &created.files {
+        println!("  {}", f.display());
+    }
+    println!("next:");
+    println!(
+        "  {}          # builds {}",
+        created.dir.join("build.sh").display(),
+        created.module.display()
+    );
+    println!("  weir check-plugin --smoke {}", created.module.display());
+    Ok(())
+}
+
+/// `(config entries, sink topics)` for a smoke run.
+type Smoke = (Vec<(String, String)>, Vec<String>);
+
+fn check_plugin(file: PathBuf, smoke: Option<Smoke>) -> anyhow::Result<()> {
     let engine = PluginEngine::new().map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let module = PluginModule::load(&engine, &file)?;
     let size = std::fs::metadata(&file)
@@ -148,5 +217,45 @@ fn check_plugin(file: PathBuf) -> anyhow::Result<()> {
     for i in &r.imports {
         println!("    {i}");
     }
+    for w in &r.warnings {
+        println!("  warning: {w}");
+    }
+    if let Some((config, topics)) = smoke {
+        let report = weir::runtime::smoke::smoke_run(&module, &config, &topics)
+            .with_context(|| format!("{}: smoke run failed", file.display()))?;
+        println!("  smoke run: passed");
+        for (i, (input, output)) in report.input.iter().zip(&report.output).enumerate() {
+            println!(
+                "    batch {}: {} records in, {} out",
+                i + 1,
+                input.len(),
+                output.len()
+            );
+            for o in output {
+                println!("      {}", render_record(o, &topics));
+            }
+        }
+        println!(
+            "    snapshot: {} bytes of memory, {} globals; restored, and batch 2 gave the same output",
+            report.memory_bytes, report.globals
+        );
+    }
     Ok(())
+}
+
+/// One output record of a smoke run, on one line.
+fn render_record(r: &weir::runtime::smoke::SampleRecord, topics: &[String]) -> String {
+    let text = |b: &Option<Vec<u8>>| match b {
+        Some(b) => format!("{:?}", String::from_utf8_lossy(b)),
+        None => "null".into(),
+    };
+    let topic = topics
+        .get(r.topic as usize)
+        .map(String::as_str)
+        .unwrap_or("?");
+    let mut line = format!("{topic}: key={} value={}", text(&r.key), text(&r.value));
+    for (n, v) in &r.headers {
+        line.push_str(&format!(" [{}={}]", String::from_utf8_lossy(n), text(v)));
+    }
+    line
 }

@@ -69,6 +69,90 @@ fn check_plugin_accepts_every_example() {
     }
 }
 
+#[test]
+fn check_plugin_smoke_runs_every_example() {
+    // (module, extra arguments, a line the output must contain)
+    let cases: &[(&str, &[&str], &str)] = &[
+        (
+            "uppercase.wasm",
+            &[],
+            r#"out: key="alpha" value="HELLO, WEIR""#,
+        ),
+        (
+            "mirror.wat",
+            &[],
+            r#"out: key="beta" value="{\"n\": 42}" [trace-id="t-1"] [flag=null]"#,
+        ),
+        ("running_count.wasm", &[], r#"out: key="alpha" value="3""#),
+        ("c_running_count.wasm", &[], r#"out: key="alpha" value="3""#),
+        (
+            "as_running_count.wasm",
+            &[],
+            r#"out: key="alpha" value="3""#,
+        ),
+        (
+            "filter.wasm",
+            &["--set", "contains=weir"],
+            r#"out: key="alpha" value="hello, weir""#,
+        ),
+    ];
+    for (name, extra, want) in cases {
+        let path = repo().join("plugins").join(name);
+        let mut args = vec!["check-plugin", "--smoke", path.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let o = weir(&args);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{name}: {}{out}", stderr(&o));
+        assert!(out.contains("smoke run: passed"), "{name}: {out}");
+        assert!(
+            out.contains("batch 2 gave the same output"),
+            "{name}: {out}"
+        );
+        assert!(out.contains(want), "{name}: wanted `{want}` in\n{out}");
+    }
+}
+
+#[test]
+fn check_plugin_smoke_reports_a_faulting_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "traps.wat",
+        r#"(module (memory (export "memory") 1)
+             (func (export "weir_abi_version") (result i32) i32.const 1)
+             (func (export "weir_input_buffer") (param i32) (result i32) i32.const 1024)
+             (func (export "weir_process") (param i32 i32) (result i32) unreachable))"#,
+    );
+    let o = weir(&["check-plugin", "--smoke", path.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("smoke run failed"), "{err}");
+    assert!(err.contains("processing sample batch 1"), "{err}");
+    assert!(err.contains("trap"), "{err}");
+    // Without --smoke the same module is a valid plugin.
+    let o = weir(&["check-plugin", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn check_plugin_warns_about_a_wasi_command_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "command.wat",
+        r#"(module (memory (export "memory") 1)
+             (func (export "_start"))
+             (func (export "weir_abi_version") (result i32) i32.const 1)
+             (func (export "weir_input_buffer") (param i32) (result i32) i32.const 1024)
+             (func (export "weir_process") (param i32 i32) (result i32) i32.const 0))"#,
+    );
+    let o = weir(&["check-plugin", path.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.contains("warning: exports `_start`"), "{out}");
+    assert!(out.contains("-mexec-model=reactor"), "{out}");
+}
+
 /// Each non-plugin, and the words its rejection must contain.
 const BAD_PLUGINS: &[(&str, &str, &str)] = &[
     (

@@ -8,6 +8,8 @@
 //!   per partition task; the per-batch call.
 //! - [`limits`]: memory cap, per-call deadline, stack, output and fuel
 //!   limits of every instance, and the epoch ticker.
+//! - [`smoke`]: `check-plugin --smoke`, sample batches with a snapshot and
+//!   restore, without Kafka.
 //! - [`guest_output`]: WASI stdout/stderr into the host's log.
 //! - [`error`]: load errors and typed plugin faults.
 
@@ -19,6 +21,7 @@ pub mod instance;
 pub mod limits;
 pub mod plugin_module;
 pub mod rewrite;
+pub mod smoke;
 pub mod snapshot;
 
 pub use engine::PluginEngine;

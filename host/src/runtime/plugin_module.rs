@@ -49,6 +49,8 @@ pub struct PluginReport {
     pub has_init: bool,
     /// Mutable globals a snapshot captures (exported or not).
     pub mutable_globals: usize,
+    /// Things that load but are probably mistakes, with the fix.
+    pub warnings: Vec<String>,
 }
 
 fn render_func(ft: &FuncType) -> String {
@@ -286,8 +288,20 @@ impl PluginModule {
             memory,
             has_init: self.has_init,
             mutable_globals: self.mutable_globals.len(),
+            warnings: toolchain_warnings(&self.module),
         }
     }
+}
+
+/// Modules that load and run but were probably built the wrong way.
+fn toolchain_warnings(module: &Module) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if module.get_export("_start").is_some() && module.get_export("_initialize").is_none() {
+        warnings.push(
+            "exports `_start`: it was built as a WASI command, whose C runtime (constructors, malloc, stdio) is set up only inside `_start`, which a plugin host never calls, and torn down when it returns. Build a reactor instead: clang -mexec-model=reactor (it exports `_initialize`, which Weir calls once per instance); for Rust use a cdylib; remove main()".into(),
+        );
+    }
+    warnings
 }
 
 /// The ABI (and the snapshots it promises) needs tables that cannot change
