@@ -71,6 +71,11 @@ pub struct BenchReport {
     pub exactly_once: Option<Figures>,
 }
 
+/// What the mock cluster keeps per partition, with headroom below its 5 MiB.
+const MOCK_PARTITION_BYTES: usize = 4 << 20;
+/// Key and record framing per record in a batched log, roughly.
+const MOCK_RECORD_OVERHEAD: usize = 32;
+
 /// Process CPU time (user + system), in seconds.
 fn cpu_seconds() -> f64 {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
@@ -100,6 +105,21 @@ pub async fn run(mut opts: BenchOptions) -> anyhow::Result<BenchReport> {
         .map(|s| format!("weir-bench-{s}-{run_id}"));
     let mut topics = vec![input.clone()];
     topics.extend(outputs.iter().cloned());
+    if mock.is_some() {
+        // librdkafka's mock cluster keeps at most 5 MiB (and 100,000 record
+        // batches) per partition and silently drops the oldest beyond that
+        // (rdkafka_mock.c, max_size/max_cnt, not configurable): spread the
+        // input so that nothing is dropped before it is read.
+        let per_partition = MOCK_PARTITION_BYTES / (opts.value_bytes + MOCK_RECORD_OVERHEAD);
+        let needed = i32::try_from(opts.records.div_ceil(per_partition.max(1))).unwrap_or(i32::MAX);
+        if needed > opts.partitions {
+            println!(
+                "weir bench: the embedded mock cluster keeps at most 5 MiB per partition; using {needed} partitions instead of {}",
+                opts.partitions
+            );
+            opts.partitions = needed;
+        }
+    }
     match &mock {
         Some(m) => {
             for t in &topics {
@@ -109,7 +129,7 @@ pub async fn run(mut opts: BenchOptions) -> anyhow::Result<BenchReport> {
         None => create_topics(&bootstrap, &topics, opts.partitions).await?,
     }
     let t = Instant::now();
-    produce_input(&bootstrap, &input, &opts)?;
+    produce_input(&bootstrap, &input, &opts, mock.is_none())?;
     println!(
         "weir bench: {} records of {} bytes over {} partitions written in {:.2}s; broker {}; batch_size {}, parallelism {}",
         opts.records,
@@ -225,15 +245,23 @@ async fn create_topics(bootstrap: &str, topics: &[String], partitions: i32) -> a
     Ok(())
 }
 
-fn produce_input(bootstrap: &str, topic: &str, opts: &BenchOptions) -> anyhow::Result<()> {
-    let producer: ThreadedProducer<Count> = ClientConfig::new()
+/// Writes the input. `one_record_batches`: some Kafka-API brokers (Tansu)
+/// report the end offset as the last batch's base offset + 1, which would
+/// end a bounded job early; the mock cluster does not need it.
+fn produce_input(
+    bootstrap: &str,
+    topic: &str,
+    opts: &BenchOptions,
+    one_record_batches: bool,
+) -> anyhow::Result<()> {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
-        // One record per batch: some Kafka-API brokers (Tansu) report the
-        // end offset as the last batch's base offset + 1, which would end a
-        // bounded job early.
-        .set("batch.num.messages", "1")
-        .set("queue.buffering.max.messages", "1000000")
-        .create_with_context(Count::default())?;
+        .set("queue.buffering.max.messages", "1000000");
+    if one_record_batches {
+        config.set("batch.num.messages", "1");
+    }
+    let producer: ThreadedProducer<Count> = config.create_with_context(Count::default())?;
     let value = vec![b'v'; opts.value_bytes];
     let mut key = String::new();
     for i in 0..opts.records {
