@@ -1,11 +1,13 @@
 //! Plugin call cost per record: host → guest → `weir.emit` → host.
 //!
-//! For batch sizes 1, 64 and 1024 of 100-byte records, three loops do the
-//! same host-side work (encode the batch, hand every record to a sink that
-//! reads it): `native` decodes the encoded batch in Rust and passes it on,
-//! `mirror` calls the WAT identity plugin, `rust_uppercase` the Rust SDK
-//! plugin that maps each value. The summary prints ns/record and the
-//! overhead over native. Run: `cargo bench -p weir --bench plugin_call`.
+//! For batch sizes 1, 64 and 1024 of 100-byte records with 8-byte keys (64
+//! distinct), four loops do the same host-side work (encode the batch, hand
+//! every record to a sink that reads it): `native` decodes the encoded
+//! batch in Rust and passes it on, `mirror` calls the WAT identity plugin,
+//! and two Rust SDK plugins: `rust_uppercase` maps each value,
+//! `rust_running_count` counts per key in a `HashMap` and emits the count.
+//! The summary prints ns/record and the overhead over native. Run:
+//! `cargo bench -p weir --bench plugin_call`.
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
@@ -83,6 +85,7 @@ fn bench(c: &mut Criterion) {
         for (name, file) in [
             ("mirror", "mirror.wat"),
             ("rust_uppercase", "uppercase.wasm"),
+            ("rust_running_count", "running_count.wasm"),
         ] {
             let module = plugin(&engine, file);
             let mut inst =
@@ -97,10 +100,22 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
+/// Where criterion writes its results: `CRITERION_HOME`, else the cargo
+/// target directory's `criterion` (as criterion itself decides).
+fn criterion_dir() -> std::path::PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return home.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("criterion")
+}
+
 /// Criterion's mean estimate for one benchmark, in ns per iteration.
 fn mean_ns(id: &str) -> Option<f64> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/criterion/plugin_call")
+    let path = criterion_dir()
+        .join("plugin_call")
         .join(id)
         .join("new/estimates.json");
     let text = std::fs::read_to_string(path).ok()?;
@@ -119,7 +134,7 @@ fn main() {
         };
         let per = |t: f64| t / n as f64;
         let mut line = format!("  batch {n:>4}: native {:>7.1}", per(native));
-        for name in ["mirror", "rust_uppercase"] {
+        for name in ["mirror", "rust_uppercase", "rust_running_count"] {
             if let Some(t) = mean_ns(&format!("{name}/{n}")) {
                 line += &format!(
                     "  {name} {:>7.1} (+{:.1} ns, x{:.2})",

@@ -127,10 +127,44 @@ pub struct RecordRef<'a> {
 
 impl<'a> RecordRef<'a> {
     /// Iterates this record's headers.
+    #[inline]
     pub fn headers(&self) -> HeaderIter<'a> {
         HeaderIter {
             buf: self.headers_raw,
             remaining: self.header_count,
+        }
+    }
+
+    /// This record's headers as they are encoded: an output record can
+    /// carry them on with one copy, no decoding.
+    #[inline]
+    pub fn header_block(&self) -> HeaderBlock<'a> {
+        HeaderBlock {
+            raw: self.headers_raw,
+            count: self.header_count,
+        }
+    }
+}
+
+/// A header block as it is encoded: `count` header entries packed in
+/// `raw`, `headers_len` bytes in all. Writing it into a record is one copy.
+/// A block whose `raw` does not hold exactly `count` entries makes an
+/// invalid record (`weir.emit` refuses the batch with [`EMIT_MALFORMED`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeaderBlock<'a> {
+    /// The encoded entries.
+    pub raw: &'a [u8],
+    /// How many entries `raw` holds.
+    pub count: u32,
+}
+
+impl<'a> HeaderBlock<'a> {
+    /// Iterates the headers of the block (stops early at a malformed entry).
+    #[inline]
+    pub fn iter(&self) -> HeaderIter<'a> {
+        HeaderIter {
+            buf: self.raw,
+            remaining: self.count,
         }
     }
 }

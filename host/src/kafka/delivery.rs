@@ -86,7 +86,17 @@ impl DeliveryTracker {
 
     /// One more output of `ticket`'s batch was sent.
     pub fn sent(&self, ticket: Ticket) {
-        self.with_batch(ticket, |b| b.outstanding += 1);
+        self.sent_many(ticket, 1);
+    }
+
+    /// `n` more outputs of `ticket`'s batch are about to be sent: one lock
+    /// for a whole emitted batch, not one per record. Count them before
+    /// sending (a delivery report must not find its batch short); if a send
+    /// then fails, the batch is never sealed and its offsets are not stored.
+    pub fn sent_many(&self, ticket: Ticket, n: u64) {
+        if n > 0 {
+            self.with_batch(ticket, |b| b.outstanding += n);
+        }
     }
 
     /// Every output of `ticket`'s batch was sent.

@@ -337,20 +337,22 @@ impl KafkaSink {
 impl OutputSink for KafkaSink {
     fn emit(&mut self, records: RecordIter<'_>, topics: &[String]) -> Result<(), SinkError> {
         let half = records.remaining() / 2;
+        // The batch was validated by the host function, so every record
+        // decodes: count them all with the tracker at once (one lock per
+        // emitted batch, not per record).
+        let ticket = match &self.tracking {
+            Some((tracker, ticket)) => {
+                let t = ticket.load(Ordering::Relaxed);
+                tracker.sent_many(t, records.remaining().into());
+                t
+            }
+            None => UNTRACKED,
+        };
         for (i, r) in records.enumerate() {
             if i as u32 == half && i > 0 {
                 crate::checkpoint::failpoint::hit(crate::checkpoint::failpoint::MID_BATCH);
             }
-            // Validated by the host function before the sink sees it.
             let r = r.map_err(|e| SinkError(e.to_string()))?;
-            let ticket = match &self.tracking {
-                Some((tracker, ticket)) => {
-                    let t = ticket.load(Ordering::Relaxed);
-                    tracker.sent(t);
-                    t
-                }
-                None => UNTRACKED,
-            };
             let mut rec: BaseRecord<'_, [u8], [u8], usize> =
                 BaseRecord::with_opaque_to(&topics[r.topic as usize], ticket);
             rec.key = r.key;
