@@ -198,6 +198,15 @@ pub struct CheckpointConfig {
     /// Restore state taken with a different plugin module (by SHA-256).
     #[serde(default)]
     pub allow_module_change: bool,
+    /// A checkpoint stores only the 4 KiB pages of plugin memory written
+    /// since the partition's previous checkpoint (a delta chained to it),
+    /// so its cost grows with what changed, not with the state's size.
+    /// Restoring applies the chain to its full snapshot, so the chain is
+    /// kept short: a partition's full state is written at least every this
+    /// many checkpoints, and sooner when its deltas add up to more than its
+    /// memory. 1 writes full snapshots only.
+    #[serde(default = "default_full_snapshot_every")]
+    pub full_snapshot_every: u32,
 }
 
 impl Default for CheckpointConfig {
@@ -209,6 +218,7 @@ impl Default for CheckpointConfig {
             retain: default_retain(),
             commit_offsets_on_checkpoint: true,
             allow_module_change: false,
+            full_snapshot_every: default_full_snapshot_every(),
         }
     }
 }
@@ -392,6 +402,11 @@ fn default_checkpoint_dir() -> PathBuf {
 fn default_retain() -> usize {
     3
 }
+/// Default of `checkpoint.full_snapshot_every` (also the checkpoint
+/// store's when it is opened without a config).
+pub fn default_full_snapshot_every() -> u32 {
+    10
+}
 fn default_true() -> bool {
     true
 }
@@ -490,6 +505,12 @@ impl Config {
         }
         if self.checkpoint.retain == 0 {
             return Err(self.invalid("checkpoint.retain", "must be at least 1"));
+        }
+        if self.checkpoint.full_snapshot_every == 0 {
+            return Err(self.invalid(
+                "checkpoint.full_snapshot_every",
+                "must be at least 1 (1 writes full snapshots only)",
+            ));
         }
         if self.sink.semantics == DeliveryGuarantee::ExactlyOnce {
             if !self.checkpoint.enabled {

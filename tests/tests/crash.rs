@@ -147,6 +147,7 @@ fn run_with_kills(
     job: &Job,
     kills: usize,
     max_delay_ms: u64,
+    records: usize,
     restores: &mut Vec<HashMap<i32, i64>>,
 ) -> usize {
     let mut rng = rand::rng();
@@ -172,10 +173,16 @@ fn run_with_kills(
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
+            // A random moment, but before this run has written more than
+            // its share of the output: a fast run must not finish the job
+            // while kills are still due.
             let deadline =
                 Instant::now() + Duration::from_millis(rng.random_range(0..max_delay_ms));
+            let share = records as i64 / (kills as i64 + 4);
             while Instant::now() < deadline {
-                if child.try_wait().unwrap().is_some() {
+                if child.try_wait().unwrap().is_some()
+                    || output_mark(&watch, dst) - baseline >= share
+                {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(10));
@@ -223,7 +230,7 @@ fn at_least_once_survives_random_kill_9() {
     let (input, src, dst) = setup(&broker, 100_000);
     let job = Job::new(&broker, &src, &dst, 200);
     let mut restores = Vec::new();
-    let kills = run_with_kills(&broker, &dst, &job, 12, 150, &mut restores);
+    let kills = run_with_kills(&broker, &dst, &job, 12, 150, input.len(), &mut restores);
     assert!(kills >= 10, "only {kills} kills landed mid-stream");
     let out = broker.read_committed(&dst, PARTITIONS).unwrap();
     let v = weir_e2e::model::judge(&input, &out, &restores);
@@ -338,7 +345,7 @@ fn exactly_once_survives_random_kill_9() {
     let job = Job::with_semantics(&broker, &src, &dst, 200, "exactly-once");
     let mut restores = Vec::new();
     // Longer: progress under exactly-once needs a commit (200 ms apart).
-    let kills = run_with_kills(&broker, &dst, &job, 12, 300, &mut restores);
+    let kills = run_with_kills(&broker, &dst, &job, 12, 300, input.len(), &mut restores);
     assert!(kills >= 10, "only {kills} kills landed mid-stream");
     let out = broker.read_committed(&dst, PARTITIONS).unwrap();
     let checked = judge_exactly_once(&input, &out);

@@ -2,18 +2,22 @@
 //! complete.
 //!
 //! The job bumps the [`CheckpointTrigger`]; every worker notices it between
-//! batches and sends one [`TaskCheckpoint`] per partition task (a snapshot
+//! batches and sends one [`TaskCheckpoint`] per partition task (a capture
 //! of its instance and its next offset, taken with no guest frame on the
-//! stack). When every task has answered, [`complete`] runs off the async
-//! reactor: flush the producer (so all output produced before the
-//! snapshots is acknowledged), write the state files, write the metadata
-//! (the checkpoint is now complete), then commit the offsets to the group.
+//! stack). The capture is the task's whole pause: a copy of the pages
+//! written since its previous capture (the whole memory the first time).
+//! When every task has answered, [`complete`] runs off the async reactor
+//! and off the workers: the captures go into the store's mirrors, then
+//! flush the producer (so all output produced before the captures is
+//! acknowledged), encode and write the state files (deltas, or full
+//! snapshots when compacting), write the metadata (the checkpoint is now
+//! complete), then commit the offsets to the group.
 //! Tasks of a bounded job that already finished answer with their final
 //! state.
 
 use super::failpoint;
 use super::store::{CheckpointError, CheckpointStore};
-use crate::runtime::snapshot::Snapshot;
+use crate::runtime::snapshot_delta::Capture;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -43,7 +47,8 @@ pub struct TaskCheckpoint {
     pub partition: i32,
     /// Next offset to read.
     pub offset: i64,
-    pub snapshot: Snapshot,
+    /// The instance's state, or what changed since its previous capture.
+    pub capture: Capture,
 }
 
 /// Collects task checkpoints.
@@ -164,14 +169,15 @@ impl Coordinator {
     }
 }
 
-/// Makes a checkpoint durable, in order: `flush` (delivery of everything
-/// produced before the snapshots), state files and metadata, then `commit`
-/// of the offsets.
+/// Makes a checkpoint durable, in order: the captures into the store's
+/// mirrors (first, so a checkpoint that fails loses none of them), `flush`
+/// (delivery of everything produced before the captures), state files and
+/// metadata, then `commit` of the offsets.
 pub fn complete<E>(
     store: &CheckpointStore,
     id: u64,
     align: Duration,
-    parts: &[TaskCheckpoint],
+    parts: Vec<TaskCheckpoint>,
     flush: impl FnOnce() -> Result<(), E>,
     commit: impl FnOnce(&[(String, i32, i64)]) -> Result<(), E>,
 ) -> Result<CheckpointStats, E>
@@ -179,17 +185,14 @@ where
     E: From<CheckpointError>,
 {
     let started = Instant::now();
-    flush()?;
-    let entries: Vec<(String, i32, i64, &Snapshot)> = parts
-        .iter()
-        .map(|t| (t.topic.clone(), t.partition, t.offset, &t.snapshot))
-        .collect();
-    let bytes = store.write(id, &entries)?;
-    failpoint::hit(failpoint::AFTER_METADATA);
     let positions: Vec<(String, i32, i64)> = parts
         .iter()
         .map(|t| (t.topic.clone(), t.partition, t.offset))
         .collect();
+    store.absorb(parts.into_iter().map(|t| (t.topic, t.partition, t.capture)))?;
+    flush()?;
+    let bytes = store.write_mirrored(id, &positions)?;
+    failpoint::hit(failpoint::AFTER_METADATA);
     commit(&positions)?;
     Ok(CheckpointStats {
         id,

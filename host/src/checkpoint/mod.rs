@@ -5,10 +5,14 @@
 //! - [`coordinator`]: when to take one, and the order that makes it
 //!   complete: snapshots from every task → flush the producer → state files
 //!   → metadata → commit offsets to the group.
+//! - [`state_mirror`]: the writer's copy of every partition's state, which
+//!   deltas are planned from (and compaction written from).
+//! - [`transactional`]: exactly-once state files keyed by offset.
 //! - [`failpoint`]: deterministic crash points for the crash tests.
 
 pub mod coordinator;
 pub mod failpoint;
+pub mod state_mirror;
 pub mod store;
 pub mod transactional;
 

@@ -2,21 +2,32 @@
 //!
 //! ```text
 //! <directory>/chk-<id, 10 digits>/
-//!     <topic>-<partition>.snap    one encoded snapshot per partition task
+//!     <topic>-<partition>.snap    a partition's full state, or
+//!     <topic>-<partition>.delta   what changed since its state in chk-<base>
 //!     _metadata.json              written last: temp file, fsync, rename
 //! ```
 //!
 //! A checkpoint is complete only when its metadata exists, because the
 //! metadata is written after every state file is durable. Loading verifies
-//! every file named in the metadata (size, and the snapshot's own CRC); a
-//! partial or corrupt checkpoint is skipped with a warning and the previous
-//! one is used. Files are untrusted input.
+//! every file named in the metadata (size, and the snapshot's own CRC) and,
+//! for a delta, every link of its chain down to a full snapshot (each base
+//! must be a complete checkpoint whose file has the CRC the link records);
+//! a partial or corrupt checkpoint, or one with a broken chain, is skipped
+//! with a warning and the previous one is used. Files are untrusted input.
+//!
+//! Deltas are planned by the [`StateMirrors`] the store keeps (what each
+//! partition's state is, and what changed since it was last written), and
+//! retention keeps every checkpoint a retained one links to.
 
+use super::state_mirror::{LineageError, Planned, StateMirrors};
 use crate::runtime::snapshot::{Snapshot, SnapshotError};
+use crate::runtime::snapshot_delta::{self, Capture, DeltaLink, SnapshotDelta, StateFile};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Errors of the checkpoint store.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +41,9 @@ pub enum CheckpointError {
     /// A checkpoint on disk is not usable.
     #[error("checkpoint {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    /// A task's capture does not follow the state the writer has.
+    #[error("checkpoint writer: {0}")]
+    Lineage(#[from] LineageError),
 }
 
 const METADATA: &str = "_metadata.json";
@@ -46,6 +60,9 @@ pub struct PartitionEntry {
     pub file: String,
     /// Its size in bytes.
     pub size: u64,
+    /// For a delta: the checkpoint holding the state it applies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<u64>,
 }
 
 /// A checkpoint's metadata file.
@@ -80,6 +97,24 @@ impl CompletedCheckpoint {
 pub struct CheckpointStore {
     dir: PathBuf,
     retain: usize,
+    /// Every partition's state as last captured, and what changed since it
+    /// was written: what deltas are made of. Shared by the clones.
+    mirrors: Arc<Mutex<StateMirrors>>,
+}
+
+/// What was written for one partition: what a later delta links to.
+struct WrittenFile {
+    /// Trailing CRC32 of the file.
+    crc: u32,
+    size: u64,
+    /// A full snapshot (not a delta).
+    full: bool,
+}
+
+/// One partition's file in a checkpoint being written.
+enum ToWrite<'a> {
+    Full(&'a Snapshot),
+    Delta(DeltaLink, SnapshotDelta),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
@@ -96,7 +131,72 @@ impl CheckpointStore {
         Ok(CheckpointStore {
             dir: dir.to_path_buf(),
             retain: retain.max(1),
+            mirrors: Arc::new(Mutex::new(StateMirrors::new(
+                crate::config::default_full_snapshot_every(),
+            ))),
         })
+    }
+
+    /// Writes a partition's full state at least every `n` checkpoints
+    /// (1: never a delta); see `checkpoint.full_snapshot_every`.
+    pub fn with_full_snapshot_every(self, n: u32) -> Self {
+        CheckpointStore {
+            mirrors: Arc::new(Mutex::new(StateMirrors::new(n))),
+            ..self
+        }
+    }
+
+    fn lock_mirrors(&self) -> std::sync::MutexGuard<'_, StateMirrors> {
+        // A panic while applying a capture leaves at worst a mirror whose
+        // lineage check refuses the next delta: no silent corruption.
+        self.mirrors.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the partition tasks' captures into the writer's mirrors. Call
+    /// before anything that can fail a checkpoint, so that a checkpoint
+    /// that fails loses no capture (the next delta covers its pages).
+    pub fn absorb(
+        &self,
+        captures: impl IntoIterator<Item = (String, i32, Capture)>,
+    ) -> Result<(), CheckpointError> {
+        let mut mirrors = self.lock_mirrors();
+        for (topic, partition, capture) in captures {
+            mirrors.apply(&topic, partition, capture)?;
+        }
+        Ok(())
+    }
+
+    /// Writes checkpoint `id` from the mirrored states: per partition a
+    /// delta against its last written state, or the full state (the first
+    /// time, and for compaction). `positions` are `(topic, partition, next
+    /// offset)`; every partition must have been [`absorb`](Self::absorb)ed.
+    /// Returns the bytes written.
+    pub fn write_mirrored(
+        &self,
+        id: u64,
+        positions: &[(String, i32, i64)],
+    ) -> Result<u64, CheckpointError> {
+        let mut mirrors = self.lock_mirrors();
+        let mut planned = Vec::with_capacity(positions.len());
+        for (topic, partition, offset) in positions {
+            let file = match mirrors.plan(topic, *partition) {
+                Some(Planned::Full(s)) => ToWrite::Full(s),
+                Some(Planned::Delta(link, d)) => ToWrite::Delta(link, d),
+                None => {
+                    return Err(CheckpointError::Corrupt {
+                        path: self.path_of(id),
+                        reason: format!("no state captured for {topic}/{partition}"),
+                    });
+                }
+            };
+            planned.push((topic.clone(), *partition, *offset, file));
+        }
+        let (total, written) = self.write_files(id, &planned)?;
+        drop(planned);
+        for ((topic, partition, _), w) in positions.iter().zip(written) {
+            mirrors.written(topic, *partition, id, w.crc, w.size, w.full);
+        }
+        Ok(total)
     }
 
     /// The directory.
@@ -127,32 +227,61 @@ impl CheckpointStore {
         Ok(self.ids()?.last().map_or(1, |id| id + 1))
     }
 
-    /// Writes a checkpoint: state files (each fsynced), then the metadata
-    /// (temp file, fsync, rename, fsync of the directory). Returns the
-    /// bytes written.
+    /// Writes a checkpoint of full states: state files (each fsynced),
+    /// then the metadata (temp file, fsync, rename, fsync of the
+    /// directory). Returns the bytes written.
     pub fn write(
         &self,
         id: u64,
         partitions: &[(String, i32, i64, &Snapshot)],
     ) -> Result<u64, CheckpointError> {
+        let files: Vec<_> = partitions
+            .iter()
+            .map(|(t, p, o, s)| (t.clone(), *p, *o, ToWrite::Full(s)))
+            .collect();
+        Ok(self.write_files(id, &files)?.0)
+    }
+
+    /// Writes state files, then the metadata. Returns the bytes written
+    /// and, per partition, the file's CRC, size and whether it is full.
+    fn write_files(
+        &self,
+        id: u64,
+        partitions: &[(String, i32, i64, ToWrite<'_>)],
+    ) -> Result<(u64, Vec<WrittenFile>), CheckpointError> {
         let dir = self.path_of(id);
         fs::create_dir_all(&dir).map_err(io(&dir))?;
         let mut entries = Vec::with_capacity(partitions.len());
+        let mut written = Vec::with_capacity(partitions.len());
         let mut total = 0u64;
         let mut buf = Vec::new();
-        for (topic, partition, offset, snap) in partitions {
-            let file = format!("{topic}-{partition}.snap");
-            let path = dir.join(&file);
+        for (topic, partition, offset, state) in partitions {
             buf.clear();
-            snap.encode(&mut buf);
+            let (file, base) = match state {
+                ToWrite::Full(snap) => {
+                    snap.encode(&mut buf);
+                    (format!("{topic}-{partition}.snap"), None)
+                }
+                ToWrite::Delta(link, delta) => {
+                    delta.encode(*link, &mut buf);
+                    (format!("{topic}-{partition}.delta"), Some(link.base))
+                }
+            };
+            let path = dir.join(&file);
             write_durably(&path, &buf)?;
             total += buf.len() as u64;
+            written.push(WrittenFile {
+                crc: snapshot_delta::file_crc(&buf),
+                size: buf.len() as u64,
+                full: base.is_none(),
+            });
             entries.push(PartitionEntry {
                 topic: topic.clone(),
                 partition: *partition,
                 offset: *offset,
                 file,
                 size: buf.len() as u64,
+                base,
             });
         }
         super::failpoint::hit(super::failpoint::AFTER_STATE_FILES);
@@ -172,14 +301,31 @@ impl CheckpointStore {
             .and_then(|d| d.sync_all())
             .map_err(io(&dir))?;
         self.prune(id)?;
-        Ok(total + json.len() as u64)
+        Ok((total + json.len() as u64, written))
     }
 
-    /// Deletes checkpoints older than the newest `retain` up to `newest`.
+    /// Deletes checkpoints older than the newest `retain` up to `newest`,
+    /// except those a retained checkpoint's deltas link to (directly or
+    /// down the chain).
     fn prune(&self, newest: u64) -> Result<(), CheckpointError> {
         let keep_from = newest.saturating_sub(self.retain as u64 - 1);
-        for id in self.ids()? {
-            if id < keep_from {
+        let ids = self.ids()?;
+        let mut needed: BTreeSet<u64> = ids.iter().copied().filter(|&i| i >= keep_from).collect();
+        let mut todo: Vec<u64> = needed.iter().copied().collect();
+        while let Some(id) = todo.pop() {
+            // An unreadable metadata file is an unusable checkpoint: it
+            // needs nothing.
+            let Ok(meta) = self.metadata(id) else {
+                continue;
+            };
+            for base in meta.partitions.iter().filter_map(|e| e.base) {
+                if base < id && needed.insert(base) {
+                    todo.push(base);
+                }
+            }
+        }
+        for id in ids {
+            if id < keep_from && !needed.contains(&id) {
                 let p = self.path_of(id);
                 fs::remove_dir_all(&p).map_err(io(&p))?;
             }
@@ -187,8 +333,8 @@ impl CheckpointStore {
         Ok(())
     }
 
-    /// Loads one checkpoint, verifying everything it names.
-    pub fn load(&self, id: u64) -> Result<CompletedCheckpoint, CheckpointError> {
+    /// A checkpoint's metadata, checked against its id.
+    fn metadata(&self, id: u64) -> Result<Metadata, CheckpointError> {
         let dir = self.path_of(id);
         let corrupt = |reason: String| CheckpointError::Corrupt {
             path: dir.clone(),
@@ -209,27 +355,101 @@ impl CheckpointStore {
         if meta.id != id {
             return Err(corrupt(format!("metadata names id {}", meta.id)));
         }
-        let mut partitions = Vec::with_capacity(meta.partitions.len());
-        for e in meta.partitions {
-            if e.file.contains('/') || e.file.contains("..") {
-                return Err(corrupt(format!(
-                    "state file name {:?} escapes the directory",
+        Ok(meta)
+    }
+
+    /// The bytes of one partition's file in checkpoint `id`, size-checked.
+    fn read_entry(&self, id: u64, e: &PartitionEntry) -> Result<Vec<u8>, String> {
+        if e.file.contains('/') || e.file.contains("..") {
+            return Err(format!(
+                "state file name {:?} escapes the directory",
+                e.file
+            ));
+        }
+        let path = self.path_of(id).join(&e.file);
+        let bytes = fs::read(&path).map_err(|err| format!("{}: {err}", e.file))?;
+        if bytes.len() as u64 != e.size {
+            return Err(format!(
+                "{}: {} bytes, metadata says {}",
+                e.file,
+                bytes.len(),
+                e.size
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// A partition's state in checkpoint `id`: its full snapshot, or its
+    /// chain of deltas applied in order to the full snapshot they start
+    /// from. Any broken link is an error (the reason).
+    fn resolve(&self, id: u64, entry: &PartitionEntry) -> Result<Snapshot, String> {
+        let mut deltas = Vec::new();
+        let (mut at, mut e) = (id, entry.clone());
+        let mut expected_crc = None;
+        let base = loop {
+            let bytes = self
+                .read_entry(at, &e)
+                .map_err(|r| format!("chk-{at:010}: {r}"))?;
+            if let Some(crc) = expected_crc
+                && snapshot_delta::file_crc(&bytes) != crc
+            {
+                return Err(format!(
+                    "chk-{at:010}/{}: not the file the delta above it was taken against (CRC differs)",
                     e.file
-                )));
+                ));
             }
-            let path = dir.join(&e.file);
-            let bytes = fs::read(&path).map_err(|err| corrupt(format!("{}: {err}", e.file)))?;
-            if bytes.len() as u64 != e.size {
-                return Err(corrupt(format!(
-                    "{}: {} bytes, metadata says {}",
-                    e.file,
-                    bytes.len(),
-                    e.size
-                )));
+            match StateFile::decode(&bytes)
+                .map_err(|err: SnapshotError| format!("chk-{at:010}/{}: {err}", e.file))?
+            {
+                StateFile::Full(s) => break s,
+                StateFile::Delta(link, d) => {
+                    if e.base != Some(link.base) || link.base >= at {
+                        return Err(format!(
+                            "chk-{at:010}/{}: delta links to checkpoint {}, metadata says {:?}",
+                            e.file, link.base, e.base
+                        ));
+                    }
+                    let meta = self
+                        .metadata(link.base)
+                        .map_err(|err| format!("base of chk-{at:010}/{}: {err}", e.file))?;
+                    let next = meta
+                        .partitions
+                        .into_iter()
+                        .find(|b| b.topic == e.topic && b.partition == e.partition)
+                        .ok_or_else(|| {
+                            format!(
+                                "base checkpoint {} has no state for {}/{}",
+                                link.base, e.topic, e.partition
+                            )
+                        })?;
+                    deltas.push(d);
+                    expected_crc = Some(link.base_crc);
+                    at = link.base;
+                    e = next;
+                }
             }
-            let snap = Snapshot::decode(&bytes)
-                .map_err(|err: SnapshotError| corrupt(format!("{}: {err}", e.file)))?;
-            partitions.push((e.topic, e.partition, e.offset, snap));
+        };
+        let mut state = base;
+        for d in deltas.iter().rev() {
+            state
+                .apply_delta(d)
+                .map_err(|err| format!("applying a delta of the chain: {err}"))?;
+        }
+        Ok(state)
+    }
+
+    /// Loads one checkpoint, verifying everything it names.
+    pub fn load(&self, id: u64) -> Result<CompletedCheckpoint, CheckpointError> {
+        let meta = self.metadata(id)?;
+        let mut partitions = Vec::with_capacity(meta.partitions.len());
+        for e in &meta.partitions {
+            let snap = self
+                .resolve(id, e)
+                .map_err(|reason| CheckpointError::Corrupt {
+                    path: self.path_of(id),
+                    reason,
+                })?;
+            partitions.push((e.topic.clone(), e.partition, e.offset, snap));
         }
         Ok(CompletedCheckpoint { id, partitions })
     }

@@ -15,16 +15,44 @@
 //! the committed offset are deleted only after a later commit), and the
 //! transaction aborts: nothing is lost, nothing is duplicated, and the
 //! state never runs ahead of committed output.
+//!
+//! A file is a full snapshot or a delta (`WEIRDLT1`) whose link names the
+//! offset of the file it applies to and that file's CRC. The task writes a
+//! delta only on top of the file it wrote last in this process, for the
+//! capture right before (same instance lineage); otherwise, and every
+//! `full_snapshot_every` files or when the chain's bytes reach the memory
+//! size, it captures and writes its full state. Pruning below the
+//! committed offset keeps every file the committed one's chain needs.
 
 use super::store::CheckpointError;
 use crate::runtime::snapshot::Snapshot;
+use crate::runtime::snapshot_delta::{self, Capture, CapturedState, DeltaLink, StateFile};
+use std::collections::BTreeSet;
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// One partition's exactly-once state directory.
 #[derive(Debug, Clone)]
 pub struct PartitionStateDir {
     dir: PathBuf,
+    /// The file this process wrote last, which the next delta may link to.
+    head: Option<Box<Head>>,
+    /// A full snapshot at least every this many files.
+    full_every: u32,
+}
+
+/// The last file written, and the capture it holds.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    offset: i64,
+    crc: u32,
+    /// Lineage and number of the capture in it.
+    instance: u64,
+    seq: u64,
+    /// Deltas since the last full file, and their bytes.
+    chain_len: u32,
+    chain_bytes: u64,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
@@ -39,7 +67,34 @@ impl PartitionStateDir {
     pub fn open(root: &Path, topic: &str, partition: i32) -> Result<Self, CheckpointError> {
         let dir = root.join("eos").join(format!("{topic}-{partition}"));
         fs::create_dir_all(&dir).map_err(io(&dir))?;
-        Ok(PartitionStateDir { dir })
+        Ok(PartitionStateDir {
+            dir,
+            head: None,
+            full_every: crate::config::default_full_snapshot_every(),
+        })
+    }
+
+    /// Writes a full snapshot at least every `n` files (1: always).
+    pub fn with_full_snapshot_every(self, n: u32) -> Self {
+        PartitionStateDir {
+            full_every: n.max(1),
+            ..self
+        }
+    }
+
+    /// Whether the next capture must be full: nothing written yet by this
+    /// process, the last file does not hold the instance's last capture
+    /// (`(lineage, seq)` from `PluginInstance::capture_position`), or the
+    /// chain is long enough to compact.
+    pub fn wants_full(&self, position: (u64, u64), memory_len: usize) -> bool {
+        match self.head.as_deref() {
+            Some(h) => {
+                (h.instance, h.seq) != position
+                    || h.chain_len + 1 >= self.full_every
+                    || h.chain_bytes >= memory_len as u64
+            }
+            None => true,
+        }
     }
 
     fn path(&self, offset: i64) -> PathBuf {
@@ -64,16 +119,63 @@ impl PartitionStateDir {
         Ok(v)
     }
 
-    /// Writes the snapshot for `offset` durably (temp file, fsync, rename,
-    /// directory fsync). Returns its size.
+    /// Writes the capture for `offset` durably (temp file, fsync, rename,
+    /// directory fsync): a full snapshot, or a delta linked to the file
+    /// written last (see [`wants_full`](Self::wants_full)). Returns its
+    /// size.
     pub fn write(
-        &self,
+        &mut self,
         offset: i64,
-        snap: &Snapshot,
+        capture: &Capture,
         buf: &mut Vec<u8>,
     ) -> Result<u64, CheckpointError> {
         buf.clear();
-        snap.encode(buf);
+        let head = match (&capture.state, self.head.as_deref()) {
+            (CapturedState::Full(snap), _) => {
+                snap.encode(buf);
+                Head {
+                    offset,
+                    crc: 0,
+                    instance: capture.instance,
+                    seq: capture.seq,
+                    chain_len: 0,
+                    chain_bytes: 0,
+                }
+            }
+            (CapturedState::Delta(delta), Some(h))
+                if h.instance == capture.instance
+                    && h.seq + 1 == capture.seq
+                    && h.offset < offset =>
+            {
+                delta.encode(
+                    DeltaLink {
+                        base: h.offset as u64,
+                        base_crc: h.crc,
+                    },
+                    buf,
+                );
+                Head {
+                    offset,
+                    crc: 0,
+                    instance: capture.instance,
+                    seq: capture.seq,
+                    chain_len: h.chain_len + 1,
+                    chain_bytes: h.chain_bytes + buf.len() as u64,
+                }
+            }
+            (CapturedState::Delta(_), _) => {
+                return Err(CheckpointError::Corrupt {
+                    path: self.path(offset),
+                    reason: format!(
+                        "a delta of capture {} (instance {}) does not follow the last state file written",
+                        capture.seq, capture.instance
+                    ),
+                });
+            }
+        };
+        // Until the new file is durable, nothing may link to the old head
+        // by mistake: a failure below leaves no head (the next is full).
+        self.head = None;
         let tmp = self.dir.join(format!("{offset:020}.tmp"));
         super::store::write_durably(&tmp, buf)?;
         let path = self.path(offset);
@@ -81,10 +183,16 @@ impl PartitionStateDir {
         fs::File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io(&self.dir))?;
+        self.head = Some(Box::new(Head {
+            crc: snapshot_delta::file_crc(buf),
+            ..head
+        }));
         Ok(buf.len() as u64)
     }
 
-    /// The snapshot for exactly `offset`, if one was written.
+    /// The state for exactly `offset`, if a file was written for it: its
+    /// full snapshot, or its chain of deltas applied to the full snapshot
+    /// it starts from. A broken link makes it corrupt.
     pub fn load(&self, offset: i64) -> Result<Option<Snapshot>, CheckpointError> {
         let path = self.path(offset);
         let bytes = match fs::read(&path) {
@@ -92,19 +200,71 @@ impl PartitionStateDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(&path)(e)),
         };
-        Snapshot::decode(&bytes)
-            .map(Some)
-            .map_err(|e| CheckpointError::Corrupt {
-                path,
-                reason: e.to_string(),
-            })
+        let corrupt = |reason: String| CheckpointError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        let mut deltas = Vec::new();
+        let (mut at, mut bytes) = (offset, bytes);
+        let base = loop {
+            match StateFile::decode(&bytes).map_err(|e| corrupt(format!("offset {at}: {e}")))? {
+                StateFile::Full(s) => break s,
+                StateFile::Delta(link, d) => {
+                    let base = i64::try_from(link.base).unwrap_or(i64::MAX);
+                    if base >= at {
+                        return Err(corrupt(format!(
+                            "offset {at}: delta links forward to {}",
+                            link.base
+                        )));
+                    }
+                    let next = fs::read(self.path(base)).map_err(|e| {
+                        corrupt(format!("offset {at}: base state at offset {base}: {e}"))
+                    })?;
+                    if snapshot_delta::file_crc(&next) != link.base_crc {
+                        return Err(corrupt(format!(
+                            "offset {at}: the state file at offset {base} is not the one the delta was taken against (CRC differs)"
+                        )));
+                    }
+                    deltas.push(d);
+                    (at, bytes) = (base, next);
+                }
+            }
+        };
+        let mut state = base;
+        for d in deltas.iter().rev() {
+            state
+                .apply_delta(d)
+                .map_err(|e| corrupt(format!("applying a delta of the chain: {e}")))?;
+        }
+        Ok(Some(state))
     }
 
-    /// Deletes snapshots of offsets below `committed` (they can no longer be
-    /// what the group's committed offset points at).
+    /// Offsets of the files the state at `offset` is made of (itself and,
+    /// for a delta, its chain), read from the files' headers.
+    fn chain_of(&self, offset: i64) -> BTreeSet<i64> {
+        let mut out = BTreeSet::new();
+        let mut at = offset;
+        while out.insert(at) {
+            let mut header = [0u8; 52];
+            let link = fs::File::open(self.path(at))
+                .and_then(|mut f| f.read_exact(&mut header))
+                .ok()
+                .and_then(|_| snapshot_delta::peek_link(&header));
+            match link.and_then(|l| i64::try_from(l.base).ok()) {
+                Some(base) if base < at => at = base,
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// Deletes state files of offsets below `committed` (they can no longer
+    /// be what the group's committed offset points at), except those the
+    /// committed state's delta chain needs.
     pub fn prune_below(&self, committed: i64) -> Result<(), CheckpointError> {
+        let keep = self.chain_of(committed);
         for o in self.offsets()? {
-            if o < committed {
+            if o < committed && !keep.contains(&o) {
                 let p = self.path(o);
                 fs::remove_file(&p).map_err(io(&p))?;
             }

@@ -14,7 +14,7 @@ use crate::checkpoint::failpoint;
 use crate::checkpoint::store::CheckpointError;
 use crate::checkpoint::transactional::PartitionStateDir;
 use crate::config::Config;
-use crate::runtime::snapshot::Snapshot;
+use crate::runtime::snapshot_delta::Capture;
 use rdkafka::consumer::{Consumer, ConsumerGroupMetadata};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::BaseRecord;
@@ -204,7 +204,8 @@ impl PartitionTransaction {
             .ok_or_else(|| KafkaError::Option {
                 reason: "exactly-once needs kafka.group_id (no consumer group metadata)".into(),
             })?;
-        let state = PartitionStateDir::open(&config.checkpoint_dir(), topic, partition)?;
+        let state = PartitionStateDir::open(&config.checkpoint_dir(), topic, partition)?
+            .with_full_snapshot_every(config.checkpoint.full_snapshot_every);
         tracing::info!(transactional_id = %id, "transactional producer ready");
         Ok(PartitionTransaction {
             producer: Arc::new(producer),
@@ -242,15 +243,11 @@ impl PartitionTransaction {
     /// marked for replacement. Either way the error is returned, and the
     /// task restarts through [`abort_and_restart`](Self::abort_and_restart)
     /// from the last committed offset.
-    pub fn commit(
-        &mut self,
-        next_offset: i64,
-        snapshot: &Snapshot,
-    ) -> Result<u64, TransactionError> {
+    pub fn commit(&mut self, next_offset: i64, capture: &Capture) -> Result<u64, TransactionError> {
         if self.fatal || !self.open {
             return Err(self.unusable());
         }
-        let bytes = self.state.write(next_offset, snapshot, &mut self.buf)?;
+        let bytes = self.state.write(next_offset, capture, &mut self.buf)?;
         failpoint::hit(failpoint::AFTER_SNAPSHOT_BEFORE_COMMIT);
         // The progress record commits (or aborts) with the output.
         let value = next_offset.to_string();

@@ -122,10 +122,10 @@ pub async fn run(
     // At-least-once / none: the checkpoint store is the source of truth.
     // Exactly-once: Kafka is (see `kafka::transaction`).
     let store = if config.checkpoint.enabled && !exactly_once {
-        Some(CheckpointStore::open(
-            &config.checkpoint_dir(),
-            config.checkpoint.retain,
-        )?)
+        Some(
+            CheckpointStore::open(&config.checkpoint_dir(), config.checkpoint.retain)?
+                .with_full_snapshot_every(config.checkpoint.full_snapshot_every),
+        )
     } else {
         None
     };
@@ -420,7 +420,7 @@ pub async fn run(
                 &store,
                 id,
                 align,
-                &parts,
+                parts,
                 || {
                     if flush_on_checkpoint {
                         producer::flush(&producer, FINAL_FLUSH, log_failures_only)?;

@@ -4,7 +4,7 @@
 //! memory and state) and the partition's next offset. Each step takes the
 //! records already waiting (up to `batch_size`), encodes them straight into
 //! the guest's input buffer, calls the plugin once, and advances the offset.
-//! Checkpoints (snapshot of the instance plus the offset) will be taken
+//! Checkpoints (a capture of the instance plus the offset) are taken
 //! between steps, when no guest frame is on the stack.
 
 use super::status::TaskStats;
@@ -426,11 +426,17 @@ impl PartitionTask {
             return Ok(());
         }
         let _enter = self.span.clone().entered();
-        let snapshot = self.instance.snapshot();
+        // A delta on top of the last state file, unless the chain must be
+        // compacted or does not hold this instance's previous capture.
+        let full = txn.state().wants_full(
+            self.instance.capture_position(),
+            self.instance.memory_size(),
+        );
+        let capture = self.instance.capture(full);
         let TaskCommit::Transaction(txn) = &mut self.commit else {
             unreachable!("checked above")
         };
-        match txn.commit(next, &snapshot) {
+        match txn.commit(next, &capture) {
             Ok(bytes) => {
                 self.forget_before(next);
                 tracing::debug!(offset = next, bytes, "transaction committed");
@@ -440,8 +446,10 @@ impl PartitionTask {
         }
     }
 
-    /// The task's part of checkpoint `id`: its state and next offset. Taken
-    /// between batches, so no guest frame is on the stack.
+    /// The task's part of checkpoint `id`: its next offset and a capture
+    /// of its state (the pages written since its previous capture). Taken
+    /// between batches, so no guest frame is on the stack; the copy is the
+    /// whole pause, encoding and writing happen in the checkpoint writer.
     pub fn checkpoint(&mut self, id: u64) -> TaskCheckpoint {
         self.checkpointed = id;
         self.forget_before(self.next_offset);
@@ -450,7 +458,22 @@ impl PartitionTask {
             topic: self.start.topic.clone(),
             partition: self.start.partition,
             offset: self.next_offset,
-            snapshot: self.instance.snapshot(),
+            capture: self.instance.capture(false),
+        }
+    }
+
+    /// The task's final state, when its worker exits: like
+    /// [`checkpoint`](Self::checkpoint) but always a full capture, because
+    /// the job may hand it to a checkpoint before (or instead of) this
+    /// task's last answer, which the checkpoint writer then never sees.
+    pub fn final_checkpoint(&mut self) -> TaskCheckpoint {
+        self.forget_before(self.next_offset);
+        TaskCheckpoint {
+            id: 0,
+            topic: self.start.topic.clone(),
+            partition: self.start.partition,
+            offset: self.next_offset,
+            capture: self.instance.capture(true),
         }
     }
 

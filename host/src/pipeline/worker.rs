@@ -162,7 +162,7 @@ impl Worker {
                         break;
                     }
                 } else {
-                    finals.push(t.checkpoint(0));
+                    finals.push(t.final_checkpoint());
                 }
             }
         }

@@ -6,10 +6,12 @@
 //! memory (no intermediate copy), and calls `weir_process`. The guest's
 //! emitted batches reach the [`OutputSink`] during that call.
 
+use super::dirty_pages::DirtyTracker;
 use super::error::{FaultKind, PluginFault};
 use super::host_functions::{HostState, OutputSink, SinkError};
 use super::plugin_module::PluginModule;
 use super::snapshot::{self, GlobalValue, Snapshot, SnapshotError};
+use super::snapshot_delta::{Capture, CapturedState, SnapshotDelta};
 use bytesize::ByteSize;
 use std::sync::Arc;
 use wasmtime::{Global, Memory, Store, TypedFunc, Val};
@@ -38,6 +40,22 @@ pub struct PluginInstance {
     globals: Vec<Global>,
     /// SHA-256 of the module, recorded in snapshots.
     module_sha256: [u8; 32],
+    /// Which pages changed since the last [`capture`](Self::capture);
+    /// created on the first capture (instances that never checkpoint do
+    /// not need a userfaultfd).
+    tracker: Option<DirtyTracker>,
+    /// Identifies this instance's captures (unique in the process); a new
+    /// one after a restore, because earlier captures no longer describe
+    /// the memory.
+    lineage: u64,
+    /// Captures taken in this lineage.
+    seq: u64,
+}
+
+/// Source of [`PluginInstance`] lineage ids.
+fn next_lineage() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl PluginInstance {
@@ -107,6 +125,9 @@ impl PluginInstance {
             init,
             globals,
             module_sha256: module.sha256,
+            tracker: None,
+            lineage: next_lineage(),
+            seq: 0,
         })
     }
 
@@ -114,8 +135,55 @@ impl PluginInstance {
     /// mutable global. Call only between plugin calls.
     pub fn snapshot(&mut self) -> Snapshot {
         let memory = self.memory.data(&self.store).to_vec();
-        let globals = self
-            .globals
+        Snapshot {
+            module_sha256: self.module_sha256,
+            globals: self.global_values(),
+            memory,
+        }
+    }
+
+    /// The checkpoint form of [`snapshot`](Self::snapshot): only the pages
+    /// written since the previous capture (a delta), when the kernel tracks
+    /// writes (see `runtime::dirty_pages`); otherwise, on the first capture
+    /// of a lineage, or when `full` is asked, the whole state. This copy is
+    /// all a checkpoint pauses the partition for. Call only between plugin
+    /// calls.
+    pub fn capture(&mut self, full: bool) -> Capture {
+        let tracker = self.tracker.get_or_insert_with(DirtyTracker::new);
+        let base = self.memory.data_ptr(&self.store);
+        let len = self.memory.data_size(&self.store);
+        // SAFETY: wasmtime's linear memory is mapped readable and writable
+        // for `data_size` bytes from `data_ptr` while the store lives, and
+        // no guest code runs: we hold the store exclusively.
+        let dirty = unsafe { tracker.take_dirty(base, len) };
+        self.seq += 1;
+        let state = match dirty {
+            Some(ranges) if !full && self.seq > 1 => {
+                CapturedState::Delta(SnapshotDelta::copy_from(
+                    self.module_sha256,
+                    self.global_values(),
+                    self.memory.data(&self.store),
+                    &ranges,
+                ))
+            }
+            _ => CapturedState::Full(self.snapshot()),
+        };
+        Capture {
+            instance: self.lineage,
+            seq: self.seq,
+            state,
+        }
+    }
+
+    /// This instance's lineage and the number of its last capture: a delta
+    /// from the next capture applies to that one.
+    pub fn capture_position(&self) -> (u64, u64) {
+        (self.lineage, self.seq)
+    }
+
+    /// Every mutable global's value.
+    fn global_values(&mut self) -> Vec<GlobalValue> {
+        self.globals
             .iter()
             .map(|g| match g.get(&mut self.store) {
                 Val::I32(v) => GlobalValue::I32(v),
@@ -125,12 +193,7 @@ impl PluginInstance {
                 // The rewrite refuses other mutable global types.
                 other => unreachable!("mutable global of type {other:?}"),
             })
-            .collect();
-        Snapshot {
-            module_sha256: self.module_sha256,
-            globals,
-            memory,
-        }
+            .collect()
     }
 
     /// Puts a snapshot's state into this (fresh) instance: grows memory to
@@ -166,6 +229,7 @@ impl PluginInstance {
                 .grow(&mut self.store, grow)
                 .map_err(|e| SnapshotError::Shape(format!("cannot grow memory: {e}")))?;
         }
+        prefault(self.memory.data_mut(&mut self.store));
         self.memory
             .data_mut(&mut self.store)
             .copy_from_slice(&snap.memory);
@@ -179,6 +243,13 @@ impl PluginInstance {
             g.set(&mut self.store, val)
                 .map_err(|e| SnapshotError::Shape(format!("cannot set global: {e}")))?;
         }
+        // Earlier captures no longer describe the memory: the next one is
+        // full, in a new lineage.
+        if let Some(t) = &mut self.tracker {
+            t.reset();
+        }
+        self.lineage = next_lineage();
+        self.seq = 0;
         Ok(())
     }
 
@@ -315,6 +386,28 @@ impl PluginInstance {
             None => fault_from(&mut self.store, e).into(),
         }
     }
+}
+
+/// Faults every page of `mem` in with one `madvise(MADV_POPULATE_WRITE)`
+/// instead of one page fault per 4 KiB page during the copy that follows:
+/// restoring fresh memory then costs about a copy (measured by
+/// `benches/snapshot.rs`). Contents are kept; failure (an old kernel) only
+/// means the copy takes the faults.
+fn prefault(mem: &mut [u8]) {
+    #[cfg(target_os = "linux")]
+    if !mem.is_empty() {
+        // SAFETY: `mem` is mapped readable and writable; populating it
+        // changes no byte.
+        unsafe {
+            libc::madvise(
+                mem.as_mut_ptr().cast(),
+                mem.len(),
+                libc::MADV_POPULATE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = mem;
 }
 
 fn contract_fault(message: &str) -> PluginFault {

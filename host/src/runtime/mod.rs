@@ -12,7 +12,11 @@
 //!   restore, without Kafka.
 //! - [`guest_output`]: WASI stdout/stderr into the host's log.
 //! - [`error`]: load errors and typed plugin faults.
+//! - [`snapshot`]: an instance's whole state, encoded; [`snapshot_delta`]:
+//!   what changed since an earlier state; [`dirty_pages`]: which pages the
+//!   kernel saw written, so a checkpoint copies only those.
 
+pub mod dirty_pages;
 pub mod engine;
 pub mod error;
 pub mod guest_output;
@@ -23,6 +27,7 @@ pub mod plugin_module;
 pub mod rewrite;
 pub mod smoke;
 pub mod snapshot;
+pub mod snapshot_delta;
 
 pub use engine::PluginEngine;
 pub use error::{FaultKind, PluginError, PluginFault};

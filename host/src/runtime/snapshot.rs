@@ -13,6 +13,10 @@
 //! | (tag u8, bits u64) * global_count | memory_len u64 | memory bytes
 //! | crc32 of everything before it, u32
 //! ```
+//!
+//! That is the full form. A checkpoint may instead hold a delta against an
+//! earlier state (see [`super::snapshot_delta`]); restoring applies the
+//! deltas of a chain to its full base in order ([`Snapshot::apply_delta`]).
 
 /// Magic bytes at the start of an encoded snapshot.
 pub const MAGIC: &[u8; 8] = b"WEIRSNP1";
@@ -77,17 +81,7 @@ impl Snapshot {
         out.reserve(self.encoded_len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.module_sha256);
-        out.extend_from_slice(&(self.globals.len() as u32).to_le_bytes());
-        for g in &self.globals {
-            let (tag, bits) = match *g {
-                GlobalValue::I32(v) => (0u8, v as u32 as u64),
-                GlobalValue::I64(v) => (1, v as u64),
-                GlobalValue::F32(v) => (2, v as u64),
-                GlobalValue::F64(v) => (3, v),
-            };
-            out.push(tag);
-            out.extend_from_slice(&bits.to_le_bytes());
-        }
+        encode_globals(&self.globals, out);
         out.extend_from_slice(&(self.memory.len() as u64).to_le_bytes());
         out.extend_from_slice(&self.memory);
         let crc = crc32fast::hash(&out[start..]);
@@ -109,30 +103,8 @@ impl Snapshot {
         }
         let mut module_sha256 = [0u8; 32];
         module_sha256.copy_from_slice(&body[8..40]);
-        let count = u32::from_le_bytes(body[40..44].try_into().expect("4 bytes")) as usize;
-        let mut pos = 44usize;
-        if count > (body.len() - pos) / 9 {
-            return Err(corrupt("global count exceeds the data"));
-        }
-        let mut globals = Vec::with_capacity(count);
-        for _ in 0..count {
-            let tag = body[pos];
-            let bits = u64::from_le_bytes(body[pos + 1..pos + 9].try_into().expect("8 bytes"));
-            pos += 9;
-            if matches!(tag, 0 | 2) && bits >> 32 != 0 {
-                return Err(SnapshotError::Corrupt(format!(
-                    "32-bit global {} has bits above 32 set",
-                    globals.len()
-                )));
-            }
-            globals.push(match tag {
-                0 => GlobalValue::I32(bits as u32 as i32),
-                1 => GlobalValue::I64(bits as i64),
-                2 => GlobalValue::F32(bits as u32),
-                3 => GlobalValue::F64(bits),
-                t => return Err(SnapshotError::Corrupt(format!("unknown global tag {t}"))),
-            });
-        }
+        let mut pos = 40usize;
+        let globals = decode_globals(body, &mut pos)?;
         if body.len() - pos < 8 {
             return Err(corrupt("truncated before memory length"));
         }
@@ -152,6 +124,113 @@ impl Snapshot {
             memory: body[pos..].to_vec(),
         })
     }
+
+    /// Applies a delta taken after this state: memory grows to the delta's
+    /// length, changed pages are copied in, globals replaced. The result is
+    /// the state the delta was taken at, byte for byte.
+    pub fn apply_delta(
+        &mut self,
+        delta: &super::snapshot_delta::SnapshotDelta,
+    ) -> Result<(), SnapshotError> {
+        let shape = |m: String| SnapshotError::Shape(m);
+        if delta.module_sha256 != self.module_sha256 {
+            return Err(shape(format!(
+                "delta was taken with module {}, its base with {}",
+                hex(&delta.module_sha256),
+                hex(&self.module_sha256)
+            )));
+        }
+        if delta.globals.len() != self.globals.len() {
+            return Err(shape(format!(
+                "delta has {} globals, its base {}",
+                delta.globals.len(),
+                self.globals.len()
+            )));
+        }
+        let len =
+            usize::try_from(delta.memory_len).map_err(|_| shape("memory too large".into()))?;
+        if len < self.memory.len() {
+            return Err(shape(format!(
+                "delta memory of {len} bytes is smaller than its base's {} (memory never shrinks)",
+                self.memory.len()
+            )));
+        }
+        // Grown memory always counts as written, so the delta carries every
+        // byte of it: a delta cannot make us allocate what its file does
+        // not hold.
+        let mut covered = self.memory.len();
+        for (range, _) in delta.pages() {
+            if range.start <= covered {
+                covered = covered.max(range.end);
+            }
+        }
+        if covered < len {
+            return Err(shape(format!(
+                "delta grows memory from {} to {len} bytes but carries only up to {covered}",
+                self.memory.len()
+            )));
+        }
+        self.memory.resize(len, 0);
+        for (range, bytes) in delta.pages() {
+            // Checked at construction and decoding: runs lie inside memory_len.
+            self.memory[range].copy_from_slice(bytes);
+        }
+        self.globals.clone_from(&delta.globals);
+        Ok(())
+    }
+}
+
+/// Appends `count u32 | (tag u8, bits u64) * count`.
+pub(crate) fn encode_globals(globals: &[GlobalValue], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(globals.len() as u32).to_le_bytes());
+    for g in globals {
+        let (tag, bits) = match *g {
+            GlobalValue::I32(v) => (0u8, v as u32 as u64),
+            GlobalValue::I64(v) => (1, v as u64),
+            GlobalValue::F32(v) => (2, v as u64),
+            GlobalValue::F64(v) => (3, v),
+        };
+        out.push(tag);
+        out.extend_from_slice(&bits.to_le_bytes());
+    }
+}
+
+/// Reads what [`encode_globals`] wrote, at `*pos` of `body`, advancing
+/// `pos`. Never allocates more than the data can hold.
+pub(crate) fn decode_globals(
+    body: &[u8],
+    pos: &mut usize,
+) -> Result<Vec<GlobalValue>, SnapshotError> {
+    let corrupt = |m: &str| SnapshotError::Corrupt(m.to_string());
+    if body.len().saturating_sub(*pos) < 4 {
+        return Err(corrupt("truncated before the global count"));
+    }
+    let count = u32::from_le_bytes(body[*pos..*pos + 4].try_into().expect("4 bytes")) as usize;
+    *pos += 4;
+    if count > (body.len() - *pos) / 9 {
+        return Err(corrupt("global count exceeds the data"));
+    }
+    let mut globals = Vec::with_capacity(count);
+    for _ in 0..count {
+        let p = *pos;
+        let tag = body[p];
+        let bits = u64::from_le_bytes(body[p + 1..p + 9].try_into().expect("8 bytes"));
+        *pos += 9;
+        if matches!(tag, 0 | 2) && bits >> 32 != 0 {
+            return Err(SnapshotError::Corrupt(format!(
+                "32-bit global {} has bits above 32 set",
+                globals.len()
+            )));
+        }
+        globals.push(match tag {
+            0 => GlobalValue::I32(bits as u32 as i32),
+            1 => GlobalValue::I64(bits as i64),
+            2 => GlobalValue::F32(bits as u32),
+            3 => GlobalValue::F64(bits),
+            t => return Err(SnapshotError::Corrupt(format!("unknown global tag {t}"))),
+        });
+    }
+    Ok(globals)
 }
 
 #[cfg(test)]
