@@ -317,59 +317,88 @@ fn native_loop(
     output: &str,
     opts: &BenchOptions,
 ) -> anyhow::Result<Figures> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("{output}-group"))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..opts.partitions {
-        tpl.add_partition_offset(input, p, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
+    // As Weir does it: `parallelism` threads, each consuming its share of
+    // the partitions (partition i to thread i % parallelism) and producing
+    // through one shared producer, with the same librdkafka defaults.
     let producer: ThreadedProducer<Count> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create_with_context(Count::default())?;
-    let mut seen = 0usize;
-    let mut started = None;
-    let mut cpu0 = 0.0;
+    let threads = opts.parallelism.max(1);
+    let seen = AtomicU64::new(0);
+    let first = std::sync::OnceLock::<(Instant, f64)>::new();
     let deadline = Instant::now() + Duration::from_secs(300);
-    while seen < opts.records {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "native loop: only {seen} of {} records arrived",
-            opts.records
-        );
-        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let m = m?;
-        if started.is_none() {
-            started = Some(Instant::now());
-            cpu0 = cpu_seconds();
-        }
-        let mut rec = BaseRecord::<[u8], [u8], ()>::to(output).partition(m.partition());
-        rec.key = m.key();
-        rec.payload = m.payload();
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    rec = back;
-                    producer.poll(Duration::from_millis(1));
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let mut handles = Vec::new();
+        for t in 0..threads {
+            let (producer, seen, first) = (&producer, &seen, &first);
+            handles.push(scope.spawn(move || -> anyhow::Result<()> {
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", bootstrap)
+                    .set("group.id", format!("{output}-group"))
+                    .set("enable.auto.commit", "false")
+                    .set("enable.partition.eof", "false")
+                    .create()?;
+                let mut tpl = TopicPartitionList::new();
+                let mine: Vec<i32> = (0..opts.partitions)
+                    .filter(|p| *p as usize % threads == t)
+                    .collect();
+                for p in &mine {
+                    tpl.add_partition_offset(input, *p, Offset::Beginning)?;
                 }
-            }
+                if mine.is_empty() {
+                    return Ok(());
+                }
+                consumer.assign(&tpl)?;
+                let share = (0..opts.records)
+                    .filter(|i| (i % opts.partitions as usize) % threads == t)
+                    .count();
+                let mut mine_seen = 0usize;
+                while mine_seen < share {
+                    anyhow::ensure!(
+                        Instant::now() < deadline,
+                        "native loop: thread {t} saw only {mine_seen} of {share} records"
+                    );
+                    let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+                        continue;
+                    };
+                    let m = m?;
+                    first.get_or_init(|| (Instant::now(), cpu_seconds()));
+                    let mut rec = BaseRecord::<[u8], [u8], ()>::to(output).partition(m.partition());
+                    rec.key = m.key();
+                    rec.payload = m.payload();
+                    loop {
+                        match producer.send(rec) {
+                            Ok(()) => break,
+                            Err((_, back)) => {
+                                rec = back;
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                        }
+                    }
+                    mine_seen += 1;
+                    seen.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }));
         }
-        seen += 1;
-    }
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("native loop thread panicked"))??;
+        }
+        Ok(())
+    })?;
     producer.flush(Duration::from_secs(120))?;
-    let elapsed = started.map_or(Duration::ZERO, |s| s.elapsed());
+    let seen = seen.load(Ordering::Relaxed);
+    let (started, cpu0) = first
+        .get()
+        .copied()
+        .unwrap_or((Instant::now(), cpu_seconds()));
+    let elapsed = started.elapsed();
     let failed = producer.context().1.load(Ordering::Relaxed);
     anyhow::ensure!(failed == 0, "native loop: {failed} deliveries failed");
     Ok(Figures {
         records_per_sec: seen as f64 / elapsed.as_secs_f64().max(1e-9),
-        cpu_per_million: (cpu_seconds() - cpu0) * 1e6 / seen as f64,
+        cpu_per_million: (cpu_seconds() - cpu0) * 1e6 / seen.max(1) as f64,
     })
 }
 
