@@ -396,10 +396,12 @@ pub async fn run(
     // Raised when a checkpoint fails because output was not delivered:
     // every task then restarts from the last complete checkpoint.
     let restarts = Arc::new(AtomicU64::new(0));
+    let failing = Arc::new(AtomicBool::new(false));
     let link = checkpoints_on.then(|| CheckpointLink {
         trigger: trigger.clone(),
         answers: answer_tx.clone(),
         restarts: restarts.clone(),
+        failing: failing.clone(),
     });
     drop(answer_tx);
     let next_id = match &store {
@@ -496,6 +498,7 @@ pub async fn run(
                 }
                 if let Some(e) = exit.error {
                     tracing::error!(error = %e, "partition task failed; stopping the job");
+                    failing.store(true, Ordering::Relaxed);
                     stop.store(true, Ordering::Relaxed);
                     failure.get_or_insert(JobError::Task(e));
                 }
@@ -549,6 +552,7 @@ pub async fn run(
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "checkpoint failed; stopping the job");
+                        failing.store(true, Ordering::Relaxed);
                         stop.store(true, Ordering::Relaxed);
                         failure.get_or_insert(e);
                     }

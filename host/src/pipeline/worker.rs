@@ -28,6 +28,12 @@ pub struct CheckpointLink {
     /// Bumped when a checkpoint failed because output was not delivered:
     /// every task restarts from the last complete checkpoint.
     pub restarts: Arc<AtomicU64>,
+    /// Set when the job stops because something failed. Workers then end
+    /// without committing a final transaction or taking a final checkpoint:
+    /// under exactly-once the failure may be that another process now owns
+    /// these partitions (this one is a zombie), and every commit would only
+    /// wait to be fenced. What was not committed is replayed on restart.
+    pub failing: Arc<AtomicBool>,
 }
 
 /// Final positions of a worker's tasks: `(topic, partition, next offset)`.
@@ -75,6 +81,11 @@ impl Worker {
                 let requested = link.trigger.requested();
                 let mut failed = None;
                 for task in &mut self.tasks {
+                    if stop.load(Ordering::Relaxed) {
+                        // Ending: a clean stop commits at exit, a failed
+                        // job must not start another commit.
+                        break;
+                    }
                     if task.checkpointed() < requested && !task.is_waiting() {
                         if task.is_transactional() {
                             if let Err(e) = task.commit_transaction(requested)
@@ -153,7 +164,9 @@ impl Worker {
             .collect();
         let mut error = error;
         let mut finals = Vec::new();
-        if let (Some(_), None) = (&link, &error) {
+        if let (Some(link), None) = (&link, &error)
+            && !link.failing.load(Ordering::Relaxed)
+        {
             for t in &mut self.tasks {
                 if t.is_transactional() {
                     // The last transaction commits everything processed.
