@@ -441,4 +441,44 @@ mod tests {
         );
         assert_eq!(unsafe { t.take_dirty(m.0, 32 * OS_PAGE) }, Some(vec![]));
     }
+
+    /// Memory restored onto transparent huge pages (`huge_pages::prepare`)
+    /// is still tracked page by page: a write to a protected huge page
+    /// splits it, and only the 4 KiB pages written are reported.
+    #[test]
+    fn huge_pages_are_tracked_at_4_kib() {
+        const HUGE: usize = 2 << 20;
+        let m = Mapping::new(5 * HUGE);
+        // A 2 MiB-aligned 8 MiB window, so the kernel can use huge pages.
+        let start = (m.0 as usize).next_multiple_of(HUGE) as *mut u8;
+        let len = 4 * HUGE;
+        // SAFETY: the window lies inside the mapping.
+        let mem = unsafe { std::slice::from_raw_parts_mut(start, len) };
+        crate::runtime::huge_pages::prepare(mem);
+        mem.fill(7);
+        let mut t = DirtyTracker::new();
+        assert!(unsafe { t.take_dirty(start, len) }.is_none());
+        if !t.is_active() {
+            return;
+        }
+        assert_eq!(unsafe { t.take_dirty(start, len) }, Some(vec![]));
+        let pages = [0usize, 1, 511, 512, 1500, 2047];
+        for round in 0..3u8 {
+            for p in pages {
+                mem[p * OS_PAGE + round as usize] = round;
+            }
+            let dirty = unsafe { t.take_dirty(start, len) }.unwrap();
+            assert_eq!(
+                dirty,
+                vec![
+                    0..2 * OS_PAGE,
+                    511 * OS_PAGE..513 * OS_PAGE,
+                    1500 * OS_PAGE..1501 * OS_PAGE,
+                    2047 * OS_PAGE..2048 * OS_PAGE
+                ],
+                "round {round}"
+            );
+        }
+        assert_eq!(unsafe { t.take_dirty(start, len) }, Some(vec![]));
+    }
 }

@@ -9,6 +9,7 @@
 use super::dirty_pages::DirtyTracker;
 use super::error::{FaultKind, PluginFault};
 use super::host_functions::{HostState, OutputSink, SinkError};
+use super::huge_pages;
 use super::plugin_module::PluginModule;
 use super::snapshot::{self, GlobalValue, Snapshot, SnapshotError};
 use super::snapshot_delta::{Capture, CapturedState, SnapshotDelta};
@@ -134,7 +135,7 @@ impl PluginInstance {
     /// Copies the instance's state: the whole linear memory and every
     /// mutable global. Call only between plugin calls.
     pub fn snapshot(&mut self) -> Snapshot {
-        let memory = self.memory.data(&self.store).to_vec();
+        let memory = huge_pages::copy(self.memory.data(&self.store));
         Snapshot {
             module_sha256: self.module_sha256,
             globals: self.global_values(),
@@ -229,7 +230,7 @@ impl PluginInstance {
                 .grow(&mut self.store, grow)
                 .map_err(|e| SnapshotError::Shape(format!("cannot grow memory: {e}")))?;
         }
-        prefault(self.memory.data_mut(&mut self.store));
+        huge_pages::prepare(self.memory.data_mut(&mut self.store));
         self.memory
             .data_mut(&mut self.store)
             .copy_from_slice(&snap.memory);
@@ -386,28 +387,6 @@ impl PluginInstance {
             None => fault_from(&mut self.store, e).into(),
         }
     }
-}
-
-/// Faults every page of `mem` in with one `madvise(MADV_POPULATE_WRITE)`
-/// instead of one page fault per 4 KiB page during the copy that follows:
-/// restoring fresh memory then costs about a copy (measured by
-/// `benches/snapshot.rs`). Contents are kept; failure (an old kernel) only
-/// means the copy takes the faults.
-fn prefault(mem: &mut [u8]) {
-    #[cfg(target_os = "linux")]
-    if !mem.is_empty() {
-        // SAFETY: `mem` is mapped readable and writable; populating it
-        // changes no byte.
-        unsafe {
-            libc::madvise(
-                mem.as_mut_ptr().cast(),
-                mem.len(),
-                libc::MADV_POPULATE_WRITE,
-            );
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = mem;
 }
 
 fn contract_fault(message: &str) -> PluginFault {

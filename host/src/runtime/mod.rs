@@ -10,6 +10,7 @@
 //!   limits of every instance, and the epoch ticker.
 //! - [`smoke`]: `check-plugin --smoke`, sample batches with a snapshot and
 //!   restore, without Kafka.
+//! - [`huge_pages`]: transparent huge pages for whole-memory copies.
 //! - [`guest_output`]: WASI stdout/stderr into the host's log.
 //! - [`error`]: load errors and typed plugin faults.
 //! - [`snapshot`]: an instance's whole state, encoded; [`snapshot_delta`]:
@@ -21,6 +22,7 @@ pub mod engine;
 pub mod error;
 pub mod guest_output;
 pub mod host_functions;
+pub mod huge_pages;
 pub mod instance;
 pub mod limits;
 pub mod plugin_module;

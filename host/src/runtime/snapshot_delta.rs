@@ -102,7 +102,7 @@ impl SnapshotDelta {
         ranges: &[Range<usize>],
     ) -> SnapshotDelta {
         let total = ranges.iter().map(|r| r.len()).sum();
-        let mut data = Vec::with_capacity(total);
+        let mut data = super::huge_pages::buffer(total);
         let mut runs = Vec::with_capacity(ranges.len());
         for r in ranges {
             debug_assert!(r.start.is_multiple_of(OS_PAGE) && r.end <= memory.len());
