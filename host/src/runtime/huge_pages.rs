@@ -16,38 +16,19 @@
 
 /// Prepares `mem`, about to be written whole, for a fast copy.
 pub fn prepare(mem: &mut [u8]) {
-    #[cfg(target_os = "linux")]
-    {
-        const OS_PAGE: usize = 4096;
-        // madvise wants a page-aligned start; trim to whole pages inside.
-        let addr = mem.as_mut_ptr() as usize;
-        let start = addr.next_multiple_of(OS_PAGE);
-        let end = (addr + mem.len()) & !(OS_PAGE - 1);
-        if end <= start {
-            return;
-        }
-        let (ptr, len) = (start as *mut libc::c_void, end - start);
-        // SAFETY: [start, end) lies inside `mem`, which is mapped readable
-        // and writable; neither advice changes a byte.
-        unsafe {
-            if !thp_available() || libc::madvise(ptr, len, libc::MADV_HUGEPAGE) != 0 {
-                libc::madvise(ptr, len, libc::MADV_POPULATE_WRITE);
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = mem;
+    // SAFETY: `mem` is ours, mapped readable and writable.
+    unsafe { advise(mem.as_mut_ptr(), mem.len()) }
 }
 
-/// An empty buffer with room for `capacity` bytes, prepared with
+/// An empty buffer with room for `capacity` bytes, prepared like
 /// [`prepare`] for being filled.
 pub fn buffer(capacity: usize) -> Vec<u8> {
     let mut out: Vec<u8> = Vec::with_capacity(capacity);
     if capacity >= MIN_ADVISED {
-        // SAFETY: the spare capacity is allocated and writable; advice
-        // changes no byte, and nothing reads it before it is written.
-        let spare = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr(), capacity) };
-        prepare(spare);
+        let spare = out.spare_capacity_mut();
+        // SAFETY: the spare capacity is allocated, ours and writable; the
+        // advice only reads its address.
+        unsafe { advise(spare.as_mut_ptr().cast(), spare.len()) }
     }
     out
 }
@@ -61,6 +42,34 @@ pub fn copy(src: &[u8]) -> Vec<u8> {
 
 /// Below one huge page the advice cannot help.
 const MIN_ADVISED: usize = 2 << 20;
+
+/// Huge-page advice (else population) for the whole 4 KiB pages inside
+/// `[ptr, ptr + len)`. Neither advice changes a byte.
+///
+/// # Safety
+/// The range must be allocated memory owned by the caller.
+unsafe fn advise(ptr: *mut u8, len: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        const OS_PAGE: usize = 4096;
+        // madvise wants a page-aligned start; trim to whole pages inside.
+        let addr = ptr as usize;
+        let start = addr.next_multiple_of(OS_PAGE);
+        let end = (addr + len) & !(OS_PAGE - 1);
+        if end <= start {
+            return;
+        }
+        let (p, n) = (start as *mut libc::c_void, end - start);
+        // SAFETY: [start, end) lies inside the caller's range.
+        unsafe {
+            if !thp_available() || libc::madvise(p, n, libc::MADV_HUGEPAGE) != 0 {
+                libc::madvise(p, n, libc::MADV_POPULATE_WRITE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (ptr, len);
+}
 
 /// Whether the kernel hands out transparent huge pages on advice (mode
 /// `always` or `madvise`, not `never`). Read once.
