@@ -577,6 +577,20 @@ impl Run {
             Ok(s) => s,
             Err(e) => {
                 print_evidence(&self.lines);
+                if e.contains("hang guard") {
+                    // Where it stalled: the newest lines, noise left out.
+                    let quiet: Vec<&String> = self
+                        .lines
+                        .iter()
+                        .filter(|l| {
+                            !l.contains("Connection refused") && !l.contains("Disconnected")
+                        })
+                        .collect();
+                    eprintln!("    last lines before the hang guard:");
+                    for l in &quiet[quiet.len().saturating_sub(40)..] {
+                        eprintln!("    | {l}");
+                    }
+                }
                 panic!("the job failed: {e}");
             }
         }
