@@ -9,6 +9,8 @@
 //! The summary prints ns/record and the overhead over native. Run:
 //! `cargo bench -p weir --bench plugin_call`.
 
+mod support;
+
 use criterion::{BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 use std::path::Path;
@@ -100,42 +102,19 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-/// Where criterion writes its results: `CRITERION_HOME`, else the cargo
-/// target directory's `criterion` (as criterion itself decides).
-fn criterion_dir() -> std::path::PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return home.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("criterion")
-}
-
-/// Criterion's mean estimate for one benchmark, in ns per iteration.
-fn mean_ns(id: &str) -> Option<f64> {
-    let path = criterion_dir()
-        .join("plugin_call")
-        .join(id)
-        .join("new/estimates.json");
-    let text = std::fs::read_to_string(path).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["mean"]["point_estimate"].as_f64()
-}
-
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench(&mut c);
     c.final_summary();
     println!("\nplugin call cost, ns/record (same run), overhead over native:");
     for n in SIZES {
-        let Some(native) = mean_ns(&format!("native/{n}")) else {
+        let Some(native) = support::mean_ns("plugin_call", &format!("native/{n}")) else {
             continue;
         };
         let per = |t: f64| t / n as f64;
         let mut line = format!("  batch {n:>4}: native {:>7.1}", per(native));
         for name in ["mirror", "rust_uppercase", "rust_running_count"] {
-            if let Some(t) = mean_ns(&format!("{name}/{n}")) {
+            if let Some(t) = support::mean_ns("plugin_call", &format!("{name}/{n}")) {
                 line += &format!(
                     "  {name} {:>7.1} (+{:.1} ns, x{:.2})",
                     per(t),

@@ -11,9 +11,10 @@
 //! buffers that are already mapped. The summary prints the ratios that
 //! issue 6 asks for. Run: `cargo bench -p weir --bench snapshot`.
 
+mod support;
+
 use criterion::{BenchmarkId, Criterion};
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use weir::runtime::snapshot::Snapshot;
 use weir::runtime::snapshot_delta::CapturedState;
@@ -160,29 +161,6 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-/// Where criterion writes its estimates (it follows `CRITERION_HOME`,
-/// else the cargo target directory).
-fn criterion_dir() -> PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return PathBuf::from(home);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("criterion")
-}
-
-/// Criterion's mean estimate for one benchmark, in ns per iteration.
-fn mean_ns(id: &str) -> Option<f64> {
-    let path = criterion_dir()
-        .join("snapshot")
-        .join(id)
-        .join("new/estimates.json");
-    let text = std::fs::read_to_string(path).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["mean"]["point_estimate"].as_f64()
-}
-
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench(&mut c);
@@ -190,7 +168,7 @@ fn main() {
     let ms = |ns: f64| ns / 1e6;
     println!("\nsnapshot cost, ms (same run):");
     for mib in SIZES_MIB {
-        let get = |name: &str| mean_ns(&format!("{name}/{mib}"));
+        let get = |name: &str| support::mean_ns("snapshot", &format!("{name}/{mib}"));
         let mut line = format!("  {mib:>3} MiB:");
         for name in [
             "memcpy",
@@ -207,7 +185,10 @@ fn main() {
         println!("{line}");
     }
     let ratio = |what: &str, a: &str, b: &str, target: &str| {
-        if let (Some(a), Some(b)) = (mean_ns(a), mean_ns(b)) {
+        if let (Some(a), Some(b)) = (
+            support::mean_ns("snapshot", a),
+            support::mean_ns("snapshot", b),
+        ) {
             println!("  {what}: {:.4} (target {target})", a / b);
         }
     };

@@ -57,10 +57,33 @@ pub fn wait_for(child: &mut Child, limit: Duration) -> Result<std::process::Exit
             return Ok(s);
         }
         if Instant::now() > deadline {
+            let stacks = thread_stacks(child.id());
             child.kill()?;
-            bail!("weir did not finish within {limit:?} (hang guard)");
+            bail!("weir did not finish within {limit:?} (hang guard){stacks}");
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every thread's stack of a hung process, when gdb is installed (CI
+/// installs it): a hang guard that fires then says where it stopped.
+pub fn thread_stacks(pid: u32) -> String {
+    let out = Command::new("gdb")
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt 30",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(o) => format!(
+            "\n--- thread stacks of pid {pid} (gdb) ---\n{}",
+            String::from_utf8_lossy(&o.stdout)
+        ),
+        Err(e) => format!("\n(no thread stacks: gdb: {e})"),
     }
 }
 

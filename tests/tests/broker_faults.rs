@@ -469,6 +469,12 @@ interval = "0s"
             .await
         });
         let elapsed = started.elapsed();
+        // Where a hung job stands, before anything is healed or dropped.
+        let stacks = if result.is_err() {
+            weir_e2e::thread_stacks(std::process::id())
+        } else {
+            String::new()
+        };
         done.store(true, Ordering::Relaxed);
         let injected = injector.join().unwrap();
         self.cluster.heal();
@@ -477,7 +483,7 @@ interval = "0s"
         let result = match result {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(_) => Err(format!(
-                "job did not finish within {HANG_GUARD_S} s (hang guard)"
+                "job did not finish within {HANG_GUARD_S} s (hang guard){stacks}"
             )),
         };
         eprintln!(

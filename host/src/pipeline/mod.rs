@@ -106,6 +106,14 @@ pub struct TaskSummary {
 /// How long the producer may take to deliver what is queued at the end.
 const FINAL_FLUSH: Duration = Duration::from_secs(60);
 
+/// How long a failing job waits for its workers (and its producer) before
+/// it returns the failure anyway. A worker can sit in one blocking Kafka
+/// call for the whole transaction timeout (a broker that never answers an
+/// EndTxn, as Tansu does for a fenced zombie); nothing such a call could
+/// still do matters once the job has failed, since uncommitted work is
+/// replayed on restart.
+const FAILING_GRACE: Duration = Duration::from_secs(5);
+
 /// Runs the job until it ends (bounded), fails, or `shutdown` resolves.
 pub async fn run(
     config: Config,
@@ -478,6 +486,8 @@ pub async fn run(
     let mut positions = Vec::new();
     let mut failure: Option<JobError> = None;
     let mut failed_checkpoints = 0u32;
+    // Set when the job starts failing: the workers' deadline to report.
+    let mut give_up: Option<tokio::time::Instant> = None;
     while running > 0 {
         tokio::select! {
             _ = &mut shutdown, if !shutdown_seen => {
@@ -501,6 +511,7 @@ pub async fn run(
                     failing.store(true, Ordering::Relaxed);
                     stop.store(true, Ordering::Relaxed);
                     failure.get_or_insert(JobError::Task(e));
+                    give_up.get_or_insert(tokio::time::Instant::now() + FAILING_GRACE);
                 }
             }
             _ = checkpoint_ticker.tick(), if checkpoints_on && persisting.is_none() && failure.is_none() => {
@@ -555,8 +566,17 @@ pub async fn run(
                         failing.store(true, Ordering::Relaxed);
                         stop.store(true, Ordering::Relaxed);
                         failure.get_or_insert(e);
+                        give_up.get_or_insert(tokio::time::Instant::now() + FAILING_GRACE);
                     }
                 }
+            }
+            _ = async { tokio::time::sleep_until(give_up.expect("guarded")).await }, if give_up.is_some() => {
+                tracing::error!(
+                    workers = running,
+                    grace_ms = FAILING_GRACE.as_millis() as u64,
+                    "workers still busy in a Kafka call after the job failed; not waiting for them"
+                );
+                break;
             }
             _ = ticker.tick(), if !interval.is_zero() => reporter.report(&all_stats),
         }
@@ -574,11 +594,16 @@ pub async fn run(
     // delivered. On failure nothing is committed: the input is re-read.
     let flushed = {
         let producer = producer.clone();
-        tokio::task::spawn_blocking(move || {
-            producer::flush(&producer, FINAL_FLUSH, log_failures_only)
-        })
-        .await
-        .map_err(|e| JobError::Worker(e.to_string()))?
+        // Failing, the flush is best effort (nothing is committed) and
+        // bounded like the wait for the workers.
+        let limit = if failure.is_some() {
+            FAILING_GRACE
+        } else {
+            FINAL_FLUSH
+        };
+        tokio::task::spawn_blocking(move || producer::flush(&producer, limit, log_failures_only))
+            .await
+            .map_err(|e| JobError::Worker(e.to_string()))?
     };
     let _ = tokio::task::spawn_blocking(move || main_poller.join()).await;
     if let Some(e) = failure {

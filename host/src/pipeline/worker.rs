@@ -115,8 +115,12 @@ impl Worker {
                 };
                 if task.is_waiting() {
                     // A failed task restarts after its backoff; the others
-                    // keep running meanwhile.
+                    // keep running meanwhile. A stopping worker starts no
+                    // restart (its abort can block on the broker).
                     open += 1;
+                    if stop.load(Ordering::Relaxed) {
+                        continue;
+                    }
                     match task.restart_if_due() {
                         Ok(_) => {}
                         Err(e) => {
