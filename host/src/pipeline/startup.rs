@@ -1,0 +1,316 @@
+//! Everything a job does before its workers start: load and compile the
+//! plugin, open the checkpoint store and find what to restore, connect,
+//! check the topics, fence exactly-once zombies and read their committed
+//! progress, resolve start positions, assign partitions, and create (or
+//! restore) one plugin instance per partition task.
+//!
+//! All of it blocks (Cranelift compiles, metadata requests,
+//! `init_transactions`, copying restored memory), so [`super::run`] calls
+//! [`prepare`] through `spawn_blocking`: the reactor stays free for the
+//! shutdown signal and the timers.
+
+use super::partition_task::{PartitionTask, TaskCommit, TaskEnv};
+use super::status::TaskStats;
+use super::worker::Worker;
+use super::{JobError, assignment};
+use crate::checkpoint::CheckpointStore;
+use crate::checkpoint::transactional::PartitionStateDir;
+use crate::config::{Config, DeliveryGuarantee};
+use crate::kafka::consumer::SourceConsumer;
+use crate::kafka::embedded::EmbeddedCluster;
+use crate::kafka::producer::SinkProducer;
+use crate::kafka::transaction::PartitionTransaction;
+use crate::kafka::{self, consumer, producer};
+use crate::runtime::snapshot::SnapshotError;
+use crate::runtime::{PluginEngine, PluginError, PluginInstance, PluginModule};
+use rdkafka::producer::Producer;
+use std::sync::Arc;
+
+/// What the running job needs from its start-up.
+pub(super) struct Prepared {
+    pub exactly_once: bool,
+    /// The checkpoint store (checkpoints on, not exactly-once).
+    pub store: Option<CheckpointStore>,
+    /// The checkpoint the job's state came from, if any.
+    pub restored_from: Option<u64>,
+    /// The in-process demo cluster (no bootstrap servers configured).
+    pub embedded: Option<EmbeddedCluster>,
+    pub consumer: Arc<SourceConsumer>,
+    /// The shared producer (every guarantee but exactly-once, whose tasks
+    /// own transactional producers).
+    pub producer: Arc<SinkProducer>,
+    /// The workers, each with its partition tasks.
+    pub workers: Vec<Worker>,
+    /// One per partition task, in assignment order.
+    pub all_stats: Vec<Arc<TaskStats>>,
+    /// `(topic, partition, worker)` for each partition task.
+    pub assignments: Vec<(String, i32, usize)>,
+}
+
+/// Sets the job up; blocking (see the module docs).
+pub(super) fn prepare(config: &Config) -> Result<Prepared, JobError> {
+    config.validate()?;
+    let engine = PluginEngine::with_limits(config.limits.to_limits())
+        .map_err(|e| JobError::Engine(format!("{e:#}")))?;
+    let plugin_path = config.plugin_path();
+    let module = PluginModule::load(&engine, &plugin_path)?;
+    tracing::info!(plugin = %module.name, path = %plugin_path.display(), "plugin loaded");
+
+    let exactly_once = config.sink.semantics == DeliveryGuarantee::ExactlyOnce;
+    // At-least-once / none: the checkpoint store is the source of truth.
+    // Exactly-once: Kafka is (see `kafka::transaction`).
+    let store = if config.checkpoint.enabled && !exactly_once {
+        Some(
+            CheckpointStore::open(&config.checkpoint_dir(), config.checkpoint.retain)?
+                .with_full_snapshot_every(config.checkpoint.full_snapshot_every),
+        )
+    } else {
+        None
+    };
+    let restored = match &store {
+        Some(store) => store.latest()?,
+        None => None,
+    };
+    if let Some(c) = &restored {
+        tracing::info!(
+            checkpoint = c.id,
+            partitions = c.partitions.len(),
+            "restoring from checkpoint; its offsets win over the start position"
+        );
+    }
+
+    let embedded = if config.is_embedded() {
+        let cluster = EmbeddedCluster::start(config)?;
+        let n = cluster.seed(&config.source.topics[0])?;
+        tracing::info!(records = n, topic = %config.source.topics[0], "sample input written");
+        Some(cluster)
+    } else {
+        None
+    };
+    let bootstrap = match &embedded {
+        Some(c) => c.bootstrap_servers(),
+        None => config.kafka.bootstrap_servers.clone(),
+    };
+
+    let consumer = consumer::create(config, &bootstrap)?;
+    for topic in &config.sink.topics {
+        consumer::partitions_of(&consumer, topic, "sink", config.kafka.connect_timeout)?;
+    }
+    if let Some(dlq) = &config.pipeline.dead_letter_topic {
+        consumer::partitions_of(
+            &consumer,
+            dlq,
+            "dead-letter (pipeline.dead_letter_topic)",
+            config.kafka.connect_timeout,
+        )?;
+    }
+    // Exactly-once: fence every zombie first. A new transactional producer's
+    // init_transactions aborts the open transaction of the crashed process
+    // with the same id; only then are the group's committed offsets stable
+    // (read them earlier and Kafka answers UNSTABLE_OFFSET_COMMIT, Tansu a
+    // stale value).
+    let mut transactions = std::collections::HashMap::new();
+    if exactly_once {
+        let timeout = config.kafka.connect_timeout;
+        let progress_partitions = consumer::partitions_of(
+            &consumer,
+            &config.sink.progress_topic,
+            "progress (sink.progress_topic)",
+            timeout,
+        )?
+        .len() as i32;
+        for topic in &config.source.topics {
+            for p in consumer::partitions_of(&consumer, topic, "source", timeout)? {
+                let t = PartitionTransaction::start(
+                    config,
+                    &bootstrap,
+                    &consumer,
+                    topic,
+                    p,
+                    progress_partitions,
+                )
+                .map_err(|e| JobError::Worker(format!("{topic}/{p}: {e}")))?;
+                transactions.insert((topic.clone(), p), t);
+            }
+        }
+        // Every zombie is fenced: the committed progress is final.
+        let progress =
+            kafka::transaction::read_progress(&consumer, &config.sink.progress_topic, timeout)?;
+        for t in transactions.values_mut() {
+            t.set_committed(progress.get(t.id()).copied());
+        }
+    }
+    let mut starts = consumer::resolve_starts(config, &consumer)?;
+    for s in &mut starts {
+        if let Some(t) = transactions.get(&(s.topic.clone(), s.partition)) {
+            // Exactly-once: the transactional offset is the truth.
+            s.committed = t.committed();
+        }
+    }
+    if let Some(c) = &restored {
+        for s in &mut starts {
+            if let Some((offset, _)) = c.partition(&s.topic, s.partition) {
+                s.start = offset;
+            }
+        }
+    }
+    // Exactly-once: the snapshot recorded for the group's committed offset;
+    // found before assigning, because its offset is where reading resumes.
+    let mut transactional_restores = std::collections::HashMap::new();
+    if exactly_once {
+        for s in &mut starts {
+            let dir = PartitionStateDir::open(&config.checkpoint_dir(), &s.topic, s.partition)?;
+            let Some(committed) = s.committed else {
+                continue;
+            };
+            match dir.load(committed)? {
+                Some(snap) => {
+                    s.start = committed;
+                    transactional_restores
+                        .insert((s.topic.clone(), s.partition), (committed, snap));
+                }
+                None if dir.offsets()?.is_empty() => tracing::warn!(
+                    topic = %s.topic, partition = s.partition, committed,
+                    "the group has a committed offset but no exactly-once state exists; the plugin starts fresh"
+                ),
+                None => {
+                    return Err(JobError::Restore {
+                        id: committed as u64,
+                        topic: s.topic.clone(),
+                        partition: s.partition,
+                        cause: SnapshotError::Shape(format!(
+                            "no state file for the group's committed offset {committed} (state exists for offsets {:?})",
+                            dir.offsets()?
+                        )),
+                    });
+                }
+            }
+        }
+    }
+    let producer = producer::create(config, &bootstrap)?;
+    let queues = consumer::assign(&consumer, &starts)?;
+    let auto_commit = consumer::auto_commit(config);
+    if auto_commit {
+        tracing::info!("checkpoints off: offsets of delivered output are auto-committed");
+    }
+
+    let env = Arc::new(TaskEnv {
+        module: module.clone(),
+        batch_size: config.pipeline.batch_size,
+        sink_topics: config.sink.topics.clone().into(),
+        plugin_config: config.plugin_config_entries(),
+        allow_module_change: config.checkpoint.allow_module_change,
+        store: store.clone(),
+        consumer: consumer.clone(),
+        producer: producer.clone(),
+        timeout: config.kafka.connect_timeout,
+        restart_attempts: config.pipeline.restart_attempts,
+        restart_backoff: config.pipeline.restart_backoff,
+        on_fault: config.pipeline.on_fault,
+        dead_letter_topic: config.pipeline.dead_letter_topic.clone(),
+    });
+    // One instance per partition task, each with its own store and state.
+    let sink_topics: Arc<[String]> = config.sink.topics.clone().into();
+    let plugin_config = config.plugin_config_entries();
+    let parallelism = config.pipeline.parallelism;
+    let mut workers: Vec<Worker> = (0..parallelism)
+        .map(|id| Worker {
+            id,
+            tasks: Vec::new(),
+        })
+        .collect();
+    let mut all_stats = Vec::new();
+    let mut assignments = Vec::new();
+    for (start, queue) in starts.into_iter().zip(queues) {
+        let transaction = transactions.remove(&(start.topic.clone(), start.partition));
+        let sink_producer = match &transaction {
+            Some(t) => t.producer(),
+            None => producer.clone(),
+        };
+        let tracking = auto_commit.then(|| {
+            let tracker = producer.context().trackers.register(
+                &start.topic,
+                start.partition,
+                consumer.clone(),
+            );
+            (tracker, Arc::new(std::sync::atomic::AtomicUsize::new(0)))
+        });
+        let sink = Box::new(match &tracking {
+            Some((tracker, cell)) => {
+                producer::KafkaSink::tracked(sink_producer, tracker.clone(), cell.clone())
+            }
+            None => producer::KafkaSink::new(sink_producer),
+        });
+        let mut instance =
+            PluginInstance::new(&module, sink, sink_topics.clone()).map_err(|fault| {
+                PluginError::Start {
+                    path: plugin_path.clone(),
+                    stage: "instantiation",
+                    fault,
+                }
+            })?;
+        // Where the state comes from: the checkpoint store (at-least-once,
+        // none), the snapshot recorded for the group's committed offset
+        // (exactly-once), or a fresh start with the plugin's config.
+        let from_checkpoint = restored.as_ref().and_then(|c| {
+            c.partition(&start.topic, start.partition)
+                .map(|(offset, snap)| (c.id, offset, snap.clone()))
+        });
+        let from_transaction = transactional_restores
+            .remove(&(start.topic.clone(), start.partition))
+            .map(|(offset, snap)| (offset as u64, offset, snap));
+        match from_checkpoint.or(from_transaction) {
+            Some((id, offset, snap)) => {
+                debug_assert_eq!(start.start, offset);
+                instance
+                    .restore(&snap, config.checkpoint.allow_module_change)
+                    .map_err(|cause| JobError::Restore {
+                        id,
+                        topic: start.topic.clone(),
+                        partition: start.partition,
+                        cause,
+                    })?;
+                tracing::info!(topic = %start.topic, partition = start.partition, offset, "state restored");
+            }
+            None => instance.init(&plugin_config).map_err(|e| match e {
+                crate::runtime::instance::BatchError::Fault(fault) => {
+                    JobError::Plugin(PluginError::Start {
+                        path: plugin_path.clone(),
+                        stage: "weir_init",
+                        fault,
+                    })
+                }
+                crate::runtime::instance::BatchError::Sink(s) => JobError::Worker(s.to_string()),
+            })?,
+        }
+        let stats = Arc::new(TaskStats::new(&start.topic, start.partition, start.start));
+        all_stats.push(stats.clone());
+        let w = assignment::worker_for(&start.topic, start.partition, parallelism);
+        assignments.push((start.topic.clone(), start.partition, w));
+        tracing::info!(topic = %start.topic, partition = start.partition, worker = w, start = start.start, end = ?start.end, "partition assigned");
+        workers[w].tasks.push(PartitionTask::new(
+            start,
+            queue,
+            instance,
+            stats,
+            match (transaction, tracking) {
+                (Some(t), _) => TaskCommit::Transaction(t),
+                (None, Some((tracker, cell))) => TaskCommit::AutoCommit(tracker, cell),
+                (None, None) => TaskCommit::Checkpoint,
+            },
+            env.clone(),
+        ));
+    }
+
+    Ok(Prepared {
+        exactly_once,
+        store,
+        restored_from: restored.map(|c| c.id),
+        embedded,
+        consumer,
+        producer,
+        workers,
+        all_stats,
+        assignments,
+    })
+}
