@@ -7,7 +7,13 @@
 //!
 //! Emitting is on every plugin's per-record path, so it is written for
 //! speed: one capacity check per record, the 40-byte record header built in
-//! registers and stored at once, no allocation once the buffer has grown. Two shortcuts avoid
+//! registers and stored at once, no allocation once the buffer has grown.
+//! The buffer stays initialised between batches (the SDK tracks its own
+//! length), so a record is not zero-filled before it is written, and short
+//! fields are copied with plain loads and stores: under Cranelift both
+//! `memory.fill` and `memory.copy` (what `resize` and `copy_from_slice`
+//! compile to with bulk memory) are calls out of the guest, dearer than
+//! copying a key. Two shortcuts avoid
 //! work a plugin would otherwise do per record:
 //! - [`OutRecord::forward`] carries an input record's headers on as their
 //!   encoded block ([`HeaderBlock`]): one copy, no decoding, no `Vec`;
@@ -76,7 +82,9 @@ impl<'a> OutRecord<'a> {
 /// batches so that emitting allocates nothing once the buffer has grown.
 #[derive(Debug, Default)]
 pub struct Output {
+    /// Always initialised; `len` bytes of it are this batch's.
     buf: Vec<u8>,
+    len: usize,
     count: u32,
     /// The first error `weir.emit` returned in this batch, if any.
     pub(crate) emit_error: Option<i32>,
@@ -96,10 +104,7 @@ impl Output {
     /// Emits a fully specified record.
     #[inline]
     pub fn emit_record(&mut self, r: OutRecord<'_>) {
-        let value = r.value.unwrap_or_default();
-        self.write(&r, value.len(), r.value.is_some(), |dst| {
-            dst.copy_from_slice(value)
-        });
+        self.write(&r, |_| {});
     }
 
     /// Emits `r` with its value copied into the output buffer and then
@@ -116,37 +121,33 @@ impl Output {
     /// ```
     #[inline]
     pub fn emit_edited(&mut self, r: OutRecord<'_>, edit: impl FnOnce(&mut [u8])) {
-        let value = r.value.unwrap_or_default();
-        self.write(&r, value.len(), r.value.is_some(), |dst| {
-            dst.copy_from_slice(value);
-            edit(dst);
-        });
+        self.write(&r, edit);
     }
 
-    /// Appends one record whose value (`value_len` bytes, or null when
-    /// `has_value` is false) `fill` writes into place.
+    /// Appends one record; `edit` then changes its value in place (not
+    /// called for a null value).
     #[inline(always)]
-    fn write(
-        &mut self,
-        r: &OutRecord<'_>,
-        value_len: usize,
-        has_value: bool,
-        fill: impl FnOnce(&mut [u8]),
-    ) {
+    fn write(&mut self, r: &OutRecord<'_>, edit: impl FnOnce(&mut [u8])) {
         let key = r.key.unwrap_or_default();
+        let value = r.value.unwrap_or_default();
         let block = r.header_block.raw;
         let headers_len = block.len() + abi::headers_size(r.headers.iter().copied());
         let header_count = r.header_block.count + r.headers.len() as u32;
-        let used = abi::RECORD_HEADER_LEN + key.len() + value_len + headers_len;
+        let used = abi::RECORD_HEADER_LEN + key.len() + value.len() + headers_len;
         let size = abi::align(used);
-        if self.buf.is_empty() {
+        if self.len == 0 {
             // The batch header, filled in by `flush`.
-            self.buf.extend_from_slice(&[0; abi::BATCH_HEADER_LEN]);
+            self.len = abi::BATCH_HEADER_LEN;
         }
-        let start = self.buf.len();
-        // One capacity check; every byte of the record is then stored once.
-        self.buf.resize(start + size, 0);
+        let start = self.len;
+        // One capacity check; growing (rare) is the only fill.
+        if self.buf.len() < start + size {
+            let grown = (start + size).max(self.buf.len() * 2).max(4096);
+            self.buf.resize(grown, 0);
+        }
         let out = &mut self.buf[start..start + size];
+        // The padding (under 8 bytes) lies in the record's last word.
+        out[size - 8..].copy_from_slice(&[0; 8]);
         let (head, body) = out.split_at_mut(abi::RECORD_HEADER_LEN);
         let len_of = |present: bool, len: usize| {
             if present { len as i32 } else { abi::NULL_LEN }
@@ -157,23 +158,25 @@ impl Output {
         fields[16..20].copy_from_slice(&r.partition.to_le_bytes());
         fields[20..24].copy_from_slice(&r.topic.to_le_bytes());
         fields[24..28].copy_from_slice(&len_of(r.key.is_some(), key.len()).to_le_bytes());
-        fields[28..32].copy_from_slice(&len_of(has_value, value_len).to_le_bytes());
+        fields[28..32].copy_from_slice(&len_of(r.value.is_some(), value.len()).to_le_bytes());
         fields[32..36].copy_from_slice(&(headers_len as u32).to_le_bytes());
         fields[36..40].copy_from_slice(&header_count.to_le_bytes());
         head.copy_from_slice(&fields);
         let (k, body) = body.split_at_mut(key.len());
-        k.copy_from_slice(key);
-        let (v, body) = body.split_at_mut(value_len);
-        if has_value {
-            fill(v);
+        copy_bytes(k, key);
+        let (v, body) = body.split_at_mut(value.len());
+        copy_bytes(v, value);
+        if r.value.is_some() {
+            edit(v);
         }
         let (b, body) = body.split_at_mut(block.len());
-        b.copy_from_slice(block);
+        copy_bytes(b, block);
         if !r.headers.is_empty() {
             write_headers(body, r.headers);
         }
+        self.len = start + size;
         self.count += 1;
-        if self.buf.len() >= FLUSH_AT {
+        if self.len >= FLUSH_AT {
             self.flush();
         }
     }
@@ -189,13 +192,52 @@ impl Output {
             return;
         }
         self.buf[0..4].copy_from_slice(&self.count.to_le_bytes());
-        self.buf[4..8].fill(0);
-        let rc = crate::rt::host_emit(&self.buf);
+        self.buf[4..8].copy_from_slice(&[0; 4]);
+        let rc = crate::rt::host_emit(&self.buf[..self.len]);
         if rc != abi::EMIT_OK && self.emit_error.is_none() {
             self.emit_error = Some(rc);
         }
-        self.buf.clear();
+        self.len = 0;
         self.count = 0;
+    }
+}
+
+/// Copies `src` into `dst` (of the same length). Up to 32 bytes with
+/// overlapping word loads and stores, inline; longer with `memory.copy`,
+/// whose call out of the guest then pays for itself.
+#[inline(always)]
+fn copy_bytes(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    assert_eq!(dst.len(), n);
+    let word = |at: usize| u64::from_le_bytes(src[at..at + 8].try_into().unwrap());
+    let mut put = |at: usize, w: u64| dst[at..at + 8].copy_from_slice(&w.to_le_bytes());
+    match n {
+        0 => {}
+        1..=3 => {
+            let (a, b, c) = (src[0], src[n / 2], src[n - 1]);
+            dst[0] = a;
+            dst[n / 2] = b;
+            dst[n - 1] = c;
+        }
+        4..=7 => {
+            let a = u32::from_le_bytes(src[..4].try_into().unwrap());
+            let b = u32::from_le_bytes(src[n - 4..].try_into().unwrap());
+            dst[..4].copy_from_slice(&a.to_le_bytes());
+            dst[n - 4..].copy_from_slice(&b.to_le_bytes());
+        }
+        8..=16 => {
+            let (a, b) = (word(0), word(n - 8));
+            put(0, a);
+            put(n - 8, b);
+        }
+        17..=32 => {
+            let (a, b, c, d) = (word(0), word(8), word(n - 16), word(n - 8));
+            put(0, a);
+            put(8, b);
+            put(n - 16, c);
+            put(n - 8, d);
+        }
+        _ => dst.copy_from_slice(src),
     }
 }
 
@@ -224,7 +266,7 @@ mod tests {
     /// The buffered batch, decoded (without handing it to a host).
     fn decoded(out: &mut Output) -> Vec<(RecordRef<'_>, Vec<Header<'_>>)> {
         out.buf[0..4].copy_from_slice(&out.count.to_le_bytes());
-        abi::records(&out.buf)
+        abi::records(&out.buf[..out.len])
             .unwrap()
             .map(|r| {
                 let r = r.unwrap();
@@ -289,6 +331,40 @@ mod tests {
         let (r, _) = &got[3];
         assert_eq!((r.key, r.value), (None, None));
         // Every record is padded with zeros to 8 bytes.
-        assert_eq!(out.buf.len() % abi::RECORD_ALIGN, 0);
+        assert_eq!(out.len % abi::RECORD_ALIGN, 0);
+    }
+
+    #[test]
+    fn reused_buffer_short_copies_and_padding() {
+        let mut out = Output::default();
+        // Leave garbage behind, as a previous batch would.
+        out.emit(Some(&[0xff; 300]), Some(&[0xff; 300]));
+        let garbage = out.len;
+        assert!(out.buf[..garbage].iter().filter(|&&b| b == 0xff).count() >= 600);
+        out.len = 0;
+        out.count = 0;
+        let data: Vec<u8> = (1..=70).collect();
+        for n in 0..=70 {
+            out.emit(Some(&data[..n]), Some(&data[70 - n..]));
+        }
+        let len = out.len;
+        let got = decoded(&mut out);
+        assert_eq!(got.len(), 71);
+        for (n, (r, _)) in got.iter().enumerate() {
+            assert_eq!(r.key, Some(&data[..n]));
+            assert_eq!(r.value, Some(&data[70 - n..]));
+        }
+        // Every byte a record does not use is zero.
+        let mut at = abi::BATCH_HEADER_LEN;
+        for n in 0..=70 {
+            let used = abi::RECORD_HEADER_LEN + 2 * n;
+            let size = abi::align(used);
+            assert!(
+                out.buf[at + used..at + size].iter().all(|&b| b == 0),
+                "record {n}"
+            );
+            at += size;
+        }
+        assert_eq!(at, len);
     }
 }

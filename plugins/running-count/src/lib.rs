@@ -26,9 +26,14 @@ impl Hasher for KeyHasher {
         for c in &mut chunks {
             self.add(u64::from_le_bytes(c.try_into().unwrap_or_default()));
         }
-        let mut tail = [0u8; 8];
-        tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-        self.add(u64::from_le_bytes(tail));
+        // The tail assembled in a register: copying it into a buffer would
+        // be a variable-length `memory.copy`, a call out of the guest under
+        // Cranelift.
+        let mut tail = 0u64;
+        for (i, b) in chunks.remainder().iter().enumerate() {
+            tail |= u64::from(*b) << (8 * i);
+        }
+        self.add(tail);
     }
     #[inline]
     fn write_usize(&mut self, n: usize) {
