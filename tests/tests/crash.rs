@@ -401,12 +401,15 @@ fn exactly_once_fences_a_zombie() {
     let broker = Broker::start().unwrap();
     let (input, src, dst) = setup(&broker, 60_000);
     let job = Job::with_semantics(&broker, &src, &dst, 200, "exactly-once");
-    // The first host runs unbounded (it would never stop by itself).
+    // The first host runs unbounded (it would never stop by itself), and
+    // one record per plugin call, so that it is still mid-stream when the
+    // second host fences it.
     let text = std::fs::read_to_string(&job.config).unwrap();
     let zombie_config = job.dir.path().join("zombie.toml");
     std::fs::write(
         &zombie_config,
-        text.replace("bounded = true", "bounded = false"),
+        text.replace("bounded = true", "bounded = false")
+            .replace("batch_size = 128", "batch_size = 1"),
     )
     .unwrap();
     let mut zombie = Command::new(weir_e2e::weir_binary())
@@ -436,6 +439,20 @@ fn exactly_once_fences_a_zombie() {
     let status = wait_for(&mut second, Duration::from_secs(180));
     let log = std::fs::read_to_string(job.dir.path().join("stderr.log")).unwrap_or_default();
     assert!(status.success(), "second host failed\n{log}");
+    // Kafka fences on the next transactional request. A zombie that had
+    // already committed all of its input idles without one, harmless but
+    // unaware (the faster it commits, the likelier). More input gives it a
+    // commit to attempt, which meets the fence; none of it may become
+    // visible, so the judgement below is against the first 60,000 only.
+    let late: Vec<Input> = (0..PARTITIONS)
+        .map(|p| Input {
+            partition: p,
+            key: format!("late-{p}"),
+            value: "late".into(),
+            timestamp: None,
+        })
+        .collect();
+    broker.produce(&src, &late).unwrap();
     // Kafka answers a fenced producer's next request with PRODUCER_FENCED.
     // Tansu leaves a fenced EndTxn unanswered, so a zombie caught in a
     // commit (or in the abort after it) learns only when the call times

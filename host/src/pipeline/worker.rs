@@ -76,27 +76,25 @@ impl Worker {
                     }
                 }
             }
-            // Answer a checkpoint request between batches.
-            if let Some(link) = &link {
+            // Answer a checkpoint request between batches. (Ending, a clean
+            // stop commits at exit; a failed job starts no other commit.)
+            if let Some(link) = &link
+                && !stop.load(Ordering::Relaxed)
+            {
                 let requested = link.trigger.requested();
+                let due = |t: &PartitionTask| t.checkpointed() < requested && !t.is_waiting();
                 let mut failed = None;
                 for task in &mut self.tasks {
-                    if stop.load(Ordering::Relaxed) {
-                        // Ending: a clean stop commits at exit, a failed
-                        // job must not start another commit.
-                        break;
+                    if due(task) && !task.is_transactional() {
+                        let _ = link.answers.send(task.checkpoint(requested));
                     }
-                    if task.checkpointed() < requested && !task.is_waiting() {
-                        if task.is_transactional() {
-                            if let Err(e) = task.commit_transaction(requested)
-                                && let Err(e) = task.failed(e)
-                            {
-                                failed = Some(e);
-                                break;
-                            }
-                        } else {
-                            let _ = link.answers.send(task.checkpoint(requested));
-                        }
+                }
+                for (task, result) in commit_concurrently(&mut self.tasks, requested, due) {
+                    if let Err(e) = result
+                        && let Err(e) = task.failed(e)
+                    {
+                        failed = Some(e);
+                        break;
                     }
                 }
                 if failed.is_some() {
@@ -172,16 +170,13 @@ impl Worker {
             && !link.failing.load(Ordering::Relaxed)
         {
             for t in &mut self.tasks {
-                if t.is_transactional() {
-                    // The last transaction commits everything processed.
-                    if let Err(e) = t.commit_transaction(u64::MAX) {
-                        error = Some(e);
-                        break;
-                    }
-                } else {
+                if !t.is_transactional() {
                     finals.push(t.final_checkpoint());
                 }
             }
+            // The last transactions commit everything processed.
+            let results = commit_concurrently(&mut self.tasks, u64::MAX, |_| true);
+            error = results.into_iter().find_map(|(_, r)| r.err());
         }
         WorkerExit {
             positions,
@@ -189,4 +184,63 @@ impl Worker {
             finals,
         }
     }
+}
+
+/// Commits the transaction of every exactly-once task that `due` selects,
+/// each on its own scoped thread, and returns each task with its result.
+///
+/// A commit is several blocking round trips to the transaction and group
+/// coordinators (offsets to the transaction, EndTxn) plus writing the state
+/// file; one after another, a worker with many partitions paused for the
+/// sum of them at every checkpoint (~100 ms each on the mock cluster, so
+/// 12 partitions held a worker for over a second). Concurrently it pauses
+/// for the slowest. The tasks are independent: each has its own producer,
+/// transactional id and state directory.
+fn commit_concurrently(
+    tasks: &mut [PartitionTask],
+    id: u64,
+    due: impl Fn(&PartitionTask) -> bool,
+) -> Vec<(&mut PartitionTask, Result<(), TaskError>)> {
+    let mut chosen: Vec<&mut PartitionTask> = tasks
+        .iter_mut()
+        .filter(|t| t.is_transactional() && due(t))
+        .collect();
+    if chosen.len() <= 1 {
+        return chosen
+            .into_iter()
+            .map(|t| {
+                let r = t.commit_transaction(id);
+                (t, r)
+            })
+            .collect();
+    }
+    // Err: no thread could be started; that task then commits here.
+    let spawned: Vec<Result<Result<(), TaskError>, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = chosen
+            .iter_mut()
+            .map(|t| {
+                std::thread::Builder::new()
+                    .name("weir-commit".into())
+                    .spawn_scoped(s, move || t.commit_transaction(id))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h {
+                Ok(h) => Ok(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
+                Err(e) => Err(e.to_string()),
+            })
+            .collect()
+    });
+    chosen
+        .into_iter()
+        .zip(spawned)
+        .map(|(t, r)| {
+            let r = r.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "no thread for a concurrent commit; committing on the worker");
+                t.commit_transaction(id)
+            });
+            (t, r)
+        })
+        .collect()
 }
