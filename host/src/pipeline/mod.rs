@@ -128,8 +128,8 @@ pub async fn run(
             .await
             .map_err(|e| JobError::Worker(e.to_string()))??
     };
+    let exactly_once = config.sink.semantics == DeliveryGuarantee::ExactlyOnce;
     let startup::Prepared {
-        exactly_once,
         store,
         restored_from,
         embedded,

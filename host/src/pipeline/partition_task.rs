@@ -413,6 +413,13 @@ impl PartitionTask {
         matches!(self.commit, TaskCommit::Transaction(_))
     }
 
+    /// Whether an exactly-once commit now would have something to commit
+    /// (input read since the last one); otherwise
+    /// [`commit_transaction`](Self::commit_transaction) only records `id`.
+    pub fn has_uncommitted(&self) -> bool {
+        matches!(&self.commit, TaskCommit::Transaction(t) if t.committed() != Some(self.next_offset))
+    }
+
     /// Exactly-once checkpoint `id`: snapshot keyed by the next offset,
     /// offset into the transaction, commit. Skipped when nothing was read
     /// since the last commit.

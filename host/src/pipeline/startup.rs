@@ -28,7 +28,6 @@ use std::sync::Arc;
 
 /// What the running job needs from its start-up.
 pub(super) struct Prepared {
-    pub exactly_once: bool,
     /// The checkpoint store (checkpoints on, not exactly-once).
     pub store: Option<CheckpointStore>,
     /// The checkpoint the job's state came from, if any.
@@ -303,7 +302,6 @@ pub(super) fn prepare(config: &Config) -> Result<Prepared, JobError> {
     }
 
     Ok(Prepared {
-        exactly_once,
         store,
         restored_from: restored.map(|c| c.id),
         embedded,

@@ -201,18 +201,27 @@ fn commit_concurrently(
     id: u64,
     due: impl Fn(&PartitionTask) -> bool,
 ) -> Vec<(&mut PartitionTask, Result<(), TaskError>)> {
-    let mut chosen: Vec<&mut PartitionTask> = tasks
+    // Tasks with nothing new only record the checkpoint: no thread for
+    // them (an idle job would otherwise start one per partition per
+    // interval).
+    let (mut chosen, idle): (Vec<&mut PartitionTask>, Vec<&mut PartitionTask>) = tasks
         .iter_mut()
         .filter(|t| t.is_transactional() && due(t))
+        .partition(|t| t.has_uncommitted());
+    let inline = |t: &mut PartitionTask| t.commit_transaction(id);
+    let mut done: Vec<(&mut PartitionTask, Result<(), TaskError>)> = idle
+        .into_iter()
+        .map(|t| {
+            let r = inline(t);
+            (t, r)
+        })
         .collect();
     if chosen.len() <= 1 {
-        return chosen
-            .into_iter()
-            .map(|t| {
-                let r = t.commit_transaction(id);
-                (t, r)
-            })
-            .collect();
+        done.extend(chosen.into_iter().map(|t| {
+            let r = inline(t);
+            (t, r)
+        }));
+        return done;
     }
     // Err: no thread could be started; that task then commits here.
     let spawned: Vec<Result<Result<(), TaskError>, String>> = std::thread::scope(|s| {
@@ -232,15 +241,12 @@ fn commit_concurrently(
             })
             .collect()
     });
-    chosen
-        .into_iter()
-        .zip(spawned)
-        .map(|(t, r)| {
-            let r = r.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "no thread for a concurrent commit; committing on the worker");
-                t.commit_transaction(id)
-            });
-            (t, r)
-        })
-        .collect()
+    done.extend(chosen.into_iter().zip(spawned).map(|(t, r)| {
+        let r = r.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "no thread for a concurrent commit; committing on the worker");
+            inline(t)
+        });
+        (t, r)
+    }));
+    done
 }
