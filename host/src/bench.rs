@@ -101,8 +101,8 @@ pub async fn run(mut opts: BenchOptions) -> anyhow::Result<BenchReport> {
     };
     let run_id = std::process::id();
     let input = format!("weir-bench-in-{run_id}");
-    let outputs = ["native", "identity", "count", "eos", "progress"]
-        .map(|s| format!("weir-bench-{s}-{run_id}"));
+    let outputs =
+        ["native", "identity", "count", "eos"].map(|s| format!("weir-bench-{s}-{run_id}"));
     let mut topics = vec![input.clone()];
     topics.extend(outputs.iter().cloned());
     if mock.is_some() {
@@ -129,7 +129,7 @@ pub async fn run(mut opts: BenchOptions) -> anyhow::Result<BenchReport> {
         None => create_topics(&bootstrap, &topics, opts.partitions).await?,
     }
     let t = Instant::now();
-    produce_input(&bootstrap, &input, &opts, mock.is_none())?;
+    produce_input(&bootstrap, &input, &opts)?;
     println!(
         "weir bench: {} records of {} bytes over {} partitions written in {:.2}s; broker {}; batch_size {}, parallelism {}",
         opts.records,
@@ -151,7 +151,7 @@ pub async fn run(mut opts: BenchOptions) -> anyhow::Result<BenchReport> {
         tokio::task::spawn_blocking(move || native_loop(&bootstrap, &input, &out, &opts)).await??
     };
     report("(a) native consume → produce", &native, None);
-    let identity = weir_run(&bootstrap, &input, &outputs[1], "mirror.wat", None, &opts).await?;
+    let identity = weir_run(&bootstrap, &input, &outputs[1], "mirror.wat", false, &opts).await?;
     report(
         "(b) weir + identity plugin",
         &identity,
@@ -162,7 +162,7 @@ pub async fn run(mut opts: BenchOptions) -> anyhow::Result<BenchReport> {
         &input,
         &outputs[2],
         "running_count.wasm",
-        None,
+        false,
         &opts,
     )
     .await?;
@@ -179,7 +179,7 @@ pub async fn run(mut opts: BenchOptions) -> anyhow::Result<BenchReport> {
             &input,
             &outputs[3],
             "running_count.wasm",
-            Some(&outputs[4]),
+            true,
             &opts,
         )
         .await?;
@@ -245,22 +245,12 @@ async fn create_topics(bootstrap: &str, topics: &[String], partitions: i32) -> a
     Ok(())
 }
 
-/// Writes the input. `one_record_batches`: some Kafka-API brokers (Tansu)
-/// report the end offset as the last batch's base offset + 1, which would
-/// end a bounded job early; the mock cluster does not need it.
-fn produce_input(
-    bootstrap: &str,
-    topic: &str,
-    opts: &BenchOptions,
-    one_record_batches: bool,
-) -> anyhow::Result<()> {
+/// Writes the input.
+fn produce_input(bootstrap: &str, topic: &str, opts: &BenchOptions) -> anyhow::Result<()> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)
         .set("queue.buffering.max.messages", "1000000");
-    if one_record_batches {
-        config.set("batch.num.messages", "1");
-    }
     let producer: ThreadedProducer<Count> = config.create_with_context(Count::default())?;
     let value = vec![b'v'; opts.value_bytes];
     let mut key = String::new();
@@ -408,17 +398,16 @@ async fn weir_run(
     input: &str,
     output: &str,
     plugin: &str,
-    progress_topic: Option<&str>,
+    exactly_once: bool,
     opts: &BenchOptions,
 ) -> anyhow::Result<Figures> {
     let dir = tempfile::tempdir()?;
-    let exactly_once = match progress_topic {
-        Some(progress) => format!(
-            "semantics = \"exactly-once\"\ntransactional_id_prefix = \"{output}\"\nprogress_topic = \"{progress}\"\n"
-        ),
-        None => String::new(),
+    let semantics = if exactly_once {
+        format!("semantics = \"exactly-once\"\ntransactional_id_prefix = \"{output}\"\n")
+    } else {
+        String::new()
     };
-    let checkpoint = if progress_topic.is_some() {
+    let checkpoint = if exactly_once {
         "[checkpoint]\nenabled = true\ninterval = \"1s\"\ndirectory = \"checkpoints\"\n\n[kafka.producer_options]\n\"transaction.timeout.ms\" = \"60000\"\n"
     } else {
         ""
@@ -435,7 +424,7 @@ bounded = true
 
 [sink]
 topics = ["{output}"]
-{exactly_once}
+{semantics}
 [pipeline]
 plugins_dir = "{plugins}"
 plugin = "{plugin}"

@@ -153,12 +153,6 @@ pub struct SinkConfig {
     /// (`<prefix>-<topic>-<partition>`, one per partition task).
     #[serde(default = "default_transactional_id_prefix")]
     pub transactional_id_prefix: String,
-    /// exactly-once: the topic where each partition task records, inside
-    /// every transaction, the input offset it has committed (key: the
-    /// transactional id, value: the next offset). Recovery reads its
-    /// committed records. Create it beforehand (`cleanup.policy=compact`).
-    #[serde(default = "default_progress_topic")]
-    pub progress_topic: String,
 }
 
 /// Sink delivery guarantee, as Flink's `DeliveryGuarantee`.
@@ -412,9 +406,6 @@ fn default_true() -> bool {
 }
 fn default_transactional_id_prefix() -> String {
     "weir".to_string()
-}
-fn default_progress_topic() -> String {
-    "weir-progress".to_string()
 }
 fn default_status_interval() -> Duration {
     Duration::from_secs(5)
@@ -767,7 +758,6 @@ plugin = "p.wasm"
         );
         let c = Config::parse(&fixed, Path::new(".")).unwrap();
         assert_eq!(c.sink.semantics, DeliveryGuarantee::ExactlyOnce);
-        assert_eq!(c.sink.progress_topic, "weir-progress");
     }
 
     /// Found by the `config_parse` fuzz target: a huge interval overflowed.

@@ -17,7 +17,8 @@
 //!   every key is present (nothing lost), no count exceeds n (the state
 //!   never counted a record twice), and duplicates are counted.
 //! - exactly-once is judged by what the job committed: the job ends with
-//!   every partition's last progress record at the end offset; per key,
+//!   every partition at its end offset with the state for that offset
+//!   recorded by its last committed transaction; per key,
 //!   the output read in log order (one idempotent transactional producer
 //!   per input partition keeps it in order) is reduced to the one history
 //!   that never steps back, dropping what a restart replaced (records of
@@ -27,7 +28,7 @@
 //!   that state and offsets stayed together through every rollback (a
 //!   record counted twice or skipped in state shows as a wrong count); it
 //!   cannot tell a committed duplicate from an aborted record (that needs
-//!   markers: the Tansu crash tests judge it).
+//!   markers: the crash tests on Apache Kafka judge it).
 //!
 //! Retriable faults must not restart a task (and, under exactly-once,
 //! must not abort a transaction); abortable and fatal ones must restart
@@ -48,7 +49,6 @@ use weir::config::DeliveryGuarantee;
 use weir_e2e::{Input, keyed_input, repo_root};
 
 const PARTITIONS: i32 = 4;
-const PROGRESS_TOPIC: &str = "weir-progress";
 
 /// The pace of a run. On the mock cluster the job would read 40,000
 /// records in about 0.15 s, too fast for a fault to land mid-run, so the
@@ -361,16 +361,12 @@ struct Job {
 }
 
 impl Job {
-    /// Topics (source, sink, and for exactly-once the progress topic) with
-    /// 4 partitions and replication 3, and `records` keyed input records.
+    /// Topics (source and sink) with 4 partitions and replication 3, and `records` keyed input records.
     fn new(semantics: DeliveryGuarantee, records: usize, keys: usize) -> Job {
         let cluster = Cluster::start();
         let (src, dst) = ("in".to_string(), "out".to_string());
         cluster.create_topic(&src, PARTITIONS);
         cluster.create_topic(&dst, PARTITIONS);
-        if semantics == DeliveryGuarantee::ExactlyOnce {
-            cluster.create_topic(PROGRESS_TOPIC, 2);
-        }
         let input = keyed_input(records, keys, PARTITIONS);
         cluster.produce(&src, &input);
         Job {
@@ -407,7 +403,6 @@ bounded = true
 [sink]
 topics = ["{dst}"]
 semantics = "{semantics}"
-progress_topic = "{PROGRESS_TOPIC}"
 
 [pipeline]
 plugins_dir = "{plugins}"
@@ -696,25 +691,27 @@ fn judge_exactly_once(job: &Job, run: &Run) -> EosVerdict {
         .iter()
         .map(|r| (r.key.as_str(), r.partition))
         .collect();
-    // Every partition ended at its end offset, and its last progress
-    // record (written inside the last committed transaction) says so.
+    // Every partition ended at its end offset, and the state its last
+    // committed transaction recorded is the state for that offset. (The
+    // mock cluster accepts transactional offset commits but does not
+    // store them, so the group's committed offsets cannot say it here;
+    // the crash tests on Apache Kafka read them.)
     let ends = job.ends();
     for (t, p, o) in &summary.positions {
         assert_eq!(*o, ends[*p as usize], "{t}/{p} final position");
     }
-    let progress = job.read(PROGRESS_TOPIC, 2, "read_uncommitted");
-    let mut last: HashMap<String, i64> = HashMap::new();
-    for part in &progress {
-        for (k, v) in part {
-            last.insert(k.clone(), v.parse().unwrap());
-        }
-    }
     for p in 0..PARTITIONS {
-        let id = format!("weir-{}-{p}", job.src);
+        let dir = weir::checkpoint::transactional::PartitionStateDir::open(
+            &job.dir.path().join("ck"),
+            &job.src,
+            p,
+        )
+        .unwrap();
         assert_eq!(
-            last.get(&id).copied(),
+            dir.offsets().unwrap().last().copied(),
             Some(ends[p as usize]),
-            "last progress record of {id}"
+            "{}/{p}: the last committed state",
+            job.src
         );
     }
 
@@ -858,7 +855,7 @@ fn baseline_without_faults() {
 /// conditions: librdkafka waits and retries, no task restarts.
 fn broker_down_leader_moves_and_latency(semantics: DeliveryGuarantee) {
     let job = Job::new(semantics, 40_000, 64);
-    let mut schedule = vec![
+    let schedule = vec![
         (ms(0), Latency(2, ms(40))),
         (ms(100), Leader("in".into(), 0, 2)),
         (ms(100), Leader("out".into(), 1, 3)),
@@ -870,10 +867,6 @@ fn broker_down_leader_moves_and_latency(semantics: DeliveryGuarantee) {
         (ms(2900), Up(3)),
         (ms(3000), Latency(2, ms(0))),
     ];
-    if semantics == ExactlyOnce {
-        schedule.push((ms(1800), Leader(PROGRESS_TOPIC.into(), 0, 3)));
-        schedule.sort_by_key(|f| f.0);
-    }
     let run = job.run(&[], schedule);
     let name = "broker down/up, leader moves, latency";
     if semantics == ExactlyOnce {
@@ -1131,8 +1124,8 @@ fn mock_facts(job: &Job) {
         .collect();
     let (mut visible, mut open, mut markers) = (0, 0, 0);
     for p in md.topics()[0].partitions() {
-        let log = weir::kafka::log_reader::read_partition(&brokers[&p.leader()], &job.dst, p.id())
-            .unwrap();
+        let log =
+            weir_e2e::log_view::read_partition(&brokers[&p.leader()], &job.dst, p.id()).unwrap();
         visible += log.visible.len();
         open += log.open;
         markers += log.markers;

@@ -669,7 +669,7 @@ fn crash_run(broker: &Broker, input: &[Input], src: &str, lang: &Lang) -> Result
 #[test]
 fn every_language_running_count_survives_kill_9_mid_stream() {
     let t = Instant::now();
-    let broker = Broker::start().unwrap();
+    let broker = Broker::shared();
     let n = 30_000;
     let input = keyed_input(n, 400, PARTITIONS);
     let src = topic("lang-in");
@@ -681,7 +681,7 @@ fn every_language_running_count_survives_kill_9_mid_stream() {
     );
     let mut failures = BTreeMap::new();
     for lang in &LANGS {
-        match crash_run(&broker, &input, &src, lang) {
+        match crash_run(broker, &input, &src, lang) {
             Ok(f) => println!(
                 "{:>14}: {} ({} bytes): {} kill -9 in {} starts, {n} records, 0 lost, {} duplicates, {} restore points checked; state at the last checkpoint: {} mutable globals, memory per partition {:?} KiB; {:.1}s",
                 lang.name,

@@ -11,7 +11,7 @@ const PARTITIONS: i32 = 4;
 
 #[test]
 fn auto_commit_never_runs_ahead_of_delivered_output() {
-    let broker = Broker::start().unwrap();
+    let broker = Broker::shared();
     let input = keyed_input(100_000, 64, PARTITIONS);
     let (src, dst) = (topic("ac-in"), topic("ac-out"));
     broker.create_topic(&src, PARTITIONS).unwrap();

@@ -1,4 +1,4 @@
-//! End to end against a real Tansu broker: keyed input over 4 partitions,
+//! End to end against Apache Kafka: keyed input over 4 partitions,
 //! the real host (in process), output read back and compared exactly.
 
 use std::collections::BTreeMap;
@@ -26,9 +26,9 @@ fn input_by_key(input: &[Input]) -> BTreeMap<String, Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn uppercase_output_equals_expected_transform() {
-    let broker = Broker::start().unwrap();
+    let broker = Broker::shared();
     let input = keyed_input(20_000, 50, PARTITIONS);
-    let (src, dst) = setup(&broker, &input);
+    let (src, dst) = setup(broker, &input);
     let summary = run_job(&job_config(
         &broker.bootstrap(),
         &src,
@@ -53,10 +53,10 @@ async fn uppercase_output_equals_expected_transform() {
 /// parallelism; each partition is run by exactly one worker.
 #[tokio::test(flavor = "multi_thread")]
 async fn running_count_at_parallelism_1_2_8() {
-    let broker = Broker::start().unwrap();
+    let broker = Broker::shared();
     let input = keyed_input(12_000, 40, PARTITIONS);
     for parallelism in [1usize, 2, 8] {
-        let (src, dst) = setup(&broker, &input);
+        let (src, dst) = setup(broker, &input);
         let summary = run_job(&job_config(
             &broker.bootstrap(),
             &src,
@@ -98,9 +98,9 @@ async fn running_count_at_parallelism_1_2_8() {
 /// output partition must equal the input partition, record for record.
 #[tokio::test(flavor = "multi_thread")]
 async fn mirror_keeps_per_partition_order_exactly() {
-    let broker = Broker::start().unwrap();
+    let broker = Broker::shared();
     let input = keyed_input(8_000, 13, PARTITIONS);
-    let (src, dst) = setup(&broker, &input);
+    let (src, dst) = setup(broker, &input);
     run_job(&job_config(
         &broker.bootstrap(),
         &src,
@@ -128,9 +128,9 @@ async fn mirror_keeps_per_partition_order_exactly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn filter_uses_its_config_table() {
-    let broker = Broker::start().unwrap();
+    let broker = Broker::shared();
     let input = keyed_input(4_000, 10, PARTITIONS);
-    let (src, dst) = setup(&broker, &input);
+    let (src, dst) = setup(broker, &input);
     let extra = "[pipeline.config]\ncontains = \"-of-k3\"\n";
     let summary = run_job(&job_config(
         &broker.bootstrap(),
@@ -179,9 +179,9 @@ fn tail(input: &[Input], p: i32, from: usize) -> Vec<usize> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn start_position_earliest_and_group_offsets() {
-    let broker = Broker::start().unwrap();
+    let broker = Broker::shared();
     let input = keyed_input(2_000, 8, PARTITIONS);
-    let (src, dst) = setup(&broker, &input);
+    let (src, dst) = setup(broker, &input);
     let group = format!("{src}-group");
     // The group has committed offsets for partitions 0 and 1 only.
     broker.commit(&group, &src, &[(0, 100), (1, 7)]).unwrap();
@@ -189,7 +189,7 @@ async fn start_position_earliest_and_group_offsets() {
     // group-offsets: committed where present, else auto.offset.reset (earliest).
     let cfg = job_config(&broker.bootstrap(), &src, &dst, "mirror.wat", 2, "");
     run_job(&cfg).await.unwrap();
-    let got = mirrored_indexes(&broker, &dst);
+    let got = mirrored_indexes(broker, &dst);
     assert_eq!(got[0], tail(&input, 0, 100));
     assert_eq!(got[1], tail(&input, 1, 7));
     assert_eq!(got[2], tail(&input, 2, 0));
@@ -216,13 +216,17 @@ async fn start_position_earliest_and_group_offsets() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn start_position_specific_and_timestamp() {
-    let broker = Broker::start().unwrap();
+    let broker = Broker::shared();
     let base = 1_700_000_000_000i64;
     let mut input = keyed_input(1_000, 8, PARTITIONS);
+    let mut seen = [0usize; PARTITIONS as usize];
     for (i, r) in input.iter_mut().enumerate() {
-        r.timestamp = Some(base + i as i64);
+        let nth = &mut seen[r.partition as usize];
+        let ahead = if *nth % 10 == 3 { 1_000 } else { 0 };
+        *nth += 1;
+        r.timestamp = Some(base + i as i64 + ahead);
     }
-    let (src, dst) = setup(&broker, &input);
+    let (src, dst) = setup(broker, &input);
 
     // specific: partition 0 from 20, partition 2 from 5; 1 and 3 fall back
     // to group offsets (none committed → earliest).
@@ -232,31 +236,46 @@ async fn start_position_specific_and_timestamp() {
     let cfg = job_config(&broker.bootstrap(), &src, &dst, "mirror.wat", 1, "")
         .replace("bounded = true", &format!("bounded = true\n{start}"));
     run_job(&cfg).await.unwrap();
-    let got = mirrored_indexes(&broker, &dst);
+    let got = mirrored_indexes(broker, &dst);
     assert_eq!(got[0], tail(&input, 0, 20));
     assert_eq!(got[1], tail(&input, 1, 0));
     assert_eq!(got[2], tail(&input, 2, 5));
     assert_eq!(got[3], tail(&input, 3, 0));
 
-    // timestamp: Weir must start where the broker's ListOffsets(timestamp)
-    // says. (On Kafka that is the first record at or after base + 600;
-    // Tansu ignores the timestamp, see `Broker::offsets_for_time`.)
-    let by_time = broker
-        .offsets_for_time(&src, PARTITIONS, base + 600)
-        .unwrap();
+    // timestamp: Kafka's semantics, the first offset whose timestamp is at
+    // or after the time; later records with earlier timestamps are read
+    // too. Every tenth record of a partition carries a timestamp 1 s ahead,
+    // so the first one at or after base + 600 is that partition's fourth.
+    let at = base + 600;
+    let by_time: Vec<usize> = (0..PARTITIONS)
+        .map(|p| {
+            input
+                .iter()
+                .filter(|r| r.partition == p)
+                .position(|r| r.timestamp.unwrap() >= at)
+                .unwrap()
+        })
+        .collect();
+    // Each partition's expected output holds records stamped before the
+    // time: the start is a position, not a filter.
+    for (p, &from) in by_time.iter().enumerate() {
+        assert!(
+            tail(&input, p as i32, from)
+                .iter()
+                .any(|&i| input[i].timestamp.unwrap() < at),
+            "partition {p}: the shifted timestamps must put earlier ones after the start"
+        );
+    }
     let dst2 = topic("out");
     broker.create_topic(&dst2, PARTITIONS).unwrap();
     let cfg = job_config(&broker.bootstrap(), &src, &dst2, "mirror.wat", 1, "").replace(
         "bounded = true",
-        &format!(
-            "bounded = true\nstart = {{ mode = \"timestamp\", timestamp_ms = {} }}",
-            base + 600
-        ),
+        &format!("bounded = true\nstart = {{ mode = \"timestamp\", timestamp_ms = {at} }}"),
     );
     run_job(&cfg).await.unwrap();
-    let got = mirrored_indexes(&broker, &dst2);
+    let got = mirrored_indexes(broker, &dst2);
     for p in 0..PARTITIONS {
-        let want = tail(&input, p, by_time[p as usize] as usize);
+        let want = tail(&input, p, by_time[p as usize]);
         assert_eq!(got[p as usize], want, "partition {p}");
     }
 }
@@ -266,9 +285,9 @@ async fn start_position_specific_and_timestamp() {
 #[tokio::test(flavor = "multi_thread")]
 async fn start_position_latest_reads_only_new_records() {
     weir_e2e::init_tracing();
-    let broker = Broker::start().unwrap();
+    let broker = Broker::shared();
     let old = keyed_input(500, 8, PARTITIONS);
-    let (src, dst) = setup(&broker, &old);
+    let (src, dst) = setup(broker, &old);
     let cfg = job_config(&broker.bootstrap(), &src, &dst, "mirror.wat", 2, "").replace(
         "bounded = true",
         "bounded = false\nstart = { mode = \"latest\" }",

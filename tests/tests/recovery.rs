@@ -44,7 +44,7 @@ const POISON: &str = r#"(module
 
 #[test]
 fn a_poisoned_partition_restarts_then_fails_while_others_finish() {
-    let broker = Broker::start().unwrap();
+    let broker = Broker::shared();
     let mut input = keyed_input(8_000, 32, PARTITIONS);
     let poison_at = input.iter().position(|r| r.partition == 2).unwrap() + 2_000;
     let poison_at = (poison_at..input.len())

@@ -161,9 +161,8 @@ pub fn resolve_starts(
             list.push((index as u32, topic.clone(), p));
         }
     }
-    let committed = consumer
-        .committed_offsets(all.clone(), timeout)
-        .map_err(|cause| KafkaError::Request {
+    let committed =
+        committed_offsets(consumer, &all, timeout).map_err(|cause| KafkaError::Request {
             what: format!("committed offsets of group `{}`", config.kafka.group_id),
             cause,
         })?;
@@ -230,6 +229,40 @@ pub fn resolve_starts(
         });
     }
     Ok(starts)
+}
+
+/// The group's committed offsets of `partitions`, retrying for up to
+/// `timeout` while the group coordinator is moving or loading (a broker
+/// that just started, a coordinator failover) or, under `read_committed`,
+/// while a transactional offset commit is still pending.
+pub fn committed_offsets(
+    consumer: &SourceConsumer,
+    partitions: &TopicPartitionList,
+    timeout: Duration,
+) -> rdkafka::error::KafkaResult<TopicPartitionList> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match consumer.committed_offsets(partitions.clone(), left) {
+            Err(e) if coordinator_busy(&e) && Instant::now() < deadline => {
+                tracing::debug!(error = %e, "committed offsets: coordinator not ready; retrying");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn coordinator_busy(e: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::CoordinatorLoadInProgress
+                | RDKafkaErrorCode::CoordinatorNotAvailable
+                | RDKafkaErrorCode::UnstableOffsetCommit
+        )
+    )
 }
 
 /// Splits every partition into its own queue, then assigns them all at

@@ -14,7 +14,6 @@ pub mod dead_letter;
 pub mod delivery;
 pub mod embedded;
 pub mod error;
-pub mod log_reader;
 pub mod producer;
 pub mod start_position;
 pub mod transaction;

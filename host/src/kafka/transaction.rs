@@ -17,10 +17,8 @@ use crate::config::Config;
 use crate::runtime::snapshot_delta::Capture;
 use rdkafka::consumer::{Consumer, ConsumerGroupMetadata};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::producer::BaseRecord;
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,60 +91,6 @@ pub fn transactional_id(prefix: &str, topic: &str, partition: i32) -> String {
     format!("{prefix}-{topic}-{partition}")
 }
 
-/// The progress-topic partition a transactional id writes to.
-pub fn progress_partition(transactional_id: &str, partitions: i32) -> i32 {
-    let h = crate::pipeline::assignment::java_string_hash(transactional_id) & 0x7fff_ffff;
-    h % partitions.max(1)
-}
-
-/// Reads every task's committed progress (transactional id → next offset)
-/// from the progress topic: the last committed record per key, through
-/// the log-level read_committed view (see `kafka::log_reader`).
-pub fn read_progress(
-    consumer: &SourceConsumer,
-    topic: &str,
-    timeout: Duration,
-) -> Result<HashMap<String, i64>, KafkaError> {
-    let md = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(request(&format!("metadata of progress topic {topic}")))?;
-    let brokers: HashMap<i32, String> = md
-        .brokers()
-        .iter()
-        .map(|b| (b.id(), format!("{}:{}", b.host(), b.port())))
-        .collect();
-    let t = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
-        .ok_or_else(|| KafkaError::MissingTopic {
-            role: "progress (sink.progress_topic)",
-            topic: topic.to_string(),
-            detail: None,
-        })?;
-    let mut progress = HashMap::new();
-    for p in t.partitions() {
-        let address = brokers.get(&p.leader()).ok_or_else(|| KafkaError::Option {
-            reason: format!("no leader for {topic}/{}", p.id()),
-        })?;
-        let log = super::log_reader::read_partition(address, topic, p.id()).map_err(|e| {
-            KafkaError::Option {
-                reason: e.to_string(),
-            }
-        })?;
-        for r in log.visible {
-            let (Some(k), Some(v)) = (r.key, r.value) else {
-                continue;
-            };
-            let key = String::from_utf8_lossy(&k).into_owned();
-            if let Some(offset) = std::str::from_utf8(&v).ok().and_then(|v| v.parse().ok()) {
-                progress.insert(key, offset);
-            }
-        }
-    }
-    Ok(progress)
-}
-
 /// A partition task's transactional producer and state directory.
 pub struct PartitionTransaction {
     producer: Arc<SinkProducer>,
@@ -158,10 +102,8 @@ pub struct PartitionTransaction {
     buf: Vec<u8>,
     /// The offset last committed in a transaction.
     committed: Option<i64>,
-    /// The transactional id: the key of this task's progress records.
+    /// The transactional id.
     id: String,
-    progress_topic: String,
-    progress_partition: i32,
     /// The producer's configuration, to replace it after a fatal error.
     /// (Boxed: the struct lives inline in the task's commit mode.)
     client_config: Box<rdkafka::ClientConfig>,
@@ -175,15 +117,14 @@ impl PartitionTransaction {
     /// Creates the producer, fences any zombie with the same id (aborting
     /// its open transaction), and begins the first transaction.
     ///
-    /// Fence every task before reading the progress topic: only then can no
-    /// zombie transaction still commit.
+    /// Fence every task before reading the group's committed offsets:
+    /// only then can no zombie transaction still commit.
     pub fn start(
         config: &Config,
         bootstrap: &str,
         consumer: &SourceConsumer,
         topic: &str,
         partition: i32,
-        progress_partitions: i32,
     ) -> Result<Self, TransactionError> {
         let id = transactional_id(&config.sink.transactional_id_prefix, topic, partition);
         let mut cc = super::base_client_config(&config.kafka, bootstrap);
@@ -216,8 +157,6 @@ impl PartitionTransaction {
             timeout,
             buf: Vec::new(),
             committed: None,
-            progress_topic: config.sink.progress_topic.clone(),
-            progress_partition: progress_partition(&id, progress_partitions),
             id,
             client_config: Box::new(cc),
             open: true,
@@ -249,15 +188,6 @@ impl PartitionTransaction {
         }
         let bytes = self.state.write(next_offset, capture, &mut self.buf)?;
         failpoint::hit(failpoint::AFTER_SNAPSHOT_BEFORE_COMMIT);
-        // The progress record commits (or aborts) with the output.
-        let value = next_offset.to_string();
-        let record = BaseRecord::<str, str, usize>::with_opaque_to(&self.progress_topic, 0)
-            .partition(self.progress_partition)
-            .key(&self.id)
-            .payload(&value);
-        if let Err(e) = super::producer::send(&self.producer, record) {
-            return Err(self.failed(format!("progress record to {}", self.progress_topic), e));
-        }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(next_offset))
             .expect("valid offset");
@@ -382,7 +312,8 @@ impl PartitionTransaction {
         .into()
     }
 
-    /// Records the committed offset read from the progress topic at start.
+    /// Records the group's committed offset, read at start once every
+    /// zombie is fenced.
     pub fn set_committed(&mut self, offset: Option<i64>) {
         self.committed = offset;
     }

@@ -295,12 +295,13 @@ impl PartitionTask {
                 tracker.reset();
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition(&topic, partition);
-                let committed = self
-                    .env
-                    .consumer
-                    .committed_offsets(tpl, self.env.timeout)
-                    .ok()
-                    .and_then(|t| t.find_partition(&topic, partition).map(|e| e.offset()));
+                let committed = crate::kafka::consumer::committed_offsets(
+                    &self.env.consumer,
+                    &tpl,
+                    self.env.timeout,
+                )
+                .ok()
+                .and_then(|t| t.find_partition(&topic, partition).map(|e| e.offset()));
                 match committed {
                     Some(Offset::Offset(o)) if o >= 0 => (o, None),
                     _ => (self.initial_offset, None),

@@ -20,7 +20,7 @@ use crate::kafka::consumer::SourceConsumer;
 use crate::kafka::embedded::EmbeddedCluster;
 use crate::kafka::producer::SinkProducer;
 use crate::kafka::transaction::PartitionTransaction;
-use crate::kafka::{self, consumer, producer};
+use crate::kafka::{consumer, producer};
 use crate::runtime::snapshot::SnapshotError;
 use crate::runtime::{PluginEngine, PluginError, PluginInstance, PluginModule};
 use rdkafka::producer::Producer;
@@ -105,45 +105,27 @@ pub(super) fn prepare(config: &Config) -> Result<Prepared, JobError> {
     }
     // Exactly-once: fence every zombie first. A new transactional producer's
     // init_transactions aborts the open transaction of the crashed process
-    // with the same id; only then are the group's committed offsets stable
-    // (read them earlier and Kafka answers UNSTABLE_OFFSET_COMMIT, Tansu a
-    // stale value).
+    // with the same id; only then are the group's committed offsets final.
+    // resolve_starts reads them with the read_committed consumer, which
+    // asks for stable offsets (a pending transactional commit is waited
+    // for, not skipped). docs/EXACTLY_ONCE.md says why these offsets, and
+    // not a topic of Weir's own, are the record of what was committed.
     let mut transactions = std::collections::HashMap::new();
     if exactly_once {
         let timeout = config.kafka.connect_timeout;
-        let progress_partitions = consumer::partitions_of(
-            &consumer,
-            &config.sink.progress_topic,
-            "progress (sink.progress_topic)",
-            timeout,
-        )?
-        .len() as i32;
         for topic in &config.source.topics {
             for p in consumer::partitions_of(&consumer, topic, "source", timeout)? {
-                let t = PartitionTransaction::start(
-                    config,
-                    &bootstrap,
-                    &consumer,
-                    topic,
-                    p,
-                    progress_partitions,
-                )
-                .map_err(|e| JobError::Worker(format!("{topic}/{p}: {e}")))?;
+                let t = PartitionTransaction::start(config, &bootstrap, &consumer, topic, p)
+                    .map_err(|e| JobError::Worker(format!("{topic}/{p}: {e}")))?;
                 transactions.insert((topic.clone(), p), t);
             }
         }
-        // Every zombie is fenced: the committed progress is final.
-        let progress =
-            kafka::transaction::read_progress(&consumer, &config.sink.progress_topic, timeout)?;
-        for t in transactions.values_mut() {
-            t.set_committed(progress.get(t.id()).copied());
-        }
     }
     let mut starts = consumer::resolve_starts(config, &consumer)?;
-    for s in &mut starts {
-        if let Some(t) = transactions.get(&(s.topic.clone(), s.partition)) {
-            // Exactly-once: the transactional offset is the truth.
-            s.committed = t.committed();
+    for s in &starts {
+        if let Some(t) = transactions.get_mut(&(s.topic.clone(), s.partition)) {
+            // The offset the last committed transaction reached.
+            t.set_committed(s.committed);
         }
     }
     if let Some(c) = &restored {
