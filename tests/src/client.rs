@@ -163,6 +163,18 @@ impl Broker {
         Ok(out)
     }
 
+    /// The end offset (high watermark) of every partition of `topic`.
+    pub fn end_offsets(&self, topic: &str, partitions: i32) -> Result<Vec<i64>> {
+        let consumer: BaseConsumer<Reader> = self.client_config().create_with_context(Reader)?;
+        (0..partitions)
+            .map(|p| {
+                Ok(consumer
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))?
+                    .1)
+            })
+            .collect()
+    }
+
     /// Commits offsets for `group` without joining it.
     pub fn commit(&self, group: &str, topic: &str, offsets: &[(i32, i64)]) -> Result<()> {
         let consumer: BaseConsumer = self
