@@ -14,13 +14,10 @@
 //!   the status line. [`run`] is the entry point `main.rs` and the tests call.
 //! - [`scaffold`]: `weir new-plugin`, a plugin folder in Rust, C or
 //!   AssemblyScript that builds and passes the smoke run as created.
-//! - [`bench`]: `weir bench`, the end-to-end benchmark against a native
-//!   consume → produce loop.
 //!
 //! The ABI itself is defined once, in `weir_plugin_sdk::abi`, shared with the
 //! SDK; `docs/ABI.md` describes it byte by byte.
 
-pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod kafka;

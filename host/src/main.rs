@@ -59,9 +59,6 @@ enum Command {
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
-    /// The end-to-end benchmark: a native consume → produce loop, then Weir
-    /// with the identity and running-count plugins, then exactly-once.
-    Bench(weir::bench::BenchOptions),
 }
 
 fn init_tracing() {
@@ -91,7 +88,6 @@ fn main() -> std::process::ExitCode {
             dir,
             sdk,
         } => new_plugin(lang, &name, &dir, sdk.as_deref()),
-        Command::Bench(opts) => bench(opts),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -143,16 +139,6 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
             println!("  {k:>12} -> {v}");
         }
     }
-    Ok(())
-}
-
-fn bench(opts: weir::bench::BenchOptions) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
-    runtime.block_on(weir::bench::run(opts))?;
     Ok(())
 }
 

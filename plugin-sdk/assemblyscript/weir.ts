@@ -21,7 +21,7 @@
 // managed heap): it lives in linear memory and mutable globals, garbage
 // collector included, and a checkpoint snapshots all of it.
 
-// BEGIN GENERATED FROM plugin-sdk/src/abi.rs (host/build.rs rewrites this block; do not edit)
+// BEGIN GENERATED FROM plugin-sdk/src/abi.rs (`cargo xtask bindings` rewrites this block; do not edit)
 /** The ABI version this definition describes. A plugin's `weir_abi_version()` export must return it. */
 export const ABI_VERSION: i32 = 1;
 /** Export: `memory`, the plugin's linear memory. */

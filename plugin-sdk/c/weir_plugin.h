@@ -38,7 +38,7 @@
 extern "C" {
 #endif
 
-/* BEGIN GENERATED FROM plugin-sdk/src/abi.rs (host/build.rs rewrites this block; do not edit) */
+/* BEGIN GENERATED FROM plugin-sdk/src/abi.rs (`cargo xtask bindings` rewrites this block; do not edit) */
 /* The ABI version this definition describes. A plugin's `weir_abi_version()` export must return it. */
 #define WEIR_ABI_VERSION 1
 /* Export: `memory`, the plugin's linear memory. */

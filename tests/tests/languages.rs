@@ -2,7 +2,7 @@
 //! SDK), C (`plugin-sdk/c/weir_plugin.h`, clang + wasi-libc),
 //! AssemblyScript (`plugin-sdk/assemblyscript/weir.ts`, asc's incremental
 //! runtime) and hand-written WAT. Each language has a stateless uppercase
-//! and a stateful running-count plugin, built by `host/build.rs`.
+//! and a stateful running-count plugin, built by `cargo xtask plugins`.
 //!
 //! - Every module passes `weir check-plugin` (the real binary).
 //! - Without Kafka, through the real runtime: the uppercase plugins agree
@@ -69,7 +69,7 @@ fn file_size(rel: &str) -> u64 {
     std::fs::metadata(plugin_path(rel))
         .unwrap_or_else(|e| {
             panic!(
-                "{}: {e} (built by host/build.rs)",
+                "{}: {e} (built by `cargo xtask plugins`)",
                 plugin_path(rel).display()
             )
         })

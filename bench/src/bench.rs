@@ -1,4 +1,4 @@
-//! `weir bench`: the end-to-end benchmark, one broker, one run.
+//! The end-to-end benchmark, one broker, one run.
 //!
 //! The same input (default 1,000,000 records of 100 bytes over 4
 //! partitions) goes through four pipelines, each to its own output topic:
@@ -14,7 +14,6 @@
 //! throughput is often broker-bound, so the CPU figures are where the cost
 //! of WebAssembly shows. The last line is JSON, for scripts.
 
-use crate::config::Config;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -24,8 +23,9 @@ use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use weir::Config;
 
-/// What to run (also the `weir bench` command line).
+/// What to run (the command line).
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchOptions {
     /// Records of input.
@@ -62,15 +62,6 @@ pub struct Figures {
     pub cpu_per_million: f64,
 }
 
-/// The whole run.
-#[derive(Debug, Clone)]
-pub struct BenchReport {
-    pub native: Figures,
-    pub identity: Figures,
-    pub running_count: Figures,
-    pub exactly_once: Option<Figures>,
-}
-
 /// What the mock cluster keeps per partition, with headroom below its 5 MiB.
 const MOCK_PARTITION_BYTES: usize = 4 << 20;
 /// Key and record framing per record in a batched log, roughly.
@@ -89,7 +80,7 @@ fn cpu_seconds() -> f64 {
 }
 
 /// Runs the benchmark and prints its report.
-pub async fn run(mut opts: BenchOptions) -> anyhow::Result<BenchReport> {
+pub async fn run(mut opts: BenchOptions) -> anyhow::Result<()> {
     opts.plugins_dir = std::path::absolute(&opts.plugins_dir)?;
     let mock;
     let bootstrap = if opts.bootstrap == "embedded" {
@@ -208,12 +199,7 @@ pub async fn run(mut opts: BenchOptions) -> anyhow::Result<BenchReport> {
         )),
     );
     drop(mock);
-    Ok(BenchReport {
-        native,
-        identity,
-        running_count,
-        exactly_once,
-    })
+    Ok(())
 }
 
 fn report(name: &str, f: &Figures, against: Option<(&str, &Figures)>) {
@@ -441,7 +427,7 @@ interval = "0s"
     );
     let config = Config::parse(&text, dir.path())?;
     let cpu0 = cpu_seconds();
-    let summary = crate::run(config, std::future::pending()).await?;
+    let summary = weir::run(config, std::future::pending()).await?;
     let cpu = cpu_seconds() - cpu0;
     anyhow::ensure!(
         summary.records_in as usize >= opts.records,

@@ -1,0 +1,201 @@
+//! The ABI constants of the C header (`plugin-sdk/c/weir_plugin.h`) and the
+//! AssemblyScript helper (`plugin-sdk/assemblyscript/weir.ts`), generated
+//! from the `pub const` items of `plugin-sdk/src/abi.rs`, the one
+//! definition of the ABI. Each file keeps its generated block between
+//! `BEGIN GENERATED FROM plugin-sdk/src/abi.rs` and `END GENERATED` lines;
+//! the rest is hand-written.
+
+use anyhow::{Context, Result, bail, ensure};
+use std::path::Path;
+
+/// Regenerates both files, or (`check`) fails naming the ones that differ.
+pub fn run(root: &Path, check: bool) -> Result<()> {
+    let sdk = root.join("plugin-sdk");
+    let src = std::fs::read_to_string(sdk.join("src/abi.rs")).context("read abi.rs")?;
+    let consts = abi_consts(&src)?;
+    ensure!(
+        consts.iter().any(|c| c.name == "ABI_VERSION"),
+        "plugin-sdk/src/abi.rs: no ABI_VERSION found"
+    );
+    let targets = [
+        (sdk.join("c/weir_plugin.h"), render_c(&consts)),
+        (
+            sdk.join("assemblyscript/weir.ts"),
+            render_assemblyscript(&consts)?,
+        ),
+    ];
+    let mut stale = Vec::new();
+    for (path, block) in &targets {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let new = with_generated(path, &text, block)?;
+        if new == text {
+            continue;
+        }
+        if check {
+            stale.push(path.display().to_string());
+        } else {
+            std::fs::write(path, new).with_context(|| format!("write {}", path.display()))?;
+            crate::step(&format!(
+                "regenerated the ABI constants in {}",
+                path.display()
+            ));
+        }
+    }
+    if !stale.is_empty() {
+        bail!(
+            "the ABI constants in {} are out of date with plugin-sdk/src/abi.rs: run `cargo xtask bindings`",
+            stale.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// One `pub const` of `abi.rs`.
+struct AbiConst {
+    name: String,
+    ty: String,
+    value: String,
+    doc: Vec<String>,
+}
+
+/// Reads the `pub const NAME: TYPE = VALUE;` items of `abi.rs`, with their
+/// doc comments. Only literal values are expected; anything else is an
+/// error, so that the generated bindings are never silently incomplete.
+fn abi_consts(src: &str) -> Result<Vec<AbiConst>> {
+    let mut out = Vec::new();
+    let mut doc: Vec<String> = Vec::new();
+    for line in src.lines() {
+        let t = line.trim();
+        if let Some(d) = t.strip_prefix("///") {
+            doc.push(d.trim().to_string());
+            continue;
+        }
+        if let Some(rest) = t
+            .strip_prefix("pub const ")
+            .filter(|r| !r.starts_with("fn "))
+        {
+            let (name, rest) = rest
+                .split_once(':')
+                .with_context(|| format!("abi.rs: `{t}` is not `pub const NAME: TYPE`"))?;
+            let (ty, value) = rest
+                .split_once('=')
+                .with_context(|| format!("abi.rs: `{t}` has no value"))?;
+            let value = value.trim().trim_end_matches(';').trim().to_string();
+            let literal = (value.starts_with('"') && value.ends_with('"'))
+                || value
+                    .trim_start_matches('-')
+                    .chars()
+                    .all(|c| c.is_ascii_digit());
+            ensure!(
+                literal,
+                "plugin-sdk/src/abi.rs: `{}` = `{value}` is not a literal; teach xtask/src/bindings.rs to render it for C and AssemblyScript",
+                name.trim()
+            );
+            out.push(AbiConst {
+                name: name.trim().to_string(),
+                ty: ty.trim().to_string(),
+                value,
+                doc: std::mem::take(&mut doc),
+            });
+            continue;
+        }
+        // Doc comments belong to the item right after them.
+        if !t.starts_with("#[") {
+            doc.clear();
+        }
+    }
+    Ok(out)
+}
+
+/// A rustdoc comment as plain text: "[`X`]" and "[text](link)" lose their
+/// brackets and links; any other "[" (such as "[ptr, ptr+len)") stays.
+fn plain_doc(doc: &[String]) -> String {
+    let text = doc.join(" ");
+    let mut out = String::new();
+    let mut rest = text.as_str();
+    while let Some(open) = rest.find('[') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let link = after.find(']').filter(|&c| {
+            let inner = &after[..c];
+            !inner.is_empty()
+                && !inner.contains('[')
+                && !inner.contains(' ')
+                && ((inner.starts_with('`') && inner.ends_with('`'))
+                    || after[c + 1..].starts_with('('))
+        });
+        match link {
+            Some(c) => {
+                out.push_str(&after[..c]);
+                rest = &after[c + 1..];
+                if rest.starts_with('(')
+                    && let Some(end) = rest.find(')')
+                {
+                    rest = &rest[end + 1..];
+                }
+            }
+            None => {
+                out.push('[');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out.replace("*/", "* /")
+}
+
+fn render_c(consts: &[AbiConst]) -> String {
+    let mut s = String::new();
+    for c in consts {
+        if !c.doc.is_empty() {
+            s.push_str(&format!("/* {} */\n", plain_doc(&c.doc)));
+        }
+        let value = match c.ty.as_str() {
+            "&str" => c.value.clone(),
+            "i64" => format!("INT64_C({})", c.value),
+            _ if c.value.starts_with('-') => format!("({})", c.value),
+            "u32" | "usize" => format!("{}u", c.value),
+            _ => c.value.clone(),
+        };
+        s.push_str(&format!("#define WEIR_{} {value}\n", c.name));
+    }
+    s
+}
+
+fn render_assemblyscript(consts: &[AbiConst]) -> Result<String> {
+    let mut s = String::new();
+    for c in consts {
+        if !c.doc.is_empty() {
+            s.push_str(&format!("/** {} */\n", plain_doc(&c.doc)));
+        }
+        let ty = match c.ty.as_str() {
+            "&str" => "string",
+            "i32" => "i32",
+            "i64" => "i64",
+            "u32" => "u32",
+            "usize" => "usize",
+            other => bail!(
+                "plugin-sdk/src/abi.rs: `{}` has type {other}; teach xtask/src/bindings.rs to render it for AssemblyScript",
+                c.name
+            ),
+        };
+        s.push_str(&format!("export const {}: {ty} = {};\n", c.name, c.value));
+    }
+    Ok(s)
+}
+
+/// `text` with the lines between its BEGIN/END GENERATED markers replaced
+/// by `block`.
+fn with_generated(path: &Path, text: &str, block: &str) -> Result<String> {
+    let begin = text
+        .find("BEGIN GENERATED FROM plugin-sdk/src/abi.rs")
+        .and_then(|b| text[b..].find('\n').map(|n| b + n + 1))
+        .with_context(|| format!("{}: no BEGIN GENERATED marker", path.display()))?;
+    let end = text[begin..]
+        .find("END GENERATED")
+        .map(|e| begin + e)
+        .and_then(|e| text[..e].rfind('\n').map(|n| n + 1))
+        .with_context(|| format!("{}: no END GENERATED marker", path.display()))?;
+    Ok(format!("{}{}{}", &text[..begin], block, &text[end..]))
+}

@@ -1,0 +1,231 @@
+//! The prerequisites of the example plugins and the tests. Each one is
+//! checked by running it (a compiler compiles, a tool answers), never by
+//! guessing from package names. What is missing is installed with
+//! `rustup`, `apt-get` (Debian's packages, when this runs as root or with
+//! password-less sudo) and `npm ci`; otherwise the task fails naming what
+//! is missing and the command that installs it.
+
+use crate::plugins::{self, C_FLAGS};
+use anyhow::{Context, Result, bail};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// How to get the C toolchain for the C plugins.
+pub const INSTALL_C: &str = "install Debian's clang, lld, wasi-libc and the wasm32 compiler-rt builtins (`apt-get install -y clang lld wasi-libc libclang-rt-dev-wasm32`, or `cargo xtask setup` as root), or point WEIR_CLANG at a clang that has them (e.g. wasi-sdk's)";
+/// How to get Node.js for the AssemblyScript plugins.
+pub const INSTALL_NODE: &str =
+    "install it (Debian: `apt-get install -y nodejs npm`, or `cargo xtask setup` as root)";
+
+/// The wasm32 targets: the Rust plugins, and WASI modules in the tests.
+const TARGETS: &[&str] = &["wasm32-unknown-unknown", "wasm32-wasip1"];
+
+/// One prerequisite: what it is for, whether it works, and the Debian
+/// packages that provide it.
+struct Prerequisite {
+    what: &'static str,
+    works: fn() -> bool,
+    packages: &'static [&'static str],
+    /// Missing it is reported, but does not fail the setup.
+    optional: bool,
+}
+
+const PREREQUISITES: &[Prerequisite] = &[
+    Prerequisite {
+        what: "clang with the wasm32-wasi target, wasm-ld and wasi-libc (the C plugins)",
+        works: c_toolchain_works,
+        packages: &["clang", "lld", "wasi-libc", "libclang-rt-dev-wasm32"],
+        optional: false,
+    },
+    Prerequisite {
+        what: "Node.js and npm (the AssemblyScript plugins)",
+        works: || plugins::version_of(&plugins::node()).is_some() && runs("npm"),
+        packages: &["nodejs", "npm"],
+        optional: false,
+    },
+    Prerequisite {
+        what: "a JDK 17+ and Maven (Apache Kafka for the tests)",
+        works: || runs_with("java", "-version") && runs_with("mvn", "-v"),
+        packages: &["openjdk-17-jre-headless", "maven"],
+        optional: false,
+    },
+    Prerequisite {
+        what: "gdb (a test whose hang guard fires prints the stacks)",
+        works: || runs("gdb"),
+        packages: &["gdb"],
+        optional: true,
+    },
+];
+
+/// Checks every prerequisite and installs what is missing.
+pub fn run(root: &Path) -> Result<()> {
+    crate::step("checking prerequisites");
+    wasm_targets()?;
+    let missing: Vec<&Prerequisite> = PREREQUISITES.iter().filter(|p| !(p.works)()).collect();
+    if !missing.is_empty() {
+        let packages: Vec<&str> = missing.iter().flat_map(|p| p.packages).copied().collect();
+        if let Err(e) = apt_install(&packages) {
+            let required: Vec<&str> = missing
+                .iter()
+                .filter(|p| !p.optional)
+                .map(|p| p.what)
+                .collect();
+            if !required.is_empty() {
+                bail!(
+                    "missing: {}. {e:#}. Install them with `apt-get install -y {}` and run again",
+                    required.join("; "),
+                    packages.join(" ")
+                );
+            }
+            eprintln!("xtask: skipped (optional): {e:#}");
+        }
+        for p in &missing {
+            if !(p.works)() && !p.optional {
+                bail!(
+                    "still missing after installing {}: {}",
+                    p.packages.join(" "),
+                    p.what
+                );
+            }
+        }
+    }
+    assemblyscript_compiler(root)
+}
+
+/// Adds the wasm32 targets through rustup when they are missing.
+fn wasm_targets() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    let Ok(installed) = installed else {
+        // No rustup: the toolchain is managed otherwise; the plugin build
+        // will say if the target is missing.
+        return Ok(());
+    };
+    let list = String::from_utf8_lossy(&installed.stdout);
+    let missing: Vec<&str> = TARGETS
+        .iter()
+        .copied()
+        .filter(|t| !list.lines().any(|l| l.trim() == *t))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    crate::step(&format!("rustup target add {}", missing.join(" ")));
+    let ok = Command::new("rustup")
+        .args(["target", "add"])
+        .args(&missing)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        bail!(
+            "`rustup target add {}` failed; the Rust example plugins need it",
+            missing.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// Installs Debian packages as root (or with password-less sudo).
+fn apt_install(packages: &[&str]) -> Result<()> {
+    if !runs_with("apt-get", "--version") {
+        bail!("apt-get is not available here");
+    }
+    let sudo: &[&str] = if is_root() {
+        &[]
+    } else if Command::new("sudo")
+        .args(["-n", "true"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        &["sudo", "-n"]
+    } else {
+        bail!("not root, and sudo asks for a password");
+    };
+    crate::step(&format!("apt-get install {}", packages.join(" ")));
+    let apt = |args: &[&str]| -> Result<()> {
+        let mut cmd = match sudo.split_first() {
+            Some((s, rest)) => {
+                let mut c = Command::new(s);
+                c.args(rest).arg("apt-get");
+                c
+            }
+            None => Command::new("apt-get"),
+        };
+        let status = cmd
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(args)
+            .status()
+            .context("run apt-get")?;
+        if !status.success() {
+            bail!("apt-get {} failed ({status})", args.join(" "));
+        }
+        Ok(())
+    };
+    apt(&["update", "-qq"])?;
+    let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    install.extend(packages);
+    apt(&install)
+}
+
+/// `npm ci` in the AssemblyScript SDK when its pinned compiler is missing.
+fn assemblyscript_compiler(root: &Path) -> Result<()> {
+    if root.join(plugins::ASC).is_file() {
+        return Ok(());
+    }
+    crate::step("npm ci in plugin-sdk/assemblyscript (the pinned AssemblyScript compiler)");
+    let ok = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(root.join("plugin-sdk/assemblyscript"))
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok || !root.join(plugins::ASC).is_file() {
+        bail!("`npm ci` in plugin-sdk/assemblyscript failed; {INSTALL_NODE}");
+    }
+    Ok(())
+}
+
+/// Compiles and links an empty reactor module with the C plugins' flags.
+fn c_toolchain_works() -> bool {
+    let dir = std::env::temp_dir().join(format!("weir-xtask-{}", std::process::id()));
+    if std::fs::create_dir_all(&dir).is_err() {
+        return false;
+    }
+    let src = dir.join("probe.c");
+    let ok = std::fs::write(
+        &src,
+        "#include <stdint.h>\nint32_t probe(void) { return 1; }\n",
+    )
+    .is_ok()
+        && Command::new(plugins::clang())
+            .args(C_FLAGS)
+            .arg("-o")
+            .arg(dir.join("probe.wasm"))
+            .arg(&src)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    let _ = std::fs::remove_dir_all(&dir);
+    ok
+}
+
+fn runs(tool: &str) -> bool {
+    runs_with(tool, "--version")
+}
+
+fn runs_with(tool: &str, arg: &str) -> bool {
+    Command::new(tool)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
