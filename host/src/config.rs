@@ -669,7 +669,10 @@ plugin = "p.wasm"
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let config = Config::load(&dir.join("config.toml")).expect("shipped config.toml");
         assert!(config.is_embedded());
-        assert!(config.plugin_path().ends_with("running_count.wasm"));
+        // The demo needs no plugin build: its plugin is text the host loads.
+        assert!(config.plugin_path().ends_with("wat_running_count.wat"));
+        assert!(config.plugin_path().is_file());
+        assert!(config.checkpoint.enabled);
     }
 
     #[test]

@@ -131,14 +131,45 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         );
     }
     if let Some(out) = summary.embedded_output {
-        println!(
-            "output topic `{}` holds {} records; last value per key:",
-            out.topic, out.records
-        );
-        for (k, v) in out.last_by_key {
-            println!("  {k:>12} -> {v}");
+        print_demo_output(&out, summary.checkpoints, summary.restarts)?;
+    }
+    Ok(())
+}
+
+/// The embedded demo's last value per key, next to how many records of the
+/// sample input carry that key. For a counting plugin they must be equal,
+/// failure drill or not: the state survived the restart exactly.
+fn print_demo_output(
+    out: &weir::kafka::embedded::OutputSummary,
+    checkpoints: u64,
+    restarts: u64,
+) -> anyhow::Result<()> {
+    println!(
+        "output topic `{}` holds {} records; last value per key (records of that key in the input):",
+        out.topic, out.records
+    );
+    let mut wrong = Vec::new();
+    let mut counted = true;
+    for (k, v) in &out.last_by_key {
+        let expected = out.expected.get(k).copied().unwrap_or(0);
+        println!("  {k:>12} -> {v} ({expected})");
+        match v.trim().parse::<u64>() {
+            Ok(n) if n != expected => wrong.push(format!("{k}: {n}, input has {expected}")),
+            Ok(_) => {}
+            Err(_) => counted = false,
         }
     }
+    if !counted {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        wrong.is_empty() && out.last_by_key.len() == out.expected.len(),
+        "the final counts differ from the input: {}",
+        wrong.join("; ")
+    );
+    println!(
+        "every final count equals the input's; {checkpoints} checkpoints completed, {restarts} failed checkpoint(s) replayed from the last complete one"
+    );
     Ok(())
 }
 

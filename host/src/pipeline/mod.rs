@@ -82,6 +82,9 @@ pub struct JobSummary {
     pub checkpoints: u64,
     /// The last completed checkpoint's figures.
     pub last_checkpoint: Option<CheckpointStats>,
+    /// Times every task restarted from the last complete checkpoint
+    /// because a checkpoint's output could not be delivered.
+    pub restarts: u64,
     /// Per partition task, in assignment order.
     pub tasks: Vec<TaskSummary>,
 }
@@ -116,9 +119,22 @@ const FAILING_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the job until it ends (bounded), fails, or `shutdown` resolves.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<JobSummary, JobError> {
+    // The embedded cluster starts empty on every run, so nothing of an
+    // earlier run's checkpoints may be restored into it: its checkpoints
+    // live in a directory of this run's own.
+    let _embedded_checkpoints = if config.is_embedded() && config.checkpoint.enabled {
+        let dir = tempfile::Builder::new()
+            .prefix("weir-demo-checkpoints-")
+            .tempdir()
+            .map_err(|e| JobError::Worker(format!("demo checkpoint directory: {e}")))?;
+        config.checkpoint.directory = dir.path().to_path_buf();
+        Some(dir)
+    } else {
+        None
+    };
     // Start-up is blocking work (compiling the module, metadata requests,
     // fencing zombies, restoring plugin memory): off the reactor.
     let config = Arc::new(config);
@@ -437,6 +453,7 @@ pub async fn run(
         restored_from,
         checkpoints,
         last_checkpoint,
+        restarts: restarts.load(Ordering::Relaxed),
         tasks,
     })
 }

@@ -33,7 +33,7 @@ pub(super) struct Prepared {
     /// The checkpoint the job's state came from, if any.
     pub restored_from: Option<u64>,
     /// The in-process demo cluster (no bootstrap servers configured).
-    pub embedded: Option<EmbeddedCluster>,
+    pub embedded: Option<Arc<EmbeddedCluster>>,
     pub consumer: Arc<SourceConsumer>,
     /// The shared producer (every guarantee but exactly-once, whose tasks
     /// own transactional producers).
@@ -79,9 +79,13 @@ pub(super) fn prepare(config: &Config) -> Result<Prepared, JobError> {
     }
 
     let embedded = if config.is_embedded() {
-        let cluster = EmbeddedCluster::start(config)?;
+        let cluster = Arc::new(EmbeddedCluster::start(config)?);
         let n = cluster.seed(&config.source.topics[0])?;
         tracing::info!(records = n, topic = %config.source.topics[0], "sample input written");
+        if config.checkpoint.enabled {
+            // Show recovery: a failure once half the output is written.
+            cluster.start_failure_drill(&config.sink.topics[0], n as i64 / 2);
+        }
         Some(cluster)
     } else {
         None
