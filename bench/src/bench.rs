@@ -3,8 +3,10 @@
 //! The same input (default 1,000,000 records of 100 bytes over 4
 //! partitions) goes through four pipelines, each to its own output topic:
 //!
-//! - (a) a native Rust consume → produce loop with the same librdkafka
-//!   settings: the ceiling of this design;
+//! - (a) a native Rust consume → produce loop in Weir's shape (one
+//!   consumer split into per-partition queues, the same threads, one
+//!   producer, the same librdkafka settings), minus the plugin: the
+//!   ceiling of this design;
 //! - (b) Weir with the identity plugin (`mirror.wat`);
 //! - (c) Weir with the running-count plugin;
 //! - (d) (c) at exactly-once with 1 s checkpoints.
@@ -286,82 +288,105 @@ impl ProducerContext for Count {
     }
 }
 
-/// (a): one consumer, one producer, the record handed over unchanged.
+/// (a): the fastest reasonable native loop, in Weir's shape without the
+/// plugin: one consumer whose partitions are split into their own queues
+/// (`split_partition_queue`), `parallelism` threads each draining its
+/// partitions' queues without waiting while records are there (as a
+/// partition task fills a batch), one shared producer, the record handed
+/// over unchanged from librdkafka's buffer.
 fn native_loop(
     bootstrap: &str,
     input: &str,
     output: &str,
     opts: &BenchOptions,
 ) -> anyhow::Result<Figures> {
-    // As Weir does it: `parallelism` threads, each consuming its share of
-    // the partitions (partition i to thread i % parallelism) and producing
-    // through one shared producer, with the same librdkafka defaults.
     let producer: ThreadedProducer<Count> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create_with_context(Count::default())?;
+    let consumer: std::sync::Arc<BaseConsumer> = std::sync::Arc::new(
+        ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", format!("{output}-group"))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()?,
+    );
     let threads = opts.parallelism.max(1);
+    let mut queues: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..opts.partitions {
+        let q = consumer
+            .split_partition_queue(input, p)
+            .ok_or_else(|| anyhow::anyhow!("split queue of {input}/{p}"))?;
+        queues[p as usize % threads].push(q);
+        tpl.add_partition_offset(input, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
     let seen = AtomicU64::new(0);
     let first = std::sync::OnceLock::<(Instant, f64)>::new();
+    let done = std::sync::atomic::AtomicBool::new(false);
     let deadline = Instant::now() + Duration::from_secs(300);
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let mut handles = Vec::new();
-        for t in 0..threads {
+        for (t, mine) in queues.into_iter().enumerate() {
             let (producer, seen, first) = (&producer, &seen, &first);
+            let share = (0..opts.records)
+                .filter(|i| (i % opts.partitions as usize) % threads == t)
+                .count();
             handles.push(scope.spawn(move || -> anyhow::Result<()> {
-                let consumer: BaseConsumer = ClientConfig::new()
-                    .set("bootstrap.servers", bootstrap)
-                    .set("group.id", format!("{output}-group"))
-                    .set("enable.auto.commit", "false")
-                    .set("enable.partition.eof", "false")
-                    .create()?;
-                let mut tpl = TopicPartitionList::new();
-                let mine: Vec<i32> = (0..opts.partitions)
-                    .filter(|p| *p as usize % threads == t)
-                    .collect();
-                for p in &mine {
-                    tpl.add_partition_offset(input, *p, Offset::Beginning)?;
-                }
-                if mine.is_empty() {
-                    return Ok(());
-                }
-                consumer.assign(&tpl)?;
-                let share = (0..opts.records)
-                    .filter(|i| (i % opts.partitions as usize) % threads == t)
-                    .count();
                 let mut mine_seen = 0usize;
                 while mine_seen < share {
                     anyhow::ensure!(
                         Instant::now() < deadline,
                         "native loop: thread {t} saw only {mine_seen} of {share} records"
                     );
-                    let Some(m) = consumer.poll(Duration::from_millis(100)) else {
-                        continue;
-                    };
-                    let m = m?;
-                    first.get_or_init(|| (Instant::now(), cpu_seconds()));
-                    let mut rec = BaseRecord::<[u8], [u8], ()>::to(output).partition(m.partition());
-                    rec.key = m.key();
-                    rec.payload = m.payload();
-                    loop {
-                        match producer.send(rec) {
-                            Ok(()) => break,
-                            Err((_, back)) => {
+                    let mut idle = true;
+                    for q in &mine {
+                        let mut wait = Duration::from_millis(1);
+                        while let Some(m) = q.poll(wait) {
+                            let m = m?;
+                            wait = Duration::ZERO;
+                            idle = false;
+                            first.get_or_init(|| (Instant::now(), cpu_seconds()));
+                            let mut rec =
+                                BaseRecord::<[u8], [u8], ()>::to(output).partition(m.partition());
+                            rec.key = m.key();
+                            rec.payload = m.payload();
+                            while let Err((_, back)) = producer.send(rec) {
                                 rec = back;
-                                std::thread::sleep(Duration::from_millis(1));
+                                producer.poll(Duration::from_millis(1));
                             }
+                            mine_seen += 1;
+                            seen.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    mine_seen += 1;
-                    seen.fetch_add(1, Ordering::Relaxed);
+                    if idle {
+                        std::thread::yield_now();
+                    }
                 }
                 Ok(())
             }));
         }
+        // The consumer's own queue carries its events (errors, stats); it
+        // is served as Weir's job loop serves it.
+        let serve = scope.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                let _ = consumer.poll(Duration::from_millis(100));
+            }
+        });
+        let mut result = Ok(());
         for h in handles {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("native loop thread panicked"))??;
+            let r = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("native loop thread panicked"))
+                .and_then(|r| r);
+            if result.is_ok() {
+                result = r;
+            }
         }
-        Ok(())
+        done.store(true, Ordering::Relaxed);
+        let _ = serve.join();
+        result
     })?;
     producer.flush(Duration::from_secs(120))?;
     let seen = seen.load(Ordering::Relaxed);
