@@ -8,8 +8,13 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The child process, the JVM's pid, and the child's stdout: kept open
+/// until the child is gone, so that its later output never meets a closed
+/// pipe (which would fail it for the wrong reason).
+type Started = (Child, u32, BufReader<std::process::ChildStdout>);
+
 /// Starts the child and reads the JVM's pid from its first line.
-fn child(mode: &str) -> (Child, u32) {
+fn child(mode: &str) -> Started {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kafka_harness_child"))
         .arg(mode)
         .stdout(Stdio::piped())
@@ -17,14 +22,13 @@ fn child(mode: &str) -> (Child, u32) {
         .spawn()
         .expect("start kafka_harness_child");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read the pid");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    out.read_line(&mut line).expect("read the pid");
     let pid = line
         .strip_prefix("pid ")
         .and_then(|p| p.trim().parse().ok())
         .unwrap_or_else(|| panic!("no pid from the child: {line:?}"));
-    (child, pid)
+    (child, pid, out)
 }
 
 fn running(pid: u32) -> bool {
@@ -52,7 +56,7 @@ fn assert_gone(pid: u32, case: &str) {
 
 #[test]
 fn broker_stops_when_the_test_process_exits() {
-    let (mut c, pid) = child("exit");
+    let (mut c, pid, _out) = child("exit");
     assert!(running(pid), "the broker was not running");
     assert!(c.wait().unwrap().success());
     assert_gone(pid, "exit");
@@ -60,14 +64,14 @@ fn broker_stops_when_the_test_process_exits() {
 
 #[test]
 fn broker_stops_when_a_test_panics() {
-    let (mut c, pid) = child("panic");
+    let (mut c, pid, _out) = child("panic");
     assert!(!c.wait().unwrap().success());
     assert_gone(pid, "panic");
 }
 
 #[test]
 fn broker_stops_when_the_runner_is_killed() {
-    let (mut c, pid) = child("wait");
+    let (mut c, pid, _out) = child("wait");
     assert!(running(pid), "the broker was not running");
     c.kill().unwrap(); // SIGKILL: no destructor, no exit handler runs
     c.wait().unwrap();

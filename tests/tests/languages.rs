@@ -9,7 +9,7 @@
 //!   record for record with the Rust one; the running-count plugins agree
 //!   with the model and, snapshotted mid-stream and restored into a fresh
 //!   instance, continue exactly as the original instance does.
-//! - Against a real Tansu broker: the running-count plugin of each language
+//! - Against Apache Kafka: the running-count plugin of each language
 //!   is run by the real `weir` binary with checkpoints every 50 ms,
 //!   killed with SIGKILL at random moments mid-stream, restarted, run to
 //!   the end, and judged by the crash test's model (`weir_e2e::model`):
