@@ -14,8 +14,8 @@
 //!   AssemblyScript helper, generated from `plugin-sdk/src/abi.rs`
 //!   ([`bindings`]); `--check` fails if the committed files differ.
 //! - `test [ARGS]`: all of the above (bindings checked), then
-//!   `cargo test --workspace ARGS`. This is the README's test command and
-//!   what CI runs.
+//!   `cargo test --workspace --no-fail-fast ARGS`. This is the README's
+//!   test command and what CI runs.
 
 mod bindings;
 mod plugins;
@@ -74,9 +74,11 @@ fn run(task: Task) -> Result<()> {
             setup::run(&root)?;
             bindings::run(&root, true)?;
             plugins::build_all(&root)?;
-            step("cargo test --workspace");
+            step("cargo test --workspace --no-fail-fast");
+            // Every test binary runs even after one fails, so that one
+            // failure does not hide the others.
             let status = Command::new(cargo())
-                .args(["test", "--workspace"])
+                .args(["test", "--workspace", "--no-fail-fast"])
                 .args(&args)
                 .current_dir(&root)
                 .status()
