@@ -22,7 +22,7 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The pom that pins the Kafka version.
@@ -57,7 +57,7 @@ pub struct Broker {
     pid: u32,
     /// The write end of the watchdog's stdin: closed only when this
     /// process ends, which is what stops the broker.
-    _watchdog: Mutex<ChildStdin>,
+    _watchdog: ChildStdin,
 }
 
 impl Broker {
@@ -152,9 +152,11 @@ impl Broker {
             port,
             dir,
             pid,
-            _watchdog: Mutex::new(stdin),
+            _watchdog: stdin,
         };
-        broker.wait_until_ready().inspect_err(|_| broker.stop())?;
+        // On failure the broker is dropped here, which closes the
+        // watchdog's stdin: the JVM is killed and its directory removed.
+        broker.wait_until_ready()?;
         Ok(broker)
     }
 
@@ -201,13 +203,6 @@ impl Broker {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
         line.split_whitespace().nth(1)?.parse().ok()
-    }
-
-    /// Kills the JVM now (the watchdog still cleans up at exit).
-    fn stop(&self) {
-        let _ = Command::new("kill")
-            .args(["-9", &self.pid.to_string()])
-            .status();
     }
 
     /// `host:port` for clients.
