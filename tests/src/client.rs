@@ -2,7 +2,7 @@
 //! read output back (as written, or as a `read_committed` consumer sees
 //! it), and read or set a group's committed offsets.
 
-use crate::kafka::Broker;
+use crate::broker::Broker;
 use crate::{Input, Output, log_view};
 use anyhow::{Result, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

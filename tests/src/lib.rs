@@ -1,6 +1,6 @@
 //! Shared support for Weir's end-to-end tests.
 //!
-//! - [`Broker`] ([`kafka`]): Apache Kafka, one broker per test process,
+//! - [`Broker`] ([`broker`]): Apache Kafka, one broker per test process,
 //!   shared by its tests; [`client`]: topic creation, input, reading a
 //!   topic back per partition (as written, or `read_committed`, judged two
 //!   independent ways), committed offsets.
@@ -9,13 +9,13 @@
 //! - [`keyed_input`], [`job_config`]: keyed input with a known partition per
 //!   key, and a job config pointing at the broker and the example plugins.
 
+pub mod broker;
 pub mod client;
 pub mod hostile;
-pub mod kafka;
 pub mod log_view;
 pub mod model;
 
-pub use kafka::Broker;
+pub use broker::Broker;
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
