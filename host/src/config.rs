@@ -243,6 +243,13 @@ pub struct PipelineConfig {
     /// Wait before the first restart; doubles with every further attempt.
     #[serde(default = "default_restart_backoff", with = "humantime_serde")]
     pub restart_backoff: Duration,
+    /// On SIGTERM or SIGINT the job stops fetching, finishes its in-flight
+    /// batches, takes a final checkpoint (exactly-once: commits its open
+    /// transactions), flushes and exits 0; if that takes longer than this,
+    /// `weir run` exits non-zero. Below `docker stop`'s 10 s grace period
+    /// by default. A second signal stops at once.
+    #[serde(default = "default_stop_timeout", with = "humantime_serde")]
+    pub stop_timeout: Duration,
     /// What a plugin fault (trap, limit, bad pointer, error status) does:
     /// `fail` restarts the partition task from its last checkpoint and, once
     /// `restart_attempts` are used, stops the job; `skip` drops the record
@@ -368,6 +375,9 @@ fn default_restart_attempts() -> u32 {
 }
 fn default_restart_backoff() -> Duration {
     Duration::from_millis(500)
+}
+fn default_stop_timeout() -> Duration {
+    Duration::from_secs(8)
 }
 fn default_memory_limit() -> ByteSize {
     ByteSize(Limits::default().memory as u64)

@@ -105,10 +105,7 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let summary = runtime.block_on(weir::run(config, shutdown))?;
+    let summary = runtime.block_on(run_until_stopped(config))?;
     let secs = summary.elapsed.as_secs_f64().max(1e-6);
     println!(
         "processed {} records, emitted {} records in {:.2}s ({:.0} records/s)",
@@ -134,6 +131,53 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         print_demo_output(&out, summary.checkpoints, summary.restarts)?;
     }
     Ok(())
+}
+
+/// Runs the job. The first SIGTERM or SIGINT asks it to stop cleanly
+/// (final checkpoint, commits, flush); a second signal, or
+/// `pipeline.stop_timeout` passing first, ends the process at once with a
+/// non-zero status: whatever the stop did not finish is replayed on the
+/// next start, as after a crash.
+async fn run_until_stopped(config: Config) -> anyhow::Result<weir::JobSummary> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let stop_timeout = config.pipeline.stop_timeout;
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut next_signal = async move || -> (&'static str, i32) {
+        tokio::select! {
+            _ = term.recv() => ("SIGTERM", libc::SIGTERM),
+            _ = int.recv() => ("SIGINT", libc::SIGINT),
+        }
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let job = weir::run(config, async {
+        let _ = stop_rx.await;
+    });
+    tokio::pin!(job);
+    tokio::select! {
+        summary = &mut job => return Ok(summary?),
+        (name, _) = next_signal() => {
+            tracing::info!(
+                "{name}: stopping: finishing in-flight batches, final checkpoint and commit, within {}",
+                humantime::format_duration(stop_timeout)
+            );
+            let _ = stop_tx.send(());
+        }
+    }
+    tokio::select! {
+        summary = &mut job => Ok(summary?),
+        (name, number) = next_signal() => {
+            eprintln!("error: second signal ({name}): stopping at once; work since the last checkpoint is replayed on the next start");
+            std::process::exit(128 + number);
+        }
+        _ = tokio::time::sleep(stop_timeout) => {
+            eprintln!(
+                "error: the job did not stop within pipeline.stop_timeout ({}): its final checkpoint, commits or flush did not finish; work since the last complete checkpoint is replayed on the next start",
+                humantime::format_duration(stop_timeout)
+            );
+            std::process::exit(1);
+        }
+    }
 }
 
 /// The embedded demo's last value per key, next to how many records of the
