@@ -61,14 +61,32 @@ enum Command {
     },
 }
 
+/// Logs go to stderr, filtered by `WEIR_LOG`; `WEIR_LOG_FORMAT=json` makes
+/// them one JSON object a line, with the current span and the span list
+/// (plugin, topic, partition) as fields, for log collectors.
 fn init_tracing() {
     let filter = EnvFilter::try_from_env("WEIR_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,librdkafka=warn,rdkafka=warn"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    let format = std::env::var("WEIR_LOG_FORMAT").unwrap_or_default();
+    match format.as_str() {
+        "json" => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+        _ => {
+            logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init();
+            if !format.is_empty() && format != "text" {
+                tracing::warn!(
+                    "WEIR_LOG_FORMAT={format:?} is neither `text` nor `json`; logging text"
+                );
+            }
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
