@@ -44,6 +44,25 @@ pub fn weir_binary() -> PathBuf {
     bin
 }
 
+/// Starts `weir run --config CONFIG` with `WEIR_LOG=log_level`, its
+/// stderr written to `dir/stderr.log` (read back with [`weir_log`]).
+pub fn spawn_weir(config: &Path, dir: &Path, log_level: &str) -> Child {
+    Command::new(weir_binary())
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("WEIR_LOG", log_level)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr.log")).expect("stderr.log"))
+        .spawn()
+        .expect("start weir")
+}
+
+/// What a [`spawn_weir`] process has logged so far.
+pub fn weir_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
+}
+
 /// Waits for a child process, killing it after `limit` (a hang guard).
 pub fn wait_for(child: &mut Child, limit: Duration) -> Result<std::process::ExitStatus> {
     let deadline = Instant::now() + limit;

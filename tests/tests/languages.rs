@@ -20,7 +20,7 @@
 use rand::Rng;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weir::checkpoint::CheckpointStore;
@@ -494,17 +494,11 @@ interval = "0s"
     }
 
     fn spawn(&self) -> std::process::Child {
-        Command::new(weir_e2e::weir_binary())
-            .args(["run", "--config", self.config.to_str().unwrap()])
-            .env("WEIR_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.dir.path().join("stderr.log")).unwrap())
-            .spawn()
-            .unwrap()
+        weir_e2e::spawn_weir(&self.config, self.dir.path(), "warn")
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+        weir_e2e::weir_log(self.dir.path())
     }
 }
 

@@ -10,7 +10,7 @@
 //!   output after the restart holds every count exactly once.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 use weir_e2e::{Broker, Output, keyed_input, repo_root, topic, wait_for};
 
@@ -83,17 +83,11 @@ interval = "0s"
         );
         let config = self.dir.path().join("job.toml");
         std::fs::write(&config, text).unwrap();
-        Command::new(weir_e2e::weir_binary())
-            .args(["run", "--config", config.to_str().unwrap()])
-            .env("WEIR_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.dir.path().join("stderr.log")).unwrap())
-            .spawn()
-            .unwrap()
+        weir_e2e::spawn_weir(&config, self.dir.path(), "info")
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+        weir_e2e::weir_log(self.dir.path())
     }
 
     /// Runs unbounded until some output exists, sends SIGTERM, and waits
