@@ -8,8 +8,9 @@
 //!   producer, the same librdkafka settings), minus the plugin: the
 //!   ceiling of this design;
 //! - (b) Weir with the identity plugin (`mirror.wat`);
-//! - (c) Weir with the running-count plugin;
-//! - (d) (c) at exactly-once with 1 s checkpoints.
+//! - (c) Weir with the running-count plugin, at-least-once with 1 s
+//!   checkpoints;
+//! - (d) (c) at exactly-once (the same 1 s checkpoints).
 //!
 //! It prints records/s and the process's CPU time per million records for
 //! each, and the ratios b/a, c/a, d/c. On a broker that shares the machine,
@@ -54,6 +55,9 @@ pub struct BenchOptions {
     /// Skip the exactly-once run (d).
     #[arg(long)]
     pub skip_exactly_once: bool,
+    /// Skip (a) and (b): only the delivery guarantees, (c) and (d).
+    #[arg(long)]
+    pub only_delivery: bool,
 }
 
 /// One pipeline's figures.
@@ -134,35 +138,49 @@ pub async fn run(mut opts: BenchOptions) -> anyhow::Result<()> {
         opts.parallelism
     );
 
-    let native = {
-        let (bootstrap, input, out, opts) = (
-            bootstrap.clone(),
-            input.clone(),
-            outputs[0].clone(),
-            opts.clone(),
+    let (native, identity) = if opts.only_delivery {
+        (None, None)
+    } else {
+        let native = {
+            let (bootstrap, input, out, opts) = (
+                bootstrap.clone(),
+                input.clone(),
+                outputs[0].clone(),
+                opts.clone(),
+            );
+            tokio::task::spawn_blocking(move || native_loop(&bootstrap, &input, &out, &opts))
+                .await??
+        };
+        report("(a) native consume → produce", &native, None);
+        let identity = weir_run(
+            &bootstrap,
+            &input,
+            &outputs[1],
+            "mirror.wat",
+            Pipeline::Plain,
+            &opts,
+        )
+        .await?;
+        report(
+            "(b) weir + identity plugin",
+            &identity,
+            Some(("b/a", &native)),
         );
-        tokio::task::spawn_blocking(move || native_loop(&bootstrap, &input, &out, &opts)).await??
+        (Some(native), Some(identity))
     };
-    report("(a) native consume → produce", &native, None);
-    let identity = weir_run(&bootstrap, &input, &outputs[1], "mirror.wat", false, &opts).await?;
-    report(
-        "(b) weir + identity plugin",
-        &identity,
-        Some(("b/a", &native)),
-    );
     let running_count = weir_run(
         &bootstrap,
         &input,
         &outputs[2],
         "running_count.wasm",
-        false,
+        Pipeline::AtLeastOnce,
         &opts,
     )
     .await?;
     report(
-        "(c) weir + running-count",
+        "(c) weir + running-count, 1 s checkpoints",
         &running_count,
-        Some(("c/a", &native)),
+        native.as_ref().map(|n| ("c/a", n)),
     );
     let exactly_once = if opts.skip_exactly_once {
         None
@@ -172,7 +190,7 @@ pub async fn run(mut opts: BenchOptions) -> anyhow::Result<()> {
             &input,
             &outputs[3],
             "running_count.wasm",
-            true,
+            Pipeline::ExactlyOnce,
             &opts,
         )
         .await?;
@@ -183,22 +201,37 @@ pub async fn run(mut opts: BenchOptions) -> anyhow::Result<()> {
         );
         Some(f)
     };
-    let ratio = |x: &Figures, y: &Figures| x.records_per_sec / y.records_per_sec;
+    let rate =
+        |f: Option<&Figures>| f.map_or("null".into(), |f| format!("{:.0}", f.records_per_sec));
+    let cpu =
+        |f: Option<&Figures>| f.map_or("null".into(), |f| format!("{:.3}", f.cpu_per_million));
+    let ratio = |x: Option<&Figures>, y: Option<&Figures>| match (x, y) {
+        (Some(x), Some(y)) => format!("{:.3}", x.records_per_sec / y.records_per_sec),
+        _ => "null".into(),
+    };
+    let (a, b, c, d) = (
+        native.as_ref(),
+        identity.as_ref(),
+        Some(&running_count),
+        exactly_once.as_ref(),
+    );
     println!(
-        "{{\"records\":{},\"value_bytes\":{},\"batch_size\":{},\"native\":{:.0},\"identity\":{:.0},\"running_count\":{:.0},\"exactly_once\":{},\"b_over_a\":{:.3},\"c_over_a\":{:.3},\"d_over_c\":{}}}",
+        "{{\"records\":{},\"value_bytes\":{},\"batch_size\":{},\"partitions\":{},\"native\":{},\"identity\":{},\"running_count\":{},\"exactly_once\":{},\"cpu_per_million\":[{},{},{},{}],\"b_over_a\":{},\"c_over_a\":{},\"d_over_c\":{}}}",
         opts.records,
         opts.value_bytes,
         opts.batch_size,
-        native.records_per_sec,
-        identity.records_per_sec,
-        running_count.records_per_sec,
-        exactly_once.map_or("null".into(), |f| format!("{:.0}", f.records_per_sec)),
-        ratio(&identity, &native),
-        ratio(&running_count, &native),
-        exactly_once.map_or("null".into(), |f| format!(
-            "{:.3}",
-            ratio(&f, &running_count)
-        )),
+        opts.partitions,
+        rate(a),
+        rate(b),
+        rate(c),
+        rate(d),
+        cpu(a),
+        cpu(b),
+        cpu(c),
+        cpu(d),
+        ratio(b, a),
+        ratio(c, a),
+        ratio(d, c),
     );
     drop(mock);
     Ok(())
@@ -414,25 +447,41 @@ fn native_loop(
     })
 }
 
+/// How a Weir pipeline of the benchmark delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pipeline {
+    /// At-least-once, checkpoints off (b).
+    Plain,
+    /// At-least-once with 1 s checkpoints (c).
+    AtLeastOnce,
+    /// Exactly-once with 1 s checkpoints (d).
+    ExactlyOnce,
+}
+
 /// (b), (c), (d): a bounded Weir job over the input.
 async fn weir_run(
     bootstrap: &str,
     input: &str,
     output: &str,
     plugin: &str,
-    exactly_once: bool,
+    pipeline: Pipeline,
     opts: &BenchOptions,
 ) -> anyhow::Result<Figures> {
     let dir = tempfile::tempdir()?;
-    let semantics = if exactly_once {
-        format!("semantics = \"exactly-once\"\ntransactional_id_prefix = \"{output}\"\n")
-    } else {
-        String::new()
+    let semantics = match pipeline {
+        Pipeline::ExactlyOnce => {
+            format!("semantics = \"exactly-once\"\ntransactional_id_prefix = \"{output}\"\n")
+        }
+        _ => String::new(),
     };
-    let checkpoint = if exactly_once {
-        "[checkpoint]\nenabled = true\ninterval = \"1s\"\ndirectory = \"checkpoints\"\n\n[kafka.producer_options]\n\"transaction.timeout.ms\" = \"60000\"\n"
-    } else {
-        ""
+    let checkpoint = match pipeline {
+        Pipeline::Plain => "",
+        Pipeline::AtLeastOnce => {
+            "[checkpoint]\nenabled = true\ninterval = \"1s\"\ndirectory = \"checkpoints\"\n"
+        }
+        Pipeline::ExactlyOnce => {
+            "[checkpoint]\nenabled = true\ninterval = \"1s\"\ndirectory = \"checkpoints\"\n\n[kafka.producer_options]\n\"transaction.timeout.ms\" = \"60000\"\n"
+        }
     };
     let text = format!(
         r#"[kafka]

@@ -83,6 +83,15 @@ interval = "0s"
         Job { dir, config }
     }
 
+    /// The next starts run with `n` workers.
+    fn set_parallelism(&self, n: usize) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let at = text.find("parallelism = ").unwrap();
+        let end = at + text[at..].find('\n').unwrap();
+        let text = format!("{}parallelism = {n}{}", &text[..at], &text[end..]);
+        std::fs::write(&self.config, text).unwrap();
+    }
+
     fn store(&self) -> CheckpointStore {
         CheckpointStore::open(&self.dir.path().join("ck"), 3).unwrap()
     }
@@ -470,4 +479,123 @@ fn exactly_once_fences_a_zombie() {
     println!(
         "zombie: fenced ({zombie_status}); {checked} records checked, 0 duplicates, 0 lost; {aborted} aborted records, {open} open"
     );
+}
+
+/// Exactly-once across changes of `parallelism`: every start has another
+/// number of workers (so other transactional ids and another split of the
+/// partitions), each killed mid-stream; the committed output is exactly
+/// the model.
+#[test]
+fn exactly_once_survives_parallelism_changes_and_kills() {
+    let _serial = serial();
+    let broker = Broker::shared();
+    let (input, src, dst) = setup(broker, 60_000);
+    let job = Job::with_semantics(broker, &src, &dst, 200, "exactly-once");
+    let watch: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .unwrap();
+    let mut rng = rand::rng();
+    let mut kills = 0;
+    for workers in [3, 1, 4, 2] {
+        job.set_parallelism(workers);
+        let baseline = output_mark(&watch, &dst);
+        let mut child = job.spawn(None);
+        // Output of this run (more than the abort markers a start writes),
+        // then a random moment before it has written a sixth of the job.
+        let give_up = Instant::now() + Duration::from_secs(60);
+        while output_mark(&watch, &dst) < baseline + 100 && Instant::now() < give_up {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let deadline = Instant::now() + Duration::from_millis(rng.random_range(0..200));
+        while Instant::now() < deadline
+            && output_mark(&watch, &dst) - baseline < input.len() as i64 / 6
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            kills += 1;
+        }
+        println!(
+            "parallelism {workers}: killed after {} new output records",
+            output_mark(&watch, &dst) - baseline
+        );
+    }
+    assert!(kills >= 3, "only {kills} kills landed mid-stream");
+    job.set_parallelism(3);
+    let mut child = job.spawn(None);
+    let status = wait_for(&mut child, Duration::from_secs(180));
+    let log = std::fs::read_to_string(job.dir.path().join("stderr.log")).unwrap_or_default();
+    assert!(status.success(), "final run failed: {status}\n{log}");
+    let out = broker.read_committed(&dst, PARTITIONS).unwrap();
+    let checked = judge_exactly_once(&input, &out);
+    let (aborted, open, _) = log_figures(broker, &dst);
+    println!(
+        "exactly-once over parallelism 3, 1, 4, 2, 3: {kills} kill -9, {checked} records checked, 0 duplicates, 0 lost; {aborted} aborted records, {open} open"
+    );
+}
+
+/// A run with fewer workers than the run before fences the transactional
+/// ids it no longer uses: a zombie of the larger run holding such an id
+/// (here a producer of the test's own, with an open transaction) can no
+/// longer commit, and its output never becomes visible.
+#[test]
+fn exactly_once_fences_the_ids_of_a_larger_previous_run() {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let _serial = serial();
+    let broker = Broker::shared();
+    let (input, src, dst) = setup(broker, 20_000);
+    let job = Job::with_semantics(broker, &src, &dst, 200, "exactly-once");
+    job.set_parallelism(3);
+    let mut child = job.spawn(None);
+    assert!(wait_for(&mut child, Duration::from_secs(120)).success());
+    let recorded = job.dir.path().join("ck").join("eos").join("workers");
+    assert_eq!(std::fs::read_to_string(&recorded).unwrap().trim(), "3");
+
+    // The zombie: worker 2 of the three, its id `<prefix>-2`, in the
+    // middle of a transaction.
+    let zombie: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .set("transactional.id", format!("{dst}-2"))
+            .create()
+            .unwrap();
+    zombie.init_transactions(Duration::from_secs(30)).unwrap();
+    zombie.begin_transaction().unwrap();
+    zombie
+        .send(
+            BaseRecord::<str, str, ()>::to(&dst)
+                .key("zombie")
+                .payload("1")
+                .partition(0),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    zombie.flush(Duration::from_secs(10)).unwrap();
+
+    job.set_parallelism(2);
+    let mut child = job.spawn(None);
+    let status = wait_for(&mut child, Duration::from_secs(120));
+    let log = std::fs::read_to_string(job.dir.path().join("stderr.log")).unwrap_or_default();
+    assert!(status.success(), "second run failed: {status}\n{log}");
+    assert_eq!(std::fs::read_to_string(&recorded).unwrap().trim(), "2");
+
+    let commit = zombie.commit_transaction(Duration::from_secs(30));
+    assert!(commit.is_err(), "the zombie of worker 2 could still commit");
+    println!(
+        "the zombie's commit after the smaller run started: {}",
+        commit.unwrap_err()
+    );
+    let out = broker.read_committed(&dst, PARTITIONS).unwrap();
+    assert!(
+        out.iter()
+            .flatten()
+            .all(|o| o.key.as_deref() != Some("zombie")),
+        "the zombie's output is visible"
+    );
+    let checked = judge_exactly_once(&input, &out);
+    println!("fenced worker 2's id of the larger run; {checked} records checked, exactly once");
 }

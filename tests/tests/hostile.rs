@@ -444,6 +444,17 @@ fn exactly_once_hides_the_output_of_a_faulted_batch() {
     }
     assert_eq!(eos.dlq.len(), 1, "one dead letter");
     assert_eq!(eos.dlq[0].value.as_deref(), Some("poison-0-500"));
+    // Partition 0's worker runs another partition too: the fault aborted
+    // the worker's one transaction, and both partitions rolled back.
+    let rollback = eos
+        .stderr
+        .lines()
+        .find(|l| l.contains("the worker's transaction was aborted"))
+        .unwrap_or_else(|| panic!("no rollback logged:\n{}", eos.stderr));
+    assert!(
+        rollback.matches(&format!("{}/", bench.poisoned)).count() >= 2,
+        "the rollback did not take partition 0's neighbour: {rollback}"
+    );
     println!(
         "exactly-once: 0 partial records visible (at-least-once showed {}), {} records exactly once, 1 dead letter",
         partial(&alo),

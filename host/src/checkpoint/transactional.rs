@@ -1,9 +1,9 @@
 //! Exactly-once state files: Kafka is the source of truth.
 //!
-//! Under exactly-once each partition task commits its own Kafka
-//! transaction at every checkpoint, with its input offset inside it
-//! (`send_offsets_to_transaction`). Before that commit it writes its
-//! snapshot here, keyed by the offset the snapshot reflects:
+//! Under exactly-once each worker commits one Kafka transaction at every
+//! checkpoint, with the input offsets of its partitions inside it
+//! (`send_offsets_to_transaction`). Before that commit each partition task
+//! writes its snapshot here, keyed by the offset the snapshot reflects:
 //!
 //! ```text
 //! <directory>/eos/<topic>-<partition>/<offset, 20 digits>.snap
@@ -270,5 +270,56 @@ impl PartitionStateDir {
             }
         }
         Ok(())
+    }
+}
+
+/// How many workers' transactional ids may hold a live producer: the
+/// largest `parallelism` of any run since the ids above the current one
+/// were last fenced. `<directory>/eos/workers`, one decimal number.
+///
+/// A run with fewer workers than recorded fences the ids it does not use
+/// (a zombie of the larger run could otherwise still commit); a run with
+/// more records its count before its producers start, so a crash cannot
+/// leave an id unrecorded.
+pub fn recorded_workers(root: &Path) -> Result<usize, CheckpointError> {
+    let path = root.join("eos").join("workers");
+    match fs::read_to_string(&path) {
+        Ok(s) => s.trim().parse().map_err(|e| CheckpointError::Corrupt {
+            path: path.clone(),
+            reason: format!("not a worker count: {e}"),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(io(&path)(e)),
+    }
+}
+
+/// Records `workers` as the number of ids that may be live (see
+/// [`recorded_workers`]): durably, through a temporary file.
+pub fn record_workers(root: &Path, workers: usize) -> Result<(), CheckpointError> {
+    let dir = root.join("eos");
+    fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let (tmp, path) = (dir.join("workers.tmp"), dir.join("workers"));
+    super::store::write_durably(&tmp, workers.to_string().as_bytes())?;
+    fs::rename(&tmp, &path).map_err(io(&path))?;
+    fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(&dir))
+}
+
+#[cfg(test)]
+mod worker_count_tests {
+    use super::*;
+
+    #[test]
+    fn the_worker_count_round_trips_and_defaults_to_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(recorded_workers(dir.path()).unwrap(), 0);
+        record_workers(dir.path(), 3).unwrap();
+        assert_eq!(recorded_workers(dir.path()).unwrap(), 3);
+        record_workers(dir.path(), 1).unwrap();
+        assert_eq!(recorded_workers(dir.path()).unwrap(), 1);
+        fs::write(dir.path().join("eos").join("workers"), "x").unwrap();
+        let err = recorded_workers(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("workers"), "{err}");
     }
 }

@@ -1,24 +1,26 @@
-//! One partition task's Kafka transaction (exactly-once).
+//! A worker's Kafka transaction (exactly-once).
 //!
-//! Each partition task owns a transactional producer with a stable id,
-//! `<prefix>-<topic>-<partition>`: a restarted task fences its zombie and
-//! aborts the zombie's open transaction in `init_transactions`, and the
-//! number of ids is bounded by the number of partitions. At every
-//! checkpoint the task commits: snapshot to disk keyed by its next offset,
-//! the offset into the transaction, commit, begin the next one.
+//! Each worker owns one transactional producer, and its transaction spans
+//! every partition the worker runs (Kafka Streams' EOS v2, KIP-447: a
+//! producer per thread, not per task). The id is stable across restarts,
+//! `<prefix>-<worker>`, so a restarted worker fences its zombie and aborts
+//! the zombie's open transaction in `init_transactions`; the number of ids
+//! is bounded by `parallelism`. Ids a previous run with a larger
+//! `parallelism` used are fenced at start (see [`fence`]). At every
+//! checkpoint the worker commits: each partition's state file keyed by its
+//! next offset, then all the offsets into the transaction, commit, begin
+//! the next one. This module is the Kafka half; the state files are
+//! `checkpoint::transactional`.
 
 use super::KafkaError;
 use super::consumer::SourceConsumer;
 use super::producer::{DeliveryContext, SinkProducer};
 use crate::checkpoint::failpoint;
-use crate::checkpoint::store::CheckpointError;
-use crate::checkpoint::transactional::PartitionStateDir;
 use crate::config::Config;
-use crate::runtime::snapshot_delta::Capture;
+use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{Consumer, ConsumerGroupMetadata};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::Producer;
-use rdkafka::{Offset, TopicPartitionList};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,13 +29,11 @@ use std::time::Duration;
 pub enum TransactionError {
     #[error(transparent)]
     Kafka(#[from] KafkaError),
-    #[error(transparent)]
-    State(#[from] CheckpointError),
     /// Another producer with the same transactional id took over (a newer
     /// instance of this task, usually another process): this one is a
     /// zombie and must stop; restarting it would fence the live one.
     #[error(
-        "transactional id {id} was fenced by a newer producer (another Weir process runs this partition?): {cause}"
+        "transactional id {id} was fenced by a newer producer (another Weir process runs these partitions?): {cause}"
     )]
     Fenced { id: String, cause: String },
 }
@@ -86,56 +86,71 @@ fn request(what: &str) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaError 
     }
 }
 
-/// The transactional id of a partition task.
-pub fn transactional_id(prefix: &str, topic: &str, partition: i32) -> String {
-    format!("{prefix}-{topic}-{partition}")
+/// The transactional id of worker `worker`.
+pub fn transactional_id(prefix: &str, worker: usize) -> String {
+    format!("{prefix}-{worker}")
 }
 
-/// A partition task's transactional producer and state directory.
-pub struct PartitionTransaction {
+/// The client config of a transactional producer with id `id`.
+fn client_config(config: &Config, bootstrap: &str, id: &str) -> rdkafka::ClientConfig {
+    let mut cc = super::base_client_config(&config.kafka, bootstrap);
+    cc.set("transactional.id", id);
+    if let Some(retries) = config.sink.retries {
+        cc.set("message.send.max.retries", retries.to_string());
+    }
+    for (k, v) in &config.kafka.producer_options {
+        cc.set(k, v);
+    }
+    cc
+}
+
+/// How long one transactional call may take.
+fn call_timeout(config: &Config) -> Duration {
+    config.kafka.connect_timeout.max(Duration::from_secs(30))
+}
+
+/// Fences transactional id `id` without using it: `init_transactions`
+/// bumps its epoch (a zombie holding it can no longer commit) and aborts
+/// its open transaction. For ids of a previous run's workers that this
+/// run does not have.
+pub fn fence(config: &Config, bootstrap: &str, id: &str) -> Result<(), TransactionError> {
+    let cc = client_config(config, bootstrap, id);
+    drop(create_and_init(&cc, id, call_timeout(config))?);
+    tracing::info!(transactional_id = %id, "fenced a transactional id no worker of this run uses");
+    Ok(())
+}
+
+/// A worker's transactional producer.
+pub struct WorkerTransaction {
     producer: Arc<SinkProducer>,
-    state: PartitionStateDir,
     group: ConsumerGroupMetadata,
-    topic: String,
-    partition: i32,
     timeout: Duration,
-    buf: Vec<u8>,
-    /// The offset last committed in a transaction.
-    committed: Option<i64>,
     /// The transactional id.
     id: String,
     /// The producer's configuration, to replace it after a fatal error.
-    /// (Boxed: the struct lives inline in the task's commit mode.)
-    client_config: Box<rdkafka::ClientConfig>,
+    client_config: rdkafka::ClientConfig,
     /// A transaction is open (begun, neither committed nor aborted).
     open: bool,
     /// The producer hit a fatal error and must be replaced.
     fatal: bool,
 }
 
-impl PartitionTransaction {
-    /// Creates the producer, fences any zombie with the same id (aborting
-    /// its open transaction), and begins the first transaction.
+impl WorkerTransaction {
+    /// Creates the producer of worker `worker`, fences any zombie with the
+    /// same id (aborting its open transaction), and begins the first
+    /// transaction.
     ///
-    /// Fence every task before reading the group's committed offsets:
-    /// only then can no zombie transaction still commit.
+    /// Fence every id before reading the group's committed offsets: only
+    /// then can no zombie transaction still commit.
     pub fn start(
         config: &Config,
         bootstrap: &str,
         consumer: &SourceConsumer,
-        topic: &str,
-        partition: i32,
+        worker: usize,
     ) -> Result<Self, TransactionError> {
-        let id = transactional_id(&config.sink.transactional_id_prefix, topic, partition);
-        let mut cc = super::base_client_config(&config.kafka, bootstrap);
-        cc.set("transactional.id", &id);
-        if let Some(retries) = config.sink.retries {
-            cc.set("message.send.max.retries", retries.to_string());
-        }
-        for (k, v) in &config.kafka.producer_options {
-            cc.set(k, v);
-        }
-        let timeout = config.kafka.connect_timeout.max(Duration::from_secs(30));
+        let id = transactional_id(&config.sink.transactional_id_prefix, worker);
+        let cc = client_config(config, bootstrap, &id);
+        let timeout = call_timeout(config);
         let producer = create_and_init(&cc, &id, timeout)?;
         producer
             .begin_transaction()
@@ -145,55 +160,39 @@ impl PartitionTransaction {
             .ok_or_else(|| KafkaError::Option {
                 reason: "exactly-once needs kafka.group_id (no consumer group metadata)".into(),
             })?;
-        let state = PartitionStateDir::open(&config.checkpoint_dir(), topic, partition)?
-            .with_full_snapshot_every(config.checkpoint.full_snapshot_every);
         tracing::info!(transactional_id = %id, "transactional producer ready");
-        Ok(PartitionTransaction {
+        Ok(WorkerTransaction {
             producer: Arc::new(producer),
-            state,
             group,
-            topic: topic.to_string(),
-            partition,
             timeout,
-            buf: Vec::new(),
-            committed: None,
             id,
-            client_config: Box::new(cc),
+            client_config: cc,
             open: true,
             fatal: false,
         })
     }
 
-    /// The producer the task's sink must use.
+    /// The producer the worker's tasks must send through.
     pub fn producer(&self) -> Arc<SinkProducer> {
         self.producer.clone()
     }
 
-    /// The state directory (for restore).
-    pub fn state(&self) -> &PartitionStateDir {
-        &self.state
-    }
-
-    /// Commits everything produced so far together with `next_offset` and
-    /// the state it reflects. Returns the snapshot's size in bytes.
+    /// Commits everything produced so far together with `offsets` (each
+    /// partition's next offset, whose state file is already durable) and
+    /// begins the next transaction.
     ///
     /// Retriable failures of each call are retried. On an abortable one
     /// the transaction is aborted here; on a fatal one the producer is
     /// marked for replacement. Either way the error is returned, and the
-    /// task restarts through [`abort_and_restart`](Self::abort_and_restart)
-    /// from the last committed offset.
-    pub fn commit(&mut self, next_offset: i64, capture: &Capture) -> Result<u64, TransactionError> {
+    /// worker rolls its tasks back through
+    /// [`abort_and_begin`](Self::abort_and_begin).
+    pub fn commit(&mut self, offsets: &TopicPartitionList) -> Result<(), TransactionError> {
         if self.fatal || !self.open {
             return Err(self.unusable());
         }
-        let bytes = self.state.write(next_offset, capture, &mut self.buf)?;
-        failpoint::hit(failpoint::AFTER_SNAPSHOT_BEFORE_COMMIT);
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(next_offset))
-            .expect("valid offset");
         let (producer, group, timeout) = (self.producer.clone(), &self.group, self.timeout);
         if let Err(e) = self.call("send_offsets_to_transaction", || {
-            producer.send_offsets_to_transaction(&tpl, group, timeout)
+            producer.send_offsets_to_transaction(offsets, group, timeout)
         }) {
             return Err(self.failed("send_offsets_to_transaction".into(), e));
         }
@@ -204,13 +203,11 @@ impl PartitionTransaction {
         }
         self.open = false;
         failpoint::hit(failpoint::AFTER_COMMIT);
-        self.committed = Some(next_offset);
-        self.state.prune_below(next_offset)?;
         self.producer
             .begin_transaction()
             .map_err(request("begin_transaction"))?;
         self.open = true;
-        Ok(bytes)
+        Ok(())
     }
 
     /// Runs a transactional call, retrying it while librdkafka says the
@@ -312,21 +309,15 @@ impl PartitionTransaction {
         .into()
     }
 
-    /// Records the group's committed offset, read at start once every
-    /// zombie is fenced.
-    pub fn set_committed(&mut self, offset: Option<i64>) {
-        self.committed = offset;
-    }
-
-    /// Aborts the open transaction and begins a new one (a task restarting
-    /// after a fault). Returns the offset to resume from.
+    /// Aborts the open transaction and begins a new one (the worker's
+    /// tasks roll back to their last commit). Returns the producer to send
+    /// through from now on: a new one after a fatal error.
     ///
     /// After a fatal producer error (other than fencing) the producer is
     /// replaced: a new one with the same transactional id, whose
-    /// `init_transactions` aborts whatever the old one left open. The task
-    /// must then take [`producer`](Self::producer) again. A fenced
+    /// `init_transactions` aborts whatever the old one left open. A fenced
     /// producer is not replaced: a newer instance owns the id.
-    pub fn abort_and_restart(&mut self) -> Result<Option<i64>, TransactionError> {
+    pub fn abort_and_begin(&mut self) -> Result<Arc<SinkProducer>, TransactionError> {
         if !self.fatal {
             match self.abort() {
                 Ok(()) => {}
@@ -342,7 +333,7 @@ impl PartitionTransaction {
             .begin_transaction()
             .map_err(request("begin_transaction"))?;
         self.open = true;
-        Ok(self.committed)
+        Ok(self.producer.clone())
     }
 
     /// Replaces a producer that hit a fatal error.
@@ -373,11 +364,6 @@ impl PartitionTransaction {
     /// The transactional id.
     pub fn id(&self) -> &str {
         &self.id
-    }
-
-    /// The offset last committed, if any.
-    pub fn committed(&self) -> Option<i64> {
-        self.committed
     }
 }
 

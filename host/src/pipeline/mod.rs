@@ -18,6 +18,7 @@ pub mod partition_task;
 mod startup;
 pub mod status;
 pub mod worker;
+pub mod worker_commit;
 
 use crate::checkpoint::coordinator::{self, CheckpointStats, Coordinator};
 use crate::checkpoint::{CheckpointError, CheckpointTrigger, TaskCheckpoint};
@@ -46,6 +47,8 @@ pub enum JobError {
     Kafka(#[from] KafkaError),
     #[error(transparent)]
     Task(#[from] TaskError),
+    #[error(transparent)]
+    Transaction(#[from] Box<worker_commit::TransactionFailure>),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error("restoring {topic}/{partition} from checkpoint {id}: {cause}")]
@@ -286,16 +289,16 @@ pub async fn run(
                     }
                 }
                 if let Some(e) = exit.error {
-                    tracing::error!(error = %e, "partition task failed; stopping the job");
+                    tracing::error!(error = %e, "a worker failed; stopping the job");
                     failing.store(true, Ordering::Relaxed);
                     stop.store(true, Ordering::Relaxed);
-                    failure.get_or_insert(JobError::Task(e));
+                    failure.get_or_insert(e);
                     give_up.get_or_insert(tokio::time::Instant::now() + FAILING_GRACE);
                 }
             }
             _ = checkpoint_ticker.tick(), if checkpoints_on && persisting.is_none() && failure.is_none() => {
                 if exactly_once {
-                    // Each task commits its own transaction between batches.
+                    // Each worker commits its own transaction between batches.
                     eos_id += 1;
                     checkpoints += 1;
                     trigger.request(eos_id);

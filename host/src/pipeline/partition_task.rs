@@ -10,13 +10,14 @@
 use super::status::TaskStats;
 use crate::checkpoint::CheckpointStore;
 use crate::checkpoint::TaskCheckpoint;
+use crate::checkpoint::store::CheckpointError;
+use crate::checkpoint::transactional::PartitionStateDir;
 use crate::config::FaultPolicy;
 use crate::kafka::consumer::SourceConsumer;
 use crate::kafka::consumer::{PartitionStart, SourceQueue};
 use crate::kafka::dead_letter;
 use crate::kafka::delivery::DeliveryTracker;
 use crate::kafka::producer::{KafkaSink, SinkProducer};
-use crate::kafka::transaction::{PartitionTransaction, TransactionError};
 use crate::runtime::PluginInstance;
 use crate::runtime::instance::BatchError;
 use crate::runtime::{OutputSink, PluginFault, PluginModule, SinkError};
@@ -51,9 +52,6 @@ pub enum TaskFailure {
     /// A batch failed (plugin fault or output refused).
     #[error(transparent)]
     Batch(#[from] BatchError),
-    /// Committing the task's transaction failed (exactly-once).
-    #[error("transaction: {0}")]
-    Transaction(#[from] TransactionError),
     /// Restarting the task after a failure failed.
     #[error("restart: {0}")]
     Restart(String),
@@ -134,11 +132,39 @@ pub struct PartitionTask {
 pub enum TaskCommit {
     /// Checkpoints, or a final commit when the job ends: nothing per batch.
     Checkpoint,
-    /// Exactly-once: the task's own Kafka transaction.
-    Transaction(PartitionTransaction),
+    /// Exactly-once: the task's part of its worker's Kafka transaction.
+    Transaction(TaskTransaction),
     /// Auto-commit: the delivery tracker, and the cell holding the ticket of
     /// the open batch that the task's sink stamps on every output.
     AutoCommit(Arc<DeliveryTracker>, Arc<AtomicUsize>),
+}
+
+/// Exactly-once: what a partition task keeps of its worker's transaction.
+pub struct TaskTransaction {
+    /// The partition's state files, keyed by offset.
+    state: PartitionStateDir,
+    /// The offset the last committed transaction reached for the partition.
+    committed: Option<i64>,
+    /// The worker's transactional producer: the task's output goes into
+    /// the worker's open transaction.
+    producer: Arc<SinkProducer>,
+    buf: Vec<u8>,
+}
+
+impl TaskTransaction {
+    /// A task's part, with the group's committed offset read at start.
+    pub fn new(
+        state: PartitionStateDir,
+        committed: Option<i64>,
+        producer: Arc<SinkProducer>,
+    ) -> Self {
+        TaskTransaction {
+            state,
+            committed,
+            producer,
+            buf: Vec::new(),
+        }
+    }
 }
 
 impl PartitionTask {
@@ -182,7 +208,7 @@ impl PartitionTask {
     /// The sink for a (new) instance of this task.
     fn new_sink(&self) -> Box<dyn OutputSink> {
         Box::new(match &self.commit {
-            TaskCommit::Transaction(t) => KafkaSink::new(t.producer()),
+            TaskCommit::Transaction(t) => KafkaSink::new(t.producer.clone()),
             TaskCommit::AutoCommit(tracker, cell) => {
                 KafkaSink::tracked(self.env.producer.clone(), tracker.clone(), cell.clone())
             }
@@ -226,11 +252,6 @@ impl PartitionTask {
                 return Ok(());
             }
         }
-        if let TaskFailure::Transaction(TransactionError::Fenced { .. }) = &*error.failure {
-            // Another process owns this transactional id now: restarting
-            // would fence the live owner in turn. Stop.
-            return Err(error);
-        }
         self.failures += 1;
         self.fail_mark = Some(error.last_offset);
         if self.failures > self.env.restart_attempts {
@@ -260,6 +281,16 @@ impl PartitionTask {
         self.retry_at.is_some()
     }
 
+    /// Exactly-once: the worker's transaction was aborted, so this task
+    /// restarts from its last commit, not before `at` (a later restart
+    /// already scheduled stays). From now on it sends through `producer`.
+    pub fn roll_back(&mut self, producer: &Arc<SinkProducer>, at: Instant) {
+        if let TaskCommit::Transaction(t) = &mut self.commit {
+            t.producer = producer.clone();
+        }
+        self.retry_at = Some(self.retry_at.map_or(at, |r| r.max(at)));
+    }
+
     /// Restarts the task if its backoff has passed: fresh instance, state
     /// and offset from the last checkpoint (or the committed offset), the
     /// partition re-read from there. Other partitions are not touched.
@@ -281,16 +312,14 @@ impl PartitionTask {
         };
         let (topic, partition) = (self.start.topic.clone(), self.start.partition);
         let (offset, snapshot) = match &mut self.commit {
-            TaskCommit::Transaction(t) => {
-                let committed = t.abort_and_restart().map_err(|e| fail(e.to_string()))?;
-                match committed {
-                    Some(c) => {
-                        let snap = t.state().load(c).map_err(|e| fail(e.to_string()))?;
-                        (c, snap)
-                    }
-                    None => (self.initial_offset, None),
+            // The worker aborted its transaction before (see `roll_back`).
+            TaskCommit::Transaction(t) => match t.committed {
+                Some(c) => {
+                    let snap = t.state.load(c).map_err(|e| fail(e.to_string()))?;
+                    (c, snap)
                 }
-            }
+                None => (self.initial_offset, None),
+            },
             TaskCommit::AutoCommit(tracker, _) => {
                 tracker.reset();
                 let mut tpl = TopicPartitionList::new();
@@ -385,7 +414,7 @@ impl PartitionTask {
         match &self.env.dead_letter_topic {
             Some(dlq) if self.env.on_fault == FaultPolicy::DeadLetter => {
                 let producer = match &self.commit {
-                    TaskCommit::Transaction(t) => t.producer(),
+                    TaskCommit::Transaction(t) => t.producer.clone(),
                     _ => self.env.producer.clone(),
                 };
                 let why = dead_letter::DeadLetter {
@@ -409,34 +438,25 @@ impl PartitionTask {
         Ok(())
     }
 
-    /// Whether this task commits its own transactions (exactly-once).
-    pub fn is_transactional(&self) -> bool {
-        matches!(self.commit, TaskCommit::Transaction(_))
-    }
 
-    /// Whether an exactly-once commit now would have something to commit
-    /// (input read since the last one); otherwise
-    /// [`commit_transaction`](Self::commit_transaction) only records `id`.
-    pub fn has_uncommitted(&self) -> bool {
-        matches!(&self.commit, TaskCommit::Transaction(t) if t.committed() != Some(self.next_offset))
-    }
-
-    /// Exactly-once checkpoint `id`: snapshot keyed by the next offset,
-    /// offset into the transaction, commit. Skipped when nothing was read
-    /// since the last commit.
-    pub fn commit_transaction(&mut self, id: u64) -> Result<(), TaskError> {
+    /// Exactly-once checkpoint `id`, before the worker commits: writes
+    /// the state file for the task's next offset and returns that offset.
+    /// `None` when nothing was read since the last commit, or when the
+    /// task waits for a restart (its instance is not to be trusted, and
+    /// its output went with an aborted transaction).
+    pub fn prepare_commit(&mut self, id: u64) -> Result<Option<i64>, CheckpointError> {
         self.checkpointed = id;
         let next = self.next_offset;
         let TaskCommit::Transaction(txn) = &self.commit else {
-            return Ok(());
+            return Ok(None);
         };
-        if txn.committed() == Some(next) {
-            return Ok(());
+        if self.retry_at.is_some() || txn.committed == Some(next) {
+            return Ok(None);
         }
         let _enter = self.span.clone().entered();
         // A delta on top of the last state file, unless the chain must be
         // compacted or does not hold this instance's previous capture.
-        let full = txn.state().wants_full(
+        let full = txn.state.wants_full(
             self.instance.capture_position(),
             self.instance.memory_size(),
         );
@@ -444,13 +464,21 @@ impl PartitionTask {
         let TaskCommit::Transaction(txn) = &mut self.commit else {
             unreachable!("checked above")
         };
-        match txn.commit(next, &capture) {
-            Ok(bytes) => {
-                self.forget_before(next);
-                tracing::debug!(offset = next, bytes, "transaction committed");
-                Ok(())
+        let bytes = txn.state.write(next, &capture, &mut txn.buf)?;
+        tracing::debug!(offset = next, bytes, "state file written");
+        Ok(Some(next))
+    }
+
+    /// Exactly-once: the worker's transaction committed `offset` for this
+    /// task. State files below it are no longer needed.
+    pub fn committed(&mut self, offset: i64) {
+        self.forget_before(offset);
+        if let TaskCommit::Transaction(txn) = &mut self.commit {
+            txn.committed = Some(offset);
+            if let Err(e) = txn.state.prune_below(offset) {
+                let _enter = self.span.clone().entered();
+                tracing::warn!(error = %e, "pruning old state files failed; retried at the next commit");
             }
-            Err(e) => Err(self.error(next, next, e.into())),
         }
     }
 

@@ -9,17 +9,18 @@
 //! [`prepare`] through `spawn_blocking`: the reactor stays free for the
 //! shutdown signal and the timers.
 
-use super::partition_task::{PartitionTask, TaskCommit, TaskEnv};
+use super::partition_task::{PartitionTask, TaskCommit, TaskEnv, TaskTransaction};
 use super::status::TaskStats;
 use super::worker::Worker;
+use super::worker_commit::{CommitError, TransactionFailure, WorkerCommit};
 use super::{JobError, assignment};
 use crate::checkpoint::CheckpointStore;
-use crate::checkpoint::transactional::PartitionStateDir;
+use crate::checkpoint::transactional::{self, PartitionStateDir};
 use crate::config::{Config, DeliveryGuarantee};
 use crate::kafka::consumer::SourceConsumer;
 use crate::kafka::embedded::EmbeddedCluster;
 use crate::kafka::producer::SinkProducer;
-use crate::kafka::transaction::PartitionTransaction;
+use crate::kafka::transaction::{self, WorkerTransaction};
 use crate::kafka::{consumer, producer};
 use crate::runtime::snapshot::SnapshotError;
 use crate::runtime::{PluginEngine, PluginError, PluginInstance, PluginModule};
@@ -35,8 +36,8 @@ pub(super) struct Prepared {
     /// The in-process demo cluster (no bootstrap servers configured).
     pub embedded: Option<Arc<EmbeddedCluster>>,
     pub consumer: Arc<SourceConsumer>,
-    /// The shared producer (every guarantee but exactly-once, whose tasks
-    /// own transactional producers).
+    /// The shared producer (every guarantee but exactly-once, whose
+    /// workers own transactional producers).
     pub producer: Arc<SinkProducer>,
     /// The workers, each with its partition tasks.
     pub workers: Vec<Worker>,
@@ -107,31 +108,13 @@ pub(super) fn prepare(config: &Config) -> Result<Prepared, JobError> {
             config.kafka.connect_timeout,
         )?;
     }
-    // Exactly-once: fence every zombie first. A new transactional producer's
-    // init_transactions aborts the open transaction of the crashed process
-    // with the same id; only then are the group's committed offsets final.
-    // resolve_starts reads them with the read_committed consumer, which
-    // asks for stable offsets (a pending transactional commit is waited
-    // for, not skipped). docs/EXACTLY_ONCE.md says why these offsets, and
-    // not a topic of Weir's own, are the record of what was committed.
-    let mut transactions = std::collections::HashMap::new();
-    if exactly_once {
-        let timeout = config.kafka.connect_timeout;
-        for topic in &config.source.topics {
-            for p in consumer::partitions_of(&consumer, topic, "source", timeout)? {
-                let t = PartitionTransaction::start(config, &bootstrap, &consumer, topic, p)
-                    .map_err(|e| JobError::Worker(format!("{topic}/{p}: {e}")))?;
-                transactions.insert((topic.clone(), p), t);
-            }
-        }
-    }
+    // Exactly-once: fence every zombie before reading committed offsets.
+    let mut commits = if exactly_once {
+        start_transactions(config, &bootstrap, &consumer)?
+    } else {
+        Vec::new()
+    };
     let mut starts = consumer::resolve_starts(config, &consumer)?;
-    for s in &starts {
-        if let Some(t) = transactions.get_mut(&(s.topic.clone(), s.partition)) {
-            // The offset the last committed transaction reached.
-            t.set_committed(s.committed);
-        }
-    }
     if let Some(c) = &restored {
         for s in &mut starts {
             if let Some((offset, _)) = c.partition(&s.topic, s.partition) {
@@ -202,14 +185,33 @@ pub(super) fn prepare(config: &Config) -> Result<Prepared, JobError> {
         .map(|id| Worker {
             id,
             tasks: Vec::new(),
+            commit: commits.get_mut(id).and_then(Option::take),
         })
         .collect();
     let mut all_stats = Vec::new();
     let mut assignments = Vec::new();
     for (start, queue) in starts.into_iter().zip(queues) {
-        let transaction = transactions.remove(&(start.topic.clone(), start.partition));
+        let w = assignment::worker_for(&start.topic, start.partition, parallelism);
+        // Exactly-once: the task sends into its worker's transaction.
+        let transaction = match &workers[w].commit {
+            Some(commit) => {
+                let dir = PartitionStateDir::open(
+                    &config.checkpoint_dir(),
+                    &start.topic,
+                    start.partition,
+                )?
+                .with_full_snapshot_every(config.checkpoint.full_snapshot_every);
+                // The offset the last committed transaction reached.
+                Some(TaskTransaction::new(
+                    dir,
+                    start.committed,
+                    commit.producer(),
+                ))
+            }
+            None => None,
+        };
         let sink_producer = match &transaction {
-            Some(t) => t.producer(),
+            Some(_) => workers[w].commit.as_ref().expect("exactly-once").producer(),
             None => producer.clone(),
         };
         let tracking = auto_commit.then(|| {
@@ -270,7 +272,6 @@ pub(super) fn prepare(config: &Config) -> Result<Prepared, JobError> {
         }
         let stats = Arc::new(TaskStats::new(&start.topic, start.partition, start.start));
         all_stats.push(stats.clone());
-        let w = assignment::worker_for(&start.topic, start.partition, parallelism);
         assignments.push((start.topic.clone(), start.partition, w));
         tracing::info!(topic = %start.topic, partition = start.partition, worker = w, start = start.start, end = ?start.end, "partition assigned");
         workers[w].tasks.push(PartitionTask::new(
@@ -297,4 +298,73 @@ pub(super) fn prepare(config: &Config) -> Result<Prepared, JobError> {
         all_stats,
         assignments,
     })
+}
+
+/// Exactly-once: fences every transactional id a zombie could hold (this
+/// run's workers' and those of a previous run with more workers) and
+/// returns, per worker, its transaction (`None` for a worker without
+/// partitions).
+///
+/// A new producer's `init_transactions` aborts the open transaction of the
+/// crashed process with the same id; only then are the group's committed
+/// offsets final. `resolve_starts` reads them afterwards with the
+/// read_committed consumer, which asks for stable offsets (a pending
+/// transactional commit is waited for, not skipped). docs/EXACTLY_ONCE.md
+/// says why these offsets, and not a topic of Weir's own, are the record
+/// of what was committed.
+fn start_transactions(
+    config: &Config,
+    bootstrap: &str,
+    consumer: &SourceConsumer,
+) -> Result<Vec<Option<WorkerCommit>>, JobError> {
+    let root = config.checkpoint_dir();
+    let parallelism = config.pipeline.parallelism;
+    let mut busy = vec![false; parallelism];
+    for topic in &config.source.topics {
+        let timeout = config.kafka.connect_timeout;
+        for p in consumer::partitions_of(consumer, topic, "source", timeout)? {
+            busy[assignment::worker_for(topic, p, parallelism)] = true;
+        }
+    }
+    let previous = transactional::recorded_workers(&root)?;
+    // The larger count first: a crash below must leave every id this run
+    // may have started recorded.
+    transactional::record_workers(&root, previous.max(parallelism))?;
+    let prefix = &config.sink.transactional_id_prefix;
+    let failed = |worker: usize, e: transaction::TransactionError| {
+        Box::new(TransactionFailure {
+            worker,
+            id: transaction::transactional_id(prefix, worker),
+            cause: CommitError::Transaction(e),
+        })
+    };
+    let mut commits = Vec::with_capacity(parallelism);
+    for w in 0..previous.max(parallelism) {
+        if busy.get(w) == Some(&true) {
+            let txn = WorkerTransaction::start(config, bootstrap, consumer, w)
+                .map_err(|e| failed(w, e))?;
+            let (attempts, backoff) = (
+                config.pipeline.restart_attempts,
+                config.pipeline.restart_backoff,
+            );
+            commits.push(Some(WorkerCommit::new(txn, w, attempts, backoff)));
+            continue;
+        }
+        if w < previous {
+            transaction::fence(config, bootstrap, &transaction::transactional_id(prefix, w))
+                .map_err(|e| failed(w, e))?;
+        }
+        if w < parallelism {
+            commits.push(None);
+        }
+    }
+    transactional::record_workers(&root, parallelism)?;
+    if previous > parallelism {
+        tracing::info!(
+            previous,
+            parallelism,
+            "fenced the transactional ids of a previous run with more workers"
+        );
+    }
+    Ok(commits)
 }

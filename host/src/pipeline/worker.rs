@@ -5,7 +5,9 @@
 //! it polls every task without waiting and only waits (briefly, on one
 //! queue) when a whole round found nothing.
 
-use super::partition_task::{PartitionTask, Step, TaskError};
+use super::JobError;
+use super::partition_task::{PartitionTask, Step};
+use super::worker_commit::WorkerCommit;
 use crate::checkpoint::{CheckpointTrigger, TaskCheckpoint};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,6 +20,8 @@ const IDLE_WAIT: Duration = Duration::from_millis(5);
 pub struct Worker {
     pub id: usize,
     pub tasks: Vec<PartitionTask>,
+    /// Exactly-once: the worker's transaction over its tasks.
+    pub commit: Option<WorkerCommit>,
 }
 
 /// How a worker talks to the checkpoint coordinator.
@@ -42,7 +46,7 @@ pub type Positions = Vec<(String, i32, i64)>;
 /// How a worker ended.
 pub struct WorkerExit {
     pub positions: Positions,
-    pub error: Option<TaskError>,
+    pub error: Option<JobError>,
     /// With checkpoints on and no error: each task's final state.
     pub finals: Vec<TaskCheckpoint>,
 }
@@ -71,40 +75,29 @@ impl Worker {
                             break;
                         }
                     }
-                    if failed.is_some() {
-                        break failed;
+                    if let Some(e) = failed {
+                        break Some(e.into());
                     }
                 }
+            }
+            if let Some(commit) = &mut self.commit
+                && let Err(e) = commit.retry_if_due(&mut self.tasks)
+            {
+                break Some(e);
             }
             // Answer a checkpoint request between batches. (Ending, a clean
             // stop commits at exit; a failed job starts no other commit.)
             if let Some(link) = &link
                 && !stop.load(Ordering::Relaxed)
+                && let Err(e) = self.checkpoint(link)
             {
-                let requested = link.trigger.requested();
-                let due = |t: &PartitionTask| t.checkpointed() < requested && !t.is_waiting();
-                let mut failed = None;
-                for task in &mut self.tasks {
-                    if due(task) && !task.is_transactional() {
-                        let _ = link.answers.send(task.checkpoint(requested));
-                    }
-                }
-                for (task, result) in commit_concurrently(&mut self.tasks, requested, due) {
-                    if let Err(e) = result
-                        && let Err(e) = task.failed(e)
-                    {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-                if failed.is_some() {
-                    break failed;
-                }
+                break Some(e);
             }
             let mut progressed = false;
             let mut open = 0;
             let n = self.tasks.len();
             let mut failed = None;
+            let mut rolled_back = false;
             for (i, task) in self.tasks.iter_mut().enumerate() {
                 let wait = if idle && i == next_wait % n.max(1) {
                     IDLE_WAIT
@@ -114,15 +107,15 @@ impl Worker {
                 if task.is_waiting() {
                     // A failed task restarts after its backoff; the others
                     // keep running meanwhile. A stopping worker starts no
-                    // restart (its abort can block on the broker).
+                    // restart.
                     open += 1;
                     if stop.load(Ordering::Relaxed) {
                         continue;
                     }
-                    match task.restart_if_due() {
-                        Ok(_) => {}
-                        Err(e) => {
-                            if let Err(e) = task.failed(e) {
+                    if let Err(e) = task.restart_if_due() {
+                        match task.failed(e) {
+                            Ok(()) => rolled_back = true,
+                            Err(e) => {
                                 failed = Some(e);
                                 break;
                             }
@@ -139,15 +132,26 @@ impl Worker {
                     Ok(Step::Finished) => {}
                     Err(e) => {
                         open += 1;
-                        if let Err(e) = task.failed(e) {
-                            failed = Some(e);
-                            break;
+                        match task.failed(e) {
+                            Ok(()) => rolled_back = true,
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
                         }
                     }
                 }
             }
-            if failed.is_some() {
-                break failed;
+            if let Some(e) = failed {
+                break Some(e.into());
+            }
+            // Exactly-once: a task that restarts takes the worker's
+            // transaction, and so its neighbours' progress, with it.
+            if rolled_back
+                && let Some(commit) = &mut self.commit
+                && let Err(e) = commit.task_failed(&mut self.tasks)
+            {
+                break Some(e);
             }
             if open == 0 {
                 // Every task finished (bounded job), or this worker owns no
@@ -169,14 +173,17 @@ impl Worker {
         if let (Some(link), None) = (&link, &error)
             && !link.failing.load(Ordering::Relaxed)
         {
-            for t in &mut self.tasks {
-                if !t.is_transactional() {
-                    finals.push(t.final_checkpoint());
+            match &mut self.commit {
+                // The last transaction commits everything processed.
+                Some(commit) => error = commit.final_commit(&mut self.tasks).err(),
+                None => {
+                    finals = self
+                        .tasks
+                        .iter_mut()
+                        .map(|t| t.final_checkpoint())
+                        .collect()
                 }
             }
-            // The last transactions commit everything processed.
-            let results = commit_concurrently(&mut self.tasks, u64::MAX, |_| true);
-            error = results.into_iter().find_map(|(_, r)| r.err());
         }
         WorkerExit {
             positions,
@@ -184,69 +191,25 @@ impl Worker {
             finals,
         }
     }
-}
 
-/// Commits the transaction of every exactly-once task that `due` selects,
-/// each on its own scoped thread, and returns each task with its result.
-///
-/// A commit is several blocking round trips to the transaction and group
-/// coordinators (offsets to the transaction, EndTxn) plus writing the state
-/// file; one after another, a worker with many partitions paused for the
-/// sum of them at every checkpoint (~100 ms each on the mock cluster, so
-/// 12 partitions held a worker for over a second). Concurrently it pauses
-/// for the slowest. The tasks are independent: each has its own producer,
-/// transactional id and state directory.
-fn commit_concurrently(
-    tasks: &mut [PartitionTask],
-    id: u64,
-    due: impl Fn(&PartitionTask) -> bool,
-) -> Vec<(&mut PartitionTask, Result<(), TaskError>)> {
-    // Tasks with nothing new only record the checkpoint: no thread for
-    // them (an idle job would otherwise start one per partition per
-    // interval).
-    let (mut chosen, idle): (Vec<&mut PartitionTask>, Vec<&mut PartitionTask>) = tasks
-        .iter_mut()
-        .filter(|t| t.is_transactional() && due(t))
-        .partition(|t| t.has_uncommitted());
-    let inline = |t: &mut PartitionTask| t.commit_transaction(id);
-    let mut done: Vec<(&mut PartitionTask, Result<(), TaskError>)> = idle
-        .into_iter()
-        .map(|t| {
-            let r = inline(t);
-            (t, r)
-        })
-        .collect();
-    if chosen.len() <= 1 {
-        done.extend(chosen.into_iter().map(|t| {
-            let r = inline(t);
-            (t, r)
-        }));
-        return done;
+    /// Answers checkpoint request: each task's capture to the coordinator,
+    /// or (exactly-once) the worker's transaction committed.
+    fn checkpoint(&mut self, link: &CheckpointLink) -> Result<(), JobError> {
+        let requested = link.trigger.requested();
+        match &mut self.commit {
+            Some(commit) => {
+                if self.tasks.iter().any(|t| t.checkpointed() < requested) {
+                    commit.checkpoint(&mut self.tasks, requested)?;
+                }
+            }
+            None => {
+                for task in &mut self.tasks {
+                    if task.checkpointed() < requested && !task.is_waiting() {
+                        let _ = link.answers.send(task.checkpoint(requested));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
-    // Err: no thread could be started; that task then commits here.
-    let spawned: Vec<Result<Result<(), TaskError>, String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = chosen
-            .iter_mut()
-            .map(|t| {
-                std::thread::Builder::new()
-                    .name("weir-commit".into())
-                    .spawn_scoped(s, move || t.commit_transaction(id))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| match h {
-                Ok(h) => Ok(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
-                Err(e) => Err(e.to_string()),
-            })
-            .collect()
-    });
-    done.extend(chosen.into_iter().zip(spawned).map(|(t, r)| {
-        let r = r.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "no thread for a concurrent commit; committing on the worker");
-            inline(t)
-        });
-        (t, r)
-    }));
-    done
 }

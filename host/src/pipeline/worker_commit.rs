@@ -1,0 +1,228 @@
+//! Exactly-once for a worker: one Kafka transaction over all its tasks.
+//!
+//! A checkpoint writes each task's state file (keyed by the task's next
+//! offset), then sends every task's offset into the worker's transaction
+//! and commits it once: one commit per worker per checkpoint, however many
+//! partitions the worker runs. A transaction cannot be committed in part,
+//! so whatever makes one task restart (a plugin fault, refused output)
+//! aborts the worker's transaction, and every task of the worker rolls
+//! back to its last commit with it.
+
+use super::JobError;
+use super::partition_task::PartitionTask;
+use crate::checkpoint::failpoint;
+use crate::checkpoint::store::CheckpointError;
+use crate::kafka::transaction::{TransactionError, WorkerTransaction};
+use rdkafka::{Offset, TopicPartitionList};
+use std::time::{Duration, Instant};
+
+/// A worker's commit failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// A task's state file could not be written.
+    #[error("writing the state of {topic}/{partition}: {cause}")]
+    State {
+        topic: String,
+        partition: i32,
+        cause: CheckpointError,
+    },
+    /// A transactional call failed.
+    #[error(transparent)]
+    Transaction(#[from] TransactionError),
+}
+
+/// A worker's transaction failed for good: fenced, or out of attempts.
+#[derive(Debug, thiserror::Error)]
+#[error("worker {worker} (transactional id {id}): {cause}")]
+pub struct TransactionFailure {
+    pub worker: usize,
+    pub id: String,
+    pub cause: CommitError,
+}
+
+/// A worker's transaction and its failure bookkeeping.
+pub struct WorkerCommit {
+    txn: WorkerTransaction,
+    worker: usize,
+    /// Consecutive failed commits or rollbacks.
+    failures: u32,
+    attempts: u32,
+    backoff: Duration,
+    /// A rollback whose abort failed is tried again then; the tasks wait.
+    pending: Option<Instant>,
+}
+
+impl WorkerCommit {
+    /// `attempts` consecutive failures are retried, after `backoff`
+    /// doubling each time; one more ends the worker.
+    pub fn new(txn: WorkerTransaction, worker: usize, attempts: u32, backoff: Duration) -> Self {
+        WorkerCommit {
+            txn,
+            worker,
+            failures: 0,
+            attempts,
+            backoff,
+            pending: None,
+        }
+    }
+
+    /// The transaction's producer.
+    pub fn producer(&self) -> std::sync::Arc<crate::kafka::producer::SinkProducer> {
+        self.txn.producer()
+    }
+
+    /// Checkpoint `id`: commits every task's progress since the last one.
+    /// A failure rolls the tasks back (and they retry after a backoff);
+    /// only fencing or running out of attempts is returned.
+    pub fn checkpoint(&mut self, tasks: &mut [PartitionTask], id: u64) -> Result<(), JobError> {
+        if self.pending.is_some() {
+            // The transaction is not open until the rollback succeeds.
+            return Ok(());
+        }
+        match self.commit(tasks, id) {
+            Ok(()) => {
+                self.failures = 0;
+                Ok(())
+            }
+            Err(cause) => self.failed(tasks, cause),
+        }
+    }
+
+    /// The last commit when the worker ends: any failure is returned.
+    pub fn final_commit(&mut self, tasks: &mut [PartitionTask]) -> Result<(), JobError> {
+        if self.pending.is_some() {
+            return Err(
+                self.failure(CommitError::Transaction(TransactionError::Kafka(
+                    crate::kafka::KafkaError::Option {
+                        reason: "the worker's transaction was still being rolled back".into(),
+                    },
+                ))),
+            );
+        }
+        self.commit(tasks, u64::MAX)
+            .map_err(|cause| self.failure(cause))
+    }
+
+    fn commit(&mut self, tasks: &mut [PartitionTask], id: u64) -> Result<(), CommitError> {
+        let mut offsets = TopicPartitionList::new();
+        let mut written = Vec::new();
+        for (i, t) in tasks.iter_mut().enumerate() {
+            let next = t.prepare_commit(id).map_err(|cause| CommitError::State {
+                topic: t.start.topic.clone(),
+                partition: t.start.partition,
+                cause,
+            })?;
+            if let Some(next) = next {
+                offsets
+                    .add_partition_offset(&t.start.topic, t.start.partition, Offset::Offset(next))
+                    .expect("a valid offset");
+                written.push((i, next));
+            }
+        }
+        if written.is_empty() {
+            return Ok(());
+        }
+        failpoint::hit(failpoint::AFTER_SNAPSHOT_BEFORE_COMMIT);
+        self.txn.commit(&offsets)?;
+        for (i, next) in written {
+            tasks[i].committed(next);
+        }
+        tracing::debug!(partitions = offsets.count(), "transaction committed");
+        Ok(())
+    }
+
+    /// A task of the worker failed and will restart: abort the
+    /// transaction, so nothing the tasks sent since the last commit
+    /// becomes visible, and roll every task back to its last commit.
+    pub fn task_failed(&mut self, tasks: &mut [PartitionTask]) -> Result<(), JobError> {
+        self.roll_back(tasks, Instant::now())
+    }
+
+    /// Tries a rollback whose abort failed again, once it is due.
+    pub fn retry_if_due(&mut self, tasks: &mut [PartitionTask]) -> Result<(), JobError> {
+        match self.pending {
+            Some(at) if Instant::now() >= at => self.roll_back(tasks, at),
+            _ => Ok(()),
+        }
+    }
+
+    /// Aborts the transaction and begins the next; every task restarts
+    /// from its last commit, not before `at`.
+    fn roll_back(&mut self, tasks: &mut [PartitionTask], at: Instant) -> Result<(), JobError> {
+        match self.txn.abort_and_begin() {
+            Ok(producer) => {
+                self.pending = None;
+                let partitions: Vec<String> = tasks
+                    .iter()
+                    .map(|t| format!("{}/{}", t.start.topic, t.start.partition))
+                    .collect();
+                tracing::warn!(
+                    transactional_id = %self.txn.id(),
+                    partitions = %partitions.join(","),
+                    "the worker's transaction was aborted; all its partitions restart from their last commit"
+                );
+                for t in tasks {
+                    t.roll_back(&producer, at);
+                }
+                Ok(())
+            }
+            Err(e) => self.failed(tasks, e.into()),
+        }
+    }
+
+    /// Counts a failed commit or abort: the tasks wait for a backoff and
+    /// then restart from their last commit (the rollback is retried first
+    /// if the abort itself failed).
+    fn failed(&mut self, tasks: &mut [PartitionTask], cause: CommitError) -> Result<(), JobError> {
+        let fenced = matches!(
+            cause,
+            CommitError::Transaction(TransactionError::Fenced { .. })
+        );
+        self.failures += 1;
+        if fenced || self.failures > self.attempts {
+            // Fenced: another process owns the id now, and a new producer
+            // would fence it in turn. Stop.
+            return Err(self.failure(cause));
+        }
+        let backoff = self.backoff * 2u32.saturating_pow(self.failures - 1);
+        tracing::warn!(
+            transactional_id = %self.txn.id(),
+            error = %cause,
+            attempt = self.failures,
+            of = self.attempts,
+            backoff_ms = backoff.as_millis() as u64,
+            "exactly-once commit failed; the worker's tasks restart from their last commit"
+        );
+        let at = Instant::now() + backoff;
+        match self.txn.abort_and_begin() {
+            Ok(producer) => {
+                self.pending = None;
+                for t in tasks {
+                    t.roll_back(&producer, at);
+                }
+                Ok(())
+            }
+            Err(e @ TransactionError::Fenced { .. }) => Err(self.failure(e.into())),
+            Err(e) => {
+                tracing::warn!(transactional_id = %self.txn.id(), error = %e, "abort failed; retried after the backoff");
+                self.pending = Some(at);
+                // The tasks must not send into a transaction that is not
+                // open: they wait at least until the rollback is retried.
+                let producer = self.txn.producer();
+                for t in tasks {
+                    t.roll_back(&producer, at + Duration::from_millis(1));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn failure(&self, cause: CommitError) -> JobError {
+        Box::new(TransactionFailure {
+            worker: self.worker,
+            id: self.txn.id().to_string(),
+            cause,
+        })
+        .into()
+    }
+}
