@@ -52,12 +52,10 @@ pub struct BenchOptions {
     /// Where `mirror.wat` and `running_count.wasm` are.
     #[arg(long, default_value = "plugins")]
     pub plugins_dir: PathBuf,
-    /// Skip the exactly-once run (d).
-    #[arg(long)]
-    pub skip_exactly_once: bool,
-    /// Skip (a) and (b): only the delivery guarantees, (c) and (d).
-    #[arg(long)]
-    pub only_delivery: bool,
+    /// Which pipelines to run, by letter (`--only c,d`: the delivery
+    /// guarantees side by side). Ratios need both of their pipelines.
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d")]
+    pub only: Vec<char>,
 }
 
 /// One pipeline's figures.
@@ -138,21 +136,23 @@ pub async fn run(mut opts: BenchOptions) -> anyhow::Result<()> {
         opts.parallelism
     );
 
-    let (native, identity) = if opts.only_delivery {
-        (None, None)
+    let wanted = |p: char| opts.only.contains(&p);
+    let native = if wanted('a') {
+        let (bootstrap, input, out, opts) = (
+            bootstrap.clone(),
+            input.clone(),
+            outputs[0].clone(),
+            opts.clone(),
+        );
+        let f = tokio::task::spawn_blocking(move || native_loop(&bootstrap, &input, &out, &opts))
+            .await??;
+        report("(a) native consume → produce", &f, None);
+        Some(f)
     } else {
-        let native = {
-            let (bootstrap, input, out, opts) = (
-                bootstrap.clone(),
-                input.clone(),
-                outputs[0].clone(),
-                opts.clone(),
-            );
-            tokio::task::spawn_blocking(move || native_loop(&bootstrap, &input, &out, &opts))
-                .await??
-        };
-        report("(a) native consume → produce", &native, None);
-        let identity = weir_run(
+        None
+    };
+    let identity = if wanted('b') {
+        let f = weir_run(
             &bootstrap,
             &input,
             &outputs[1],
@@ -163,26 +163,33 @@ pub async fn run(mut opts: BenchOptions) -> anyhow::Result<()> {
         .await?;
         report(
             "(b) weir + identity plugin",
-            &identity,
-            Some(("b/a", &native)),
+            &f,
+            native.as_ref().map(|n| ("b/a", n)),
         );
-        (Some(native), Some(identity))
+        Some(f)
+    } else {
+        None
     };
-    let running_count = weir_run(
-        &bootstrap,
-        &input,
-        &outputs[2],
-        "running_count.wasm",
-        Pipeline::AtLeastOnce,
-        &opts,
-    )
-    .await?;
-    report(
-        "(c) weir + running-count, 1 s checkpoints",
-        &running_count,
-        native.as_ref().map(|n| ("c/a", n)),
-    );
-    let exactly_once = if opts.skip_exactly_once {
+    let running_count = if wanted('c') {
+        let f = weir_run(
+            &bootstrap,
+            &input,
+            &outputs[2],
+            "running_count.wasm",
+            Pipeline::AtLeastOnce,
+            &opts,
+        )
+        .await?;
+        report(
+            "(c) weir + running-count, 1 s checkpoints",
+            &f,
+            native.as_ref().map(|n| ("c/a", n)),
+        );
+        Some(f)
+    } else {
+        None
+    };
+    let exactly_once = if !wanted('d') {
         None
     } else {
         let f = weir_run(
@@ -197,7 +204,7 @@ pub async fn run(mut opts: BenchOptions) -> anyhow::Result<()> {
         report(
             "(d) (c) exactly-once, 1 s checkpoints",
             &f,
-            Some(("d/c", &running_count)),
+            running_count.as_ref().map(|c| ("d/c", c)),
         );
         Some(f)
     };
@@ -212,7 +219,7 @@ pub async fn run(mut opts: BenchOptions) -> anyhow::Result<()> {
     let (a, b, c, d) = (
         native.as_ref(),
         identity.as_ref(),
-        Some(&running_count),
+        running_count.as_ref(),
         exactly_once.as_ref(),
     );
     println!(

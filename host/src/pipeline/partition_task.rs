@@ -438,7 +438,6 @@ impl PartitionTask {
         Ok(())
     }
 
-
     /// Exactly-once checkpoint `id`, before the worker commits: writes
     /// the state file for the task's next offset and returns that offset.
     /// `None` when nothing was read since the last commit, or when the
