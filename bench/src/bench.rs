@@ -399,8 +399,9 @@ fn native_loop(
                             wait = Duration::ZERO;
                             idle = false;
                             first.get_or_init(|| (Instant::now(), cpu_seconds()));
-                            let mut rec =
-                                BaseRecord::<[u8], [u8], ()>::to(output).partition(m.partition());
+                            // Keyed records to the producer's partitioner,
+                            // as Weir's sink sends the plugin's output.
+                            let mut rec = BaseRecord::<[u8], [u8], ()>::to(output);
                             rec.key = m.key();
                             rec.payload = m.payload();
                             while let Err((_, back)) = producer.send(rec) {
