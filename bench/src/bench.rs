@@ -56,6 +56,14 @@ pub struct BenchOptions {
     /// guarantees side by side). Ratios need both of their pipelines.
     #[arg(long, value_delimiter = ',', default_value = "a,b,c,d")]
     pub only: Vec<char>,
+    /// A librdkafka producer option for Weir's pipelines, KEY=VALUE
+    /// (repeatable), as `[kafka.producer_options]`.
+    #[arg(long = "producer-option", value_name = "KEY=VALUE")]
+    pub producer_options: Vec<String>,
+    /// Weir's pipelines serve `/metrics` and a scraper reads it every
+    /// second, to measure what the endpoint costs.
+    #[arg(long)]
+    pub metrics: bool,
 }
 
 /// One pipeline's figures.
@@ -476,6 +484,11 @@ async fn weir_run(
     opts: &BenchOptions,
 ) -> anyhow::Result<Figures> {
     let dir = tempfile::tempdir()?;
+    let scrape_at = if opts.metrics {
+        Some(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    } else {
+        None
+    };
     let semantics = match pipeline {
         Pipeline::ExactlyOnce => {
             format!("semantics = \"exactly-once\"\ntransactional_id_prefix = \"{output}\"\n")
@@ -484,13 +497,18 @@ async fn weir_run(
     };
     let checkpoint = match pipeline {
         Pipeline::Plain => "",
-        Pipeline::AtLeastOnce => {
-            "[checkpoint]\nenabled = true\ninterval = \"1s\"\ndirectory = \"checkpoints\"\n"
-        }
-        Pipeline::ExactlyOnce => {
-            "[checkpoint]\nenabled = true\ninterval = \"1s\"\ndirectory = \"checkpoints\"\n\n[kafka.producer_options]\n\"transaction.timeout.ms\" = \"60000\"\n"
-        }
+        _ => "[checkpoint]\nenabled = true\ninterval = \"1s\"\ndirectory = \"checkpoints\"\n",
     };
+    let mut producer_options = String::from("[kafka.producer_options]\n");
+    if pipeline == Pipeline::ExactlyOnce {
+        producer_options.push_str("\"transaction.timeout.ms\" = \"60000\"\n");
+    }
+    for option in &opts.producer_options {
+        let (k, v) = option
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--producer-option {option:?}: not KEY=VALUE"))?;
+        producer_options.push_str(&format!("{k:?} = {v:?}\n"));
+    }
     let text = format!(
         r#"[kafka]
 bootstrap_servers = "{bootstrap}"
@@ -513,15 +531,31 @@ batch_size = {batch_size}
 [status]
 interval = "0s"
 
-{checkpoint}"#,
+{metrics}
+{checkpoint}
+{producer_options}"#,
+        metrics = match scrape_at {
+            Some(addr) => format!("[metrics]\nlisten = \"{addr}\"\n"),
+            None => String::new(),
+        },
         plugins = opts.plugins_dir.display(),
         parallelism = opts.parallelism,
         batch_size = opts.batch_size,
     );
     let config = Config::parse(&text, dir.path())?;
     let cpu0 = cpu_seconds();
+    let scraping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let scraper = scrape_at.map(|addr| {
+        let scraping = scraping.clone();
+        std::thread::spawn(move || scrape_every_second(addr, &scraping))
+    });
     let summary = weir::run(config, std::future::pending()).await?;
+    scraping.store(false, Ordering::Relaxed);
+    let scrapes = scraper.map(|s| s.join().unwrap_or(0));
     let cpu = cpu_seconds() - cpu0;
+    if let Some(n) = scrapes {
+        println!("    ({n} scrapes of /metrics during the run)");
+    }
     anyhow::ensure!(
         summary.records_in as usize >= opts.records,
         "{plugin}: {} of {} records processed",
@@ -532,4 +566,32 @@ interval = "0s"
         records_per_sec: summary.records_in as f64 / summary.elapsed.as_secs_f64().max(1e-9),
         cpu_per_million: cpu * 1e6 / summary.records_in as f64,
     })
+}
+
+/// Reads `/metrics` at `addr` every second while `scraping`; returns how
+/// many scrapes succeeded.
+fn scrape_every_second(
+    addr: std::net::SocketAddr,
+    scraping: &std::sync::atomic::AtomicBool,
+) -> usize {
+    use std::io::{Read, Write};
+    let mut n = 0;
+    while scraping.load(Ordering::Relaxed) {
+        let got = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).and_then(
+            |mut s| {
+                write!(
+                    s,
+                    "GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+                )?;
+                let mut body = String::new();
+                s.read_to_string(&mut body)?;
+                Ok(body.starts_with("HTTP/1.1 200"))
+            },
+        );
+        if got.unwrap_or(false) {
+            n += 1;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    n
 }

@@ -58,6 +58,9 @@ pub struct Config {
     /// The periodic status line.
     #[serde(default)]
     pub status: StatusConfig,
+    /// Prometheus metrics and health checks over HTTP.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The directory the config file was read from; relative paths in the
     /// file are resolved against it. Not a TOML field.
     #[serde(skip)]
@@ -353,6 +356,35 @@ impl Default for StatusConfig {
             interval: default_status_interval(),
         }
     }
+}
+
+/// `[metrics]`: Prometheus text at `/metrics`, `/healthz` and `/readyz`
+/// over HTTP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address to serve on, e.g. `127.0.0.1:9464`; unset: no endpoint.
+    /// Bind a loopback address unless the port is meant to be reachable.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// `/readyz` fails once the last completed checkpoint (or the job's
+    /// start, before the first) is older than this many checkpoint
+    /// intervals.
+    #[serde(default = "default_ready_checkpoint_intervals")]
+    pub ready_checkpoint_intervals: u32,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: None,
+            ready_checkpoint_intervals: default_ready_checkpoint_intervals(),
+        }
+    }
+}
+
+fn default_ready_checkpoint_intervals() -> u32 {
+    3
 }
 
 fn default_group_id() -> String {

@@ -21,6 +21,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod kafka;
+pub mod metrics;
 pub mod pipeline;
 pub mod runtime;
 pub mod scaffold;

@@ -27,6 +27,14 @@ enum Command {
         #[arg(long, short, default_value = "config.toml")]
         config: PathBuf,
     },
+    /// Inspect the checkpoints of a job: list them, show one, verify them.
+    Checkpoints {
+        #[command(subcommand)]
+        action: CheckpointsAction,
+        /// The job's config file (its `[checkpoint] directory`).
+        #[arg(long, short, default_value = "config.toml", global = true)]
+        config: PathBuf,
+    },
     /// Check that a module is a valid Weir plugin and describe it.
     CheckPlugin {
         /// The `.wasm` or `.wat` file.
@@ -58,6 +66,26 @@ enum Command {
         /// defaults to the one this binary was built from.
         #[arg(long)]
         sdk: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CheckpointsAction {
+    /// Every checkpoint: completion time, partitions, state bytes (full
+    /// and delta); and the exactly-once state files.
+    List,
+    /// One checkpoint per partition: next offset, state file, size, full
+    /// or delta (and the checkpoint the delta applies to).
+    Show {
+        /// The checkpoint id (`chk-<id>`).
+        id: u64,
+    },
+    /// Read every file a checkpoint needs and check every checksum and
+    /// delta link; exits non-zero if any is unusable.
+    Verify {
+        /// Only this checkpoint (default: all, and the exactly-once state
+        /// files).
+        id: Option<u64>,
     },
 }
 
@@ -94,6 +122,7 @@ fn main() -> std::process::ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Run { config } => run(config),
+        Command::Checkpoints { action, config } => checkpoints(action, &config),
         Command::CheckPlugin {
             file,
             smoke,
@@ -147,6 +176,32 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     }
     if let Some(out) = summary.embedded_output {
         print_demo_output(&out, summary.checkpoints, summary.restarts)?;
+    }
+    Ok(())
+}
+
+fn checkpoints(action: CheckpointsAction, config: &std::path::Path) -> anyhow::Result<()> {
+    use weir::checkpoint::inspect;
+    let config = Config::load(config)?;
+    let dir = config.checkpoint_dir();
+    anyhow::ensure!(
+        dir.is_dir(),
+        "no checkpoint directory at {} ([checkpoint] directory in {})",
+        dir.display(),
+        config
+            .path
+            .as_deref()
+            .unwrap_or(std::path::Path::new("?"))
+            .display()
+    );
+    match action {
+        CheckpointsAction::List => print!("{}", inspect::list(&dir)?),
+        CheckpointsAction::Show { id } => print!("{}", inspect::show(&dir, id)?),
+        CheckpointsAction::Verify { id } => {
+            let (report, sound) = inspect::verify(&dir, id)?;
+            print!("{report}");
+            anyhow::ensure!(sound, "some checkpoint state is unusable (see above)");
+        }
     }
     Ok(())
 }

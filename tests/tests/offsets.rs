@@ -36,7 +36,7 @@ topics = ["{dst}"]
 [pipeline]
 plugins_dir = "{}"
 plugin = "mirror.wat"
-batch_size = 64
+batch_size = 4
 [status]
 interval = "0s"
 "#,
@@ -54,6 +54,8 @@ interval = "0s"
         .spawn()
         .unwrap();
 
+    // (Four records per plugin call: with an idempotent producer the whole
+    // input otherwise went through between two samples, before any kill.)
     // Sample: committed first, then what the output log holds. mirror.wat
     // writes each record to the same partition number, so a committed
     // offset c on input partition p needs >= c records in output p.

@@ -9,9 +9,11 @@
 //!   deltas are planned from (and compaction written from).
 //! - [`transactional`]: exactly-once state files keyed by offset.
 //! - [`failpoint`]: deterministic crash points for the crash tests.
+//! - [`inspect`]: `weir checkpoints list|show|verify`.
 
 pub mod coordinator;
 pub mod failpoint;
+pub mod inspect;
 pub mod state_mirror;
 pub mod store;
 pub mod transactional;

@@ -204,7 +204,9 @@ impl CheckpointStore {
         &self.dir
     }
 
-    fn ids(&self) -> Result<Vec<u64>, CheckpointError> {
+    /// Ids of the checkpoint directories on disk, complete or not,
+    /// ascending.
+    pub fn ids(&self) -> Result<Vec<u64>, CheckpointError> {
         let mut ids = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(io(&self.dir))? {
             let entry = entry.map_err(io(&self.dir))?;
@@ -334,7 +336,8 @@ impl CheckpointStore {
     }
 
     /// A checkpoint's metadata, checked against its id.
-    fn metadata(&self, id: u64) -> Result<Metadata, CheckpointError> {
+    /// The metadata of checkpoint `id`; an error if it never completed.
+    pub fn metadata(&self, id: u64) -> Result<Metadata, CheckpointError> {
         let dir = self.path_of(id);
         let corrupt = |reason: String| CheckpointError::Corrupt {
             path: dir.clone(),

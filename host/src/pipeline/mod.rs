@@ -25,6 +25,8 @@ use crate::checkpoint::{CheckpointError, CheckpointTrigger, TaskCheckpoint};
 use crate::config::{Config, ConfigError, DeliveryGuarantee};
 use crate::kafka::embedded::OutputSummary;
 use crate::kafka::{KafkaError, consumer, producer};
+use crate::metrics::JobMetrics;
+use crate::metrics::server::Health;
 use crate::runtime::PluginError;
 use crate::runtime::snapshot::SnapshotError;
 use partition_task::TaskError;
@@ -62,6 +64,11 @@ pub enum JobError {
     Engine(String),
     #[error("worker thread: {0}")]
     Worker(String),
+    #[error("metrics.listen = \"{addr}\": cannot listen there: {cause}")]
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        cause: std::io::Error,
+    },
 }
 
 /// What a finished job reports.
@@ -138,12 +145,26 @@ pub async fn run(
     } else {
         None
     };
+    // The metrics port first: a port in use fails the job before any work.
+    let listener = match config.metrics.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|cause| JobError::MetricsListen { addr, cause })?,
+        ),
+        None => None,
+    };
+    let plugin_name = config.pipeline.plugin.file_name().map_or_else(
+        || config.pipeline.plugin.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let metrics = Arc::new(JobMetrics::new(&plugin_name));
     // Start-up is blocking work (compiling the module, metadata requests,
     // fencing zombies, restoring plugin memory): off the reactor.
     let config = Arc::new(config);
     let prepared = {
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || startup::prepare(&config))
+        let (config, metrics) = (config.clone(), metrics.clone());
+        tokio::task::spawn_blocking(move || startup::prepare(&config, &metrics))
             .await
             .map_err(|e| JobError::Worker(e.to_string()))??
     };
@@ -179,6 +200,19 @@ pub async fn run(
 
     let started = Instant::now();
     let task_count = all_stats.len();
+    metrics.assigned_partitions.set(task_count as i64);
+    let _metrics_server = listener.map(|listener| {
+        let health = Arc::new(Health {
+            metrics: metrics.clone(),
+            tasks: all_stats.clone(),
+            consumer: consumer.clone(),
+            checkpoint_interval: config.checkpoint.enabled.then_some(config.checkpoint.interval),
+            ready_intervals: config.metrics.ready_checkpoint_intervals,
+            timeout: config.kafka.connect_timeout.min(Duration::from_secs(2)),
+        });
+        tracing::info!(address = %config.metrics.listen.expect("listening"), "metrics at /metrics, health at /healthz and /readyz");
+        AbortOnDrop(tokio::spawn(crate::metrics::server::serve(listener, health)))
+    });
     let trigger = Arc::new(CheckpointTrigger::default());
     let (answer_tx, mut answer_rx) = tokio::sync::mpsc::unbounded_channel::<TaskCheckpoint>();
     let checkpoints_on = config.checkpoint.enabled;
@@ -320,6 +354,7 @@ pub async fn run(
                     Ok(stats) => {
                         checkpoints += 1;
                         failed_checkpoints = 0;
+                        metrics.checkpoint_completed(stats.align + stats.persist, stats.bytes);
                         tracing::info!(
                             checkpoint = stats.id,
                             bytes = stats.bytes,
@@ -332,6 +367,7 @@ pub async fn run(
                     Err(JobError::Kafka(e @ KafkaError::Delivery { .. }))
                         if failed_checkpoints < config.pipeline.restart_attempts =>
                     {
+                        metrics.checkpoints_failed.inc();
                         // Output of records after the last complete
                         // checkpoint was lost: replay them.
                         failed_checkpoints += 1;
@@ -344,6 +380,7 @@ pub async fn run(
                         restarts.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => {
+                        metrics.checkpoints_failed.inc();
                         tracing::error!(error = %e, "checkpoint failed; stopping the job");
                         failing.store(true, Ordering::Relaxed);
                         stop.store(true, Ordering::Relaxed);
@@ -459,4 +496,14 @@ pub async fn run(
         restarts: restarts.load(Ordering::Relaxed),
         tasks,
     })
+}
+
+/// Aborts a spawned task when dropped (the metrics endpoint ends with the
+/// job).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

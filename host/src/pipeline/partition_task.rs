@@ -80,6 +80,8 @@ pub struct TaskEnv {
     pub on_fault: FaultPolicy,
     /// `on_fault = "dead-letter"`: where faulted records go.
     pub dead_letter_topic: Option<String>,
+    /// The job's metrics (plugin call times, faults, restarts).
+    pub metrics: Arc<crate::metrics::JobMetrics>,
 }
 
 /// What one step did.
@@ -232,13 +234,16 @@ impl PartitionTask {
     pub fn failed(&mut self, error: TaskError) -> Result<(), TaskError> {
         if let TaskFailure::Batch(BatchError::Fault(fault)) = &*error.failure {
             let _enter = self.span.clone().entered();
+            if error.first_offset == error.last_offset {
+                self.env.metrics.fault(fault_label(&fault.kind));
+            }
             if error.first_offset != error.last_offset {
                 tracing::warn!(
                     first = error.first_offset, last = error.last_offset, error = %error,
                     "a batch faulted the plugin; replaying it one record per call to find the record"
                 );
                 self.suspects.push((error.first_offset, error.last_offset));
-                self.retry_at = Some(Instant::now());
+                self.wait_until(Instant::now());
                 return Ok(());
             }
             if self.env.on_fault != FaultPolicy::Fail {
@@ -248,7 +253,7 @@ impl PartitionTask {
                     "the record faulted the plugin; replaying from the last checkpoint without it"
                 );
                 self.poison.insert(error.first_offset, fault.clone());
-                self.retry_at = Some(Instant::now());
+                self.wait_until(Instant::now());
                 return Ok(());
             }
         }
@@ -266,7 +271,7 @@ impl PartitionTask {
             backoff_ms = backoff.as_millis() as u64,
             "partition task failed; restarting from its last checkpoint"
         );
-        self.retry_at = Some(Instant::now() + backoff);
+        self.wait_until(Instant::now() + backoff);
         Ok(())
     }
 
@@ -288,7 +293,13 @@ impl PartitionTask {
         if let TaskCommit::Transaction(t) = &mut self.commit {
             t.producer = producer.clone();
         }
-        self.retry_at = Some(self.retry_at.map_or(at, |r| r.max(at)));
+        self.wait_until(self.retry_at.map_or(at, |r| r.max(at)));
+    }
+
+    /// The task restarts at `at`, not before.
+    fn wait_until(&mut self, at: Instant) {
+        self.retry_at = Some(at);
+        self.stats.waiting.store(true, Ordering::Relaxed);
     }
 
     /// Restarts the task if its backoff has passed: fresh instance, state
@@ -369,6 +380,12 @@ impl PartitionTask {
         self.next_offset = offset;
         self.finished = false;
         self.stats.position.store(offset, Ordering::Relaxed);
+        self.stats.waiting.store(false, Ordering::Relaxed);
+        self.env
+            .metrics
+            .task_restarts
+            .with_label_values(&[self.start.topic.as_str(), &self.start.partition.to_string()])
+            .inc();
         let _enter = self.span.clone().entered();
         tracing::info!(
             offset,
@@ -439,11 +456,12 @@ impl PartitionTask {
     }
 
     /// Exactly-once checkpoint `id`, before the worker commits: writes
-    /// the state file for the task's next offset and returns that offset.
+    /// the state file for the task's next offset and returns that offset
+    /// and the file's size.
     /// `None` when nothing was read since the last commit, or when the
     /// task waits for a restart (its instance is not to be trusted, and
     /// its output went with an aborted transaction).
-    pub fn prepare_commit(&mut self, id: u64) -> Result<Option<i64>, CheckpointError> {
+    pub fn prepare_commit(&mut self, id: u64) -> Result<Option<(i64, u64)>, CheckpointError> {
         self.checkpointed = id;
         let next = self.next_offset;
         let TaskCommit::Transaction(txn) = &self.commit else {
@@ -465,7 +483,7 @@ impl PartitionTask {
         };
         let bytes = txn.state.write(next, &capture, &mut txn.buf)?;
         tracing::debug!(offset = next, bytes, "state file written");
-        Ok(Some(next))
+        Ok(Some((next, bytes)))
     }
 
     /// Exactly-once: the worker's transaction committed `offset` for this
@@ -597,9 +615,14 @@ impl PartitionTask {
             };
             let (chunk, tail) = rest.split_at(len);
             let topic_index = self.start.topic_index;
+            let called = Instant::now();
             let result = self
                 .instance
                 .process(batch_size_of(chunk), |buf| encode(chunk, topic_index, buf));
+            self.env
+                .metrics
+                .plugin_call
+                .observe(called.elapsed().as_secs_f64());
             let first = chunk[0].offset();
             let last = chunk[len - 1].offset();
             emitted += result.map_err(|e| self.error(first, last, e.into()))?;
@@ -622,6 +645,9 @@ impl PartitionTask {
             .position
             .store(self.next_offset, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .memory_bytes
+            .store(self.instance.memory_size() as u64, Ordering::Relaxed);
         if self.at_end(self.next_offset) {
             self.finished = true;
         }
@@ -667,4 +693,20 @@ fn encode(batch: &[BorrowedMessage<'_>], topic_index: u32, buf: &mut [u8]) -> us
         .expect("sized by batch_size_of");
     }
     w.finish()
+}
+
+/// The `kind` label of a fault in `weir_plugin_faults_total`.
+fn fault_label(kind: &crate::runtime::FaultKind) -> &'static str {
+    use crate::runtime::FaultKind;
+    match kind {
+        FaultKind::Trap => "trap",
+        FaultKind::Timeout => "timeout",
+        FaultKind::MemoryLimit => "memory_limit",
+        FaultKind::StackOverflow => "stack_overflow",
+        FaultKind::OutOfFuel => "fuel",
+        FaultKind::OutputLimit => "output_limit",
+        FaultKind::BadPointer => "bad_pointer",
+        FaultKind::ErrorStatus(_) => "error_status",
+        FaultKind::Exit(_) => "exit",
+    }
 }

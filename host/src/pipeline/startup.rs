@@ -22,6 +22,7 @@ use crate::kafka::embedded::EmbeddedCluster;
 use crate::kafka::producer::SinkProducer;
 use crate::kafka::transaction::{self, WorkerTransaction};
 use crate::kafka::{consumer, producer};
+use crate::metrics::JobMetrics;
 use crate::runtime::snapshot::SnapshotError;
 use crate::runtime::{PluginEngine, PluginError, PluginInstance, PluginModule};
 use rdkafka::producer::Producer;
@@ -48,7 +49,7 @@ pub(super) struct Prepared {
 }
 
 /// Sets the job up; blocking (see the module docs).
-pub(super) fn prepare(config: &Config) -> Result<Prepared, JobError> {
+pub(super) fn prepare(config: &Config, metrics: &Arc<JobMetrics>) -> Result<Prepared, JobError> {
     config.validate()?;
     let engine = PluginEngine::with_limits(config.limits.to_limits())
         .map_err(|e| JobError::Engine(format!("{e:#}")))?;
@@ -110,7 +111,7 @@ pub(super) fn prepare(config: &Config) -> Result<Prepared, JobError> {
     }
     // Exactly-once: fence every zombie before reading committed offsets.
     let mut commits = if exactly_once {
-        start_transactions(config, &bootstrap, &consumer)?
+        start_transactions(config, &bootstrap, &consumer, metrics)?
     } else {
         Vec::new()
     };
@@ -176,6 +177,7 @@ pub(super) fn prepare(config: &Config) -> Result<Prepared, JobError> {
         restart_backoff: config.pipeline.restart_backoff,
         on_fault: config.pipeline.on_fault,
         dead_letter_topic: config.pipeline.dead_letter_topic.clone(),
+        metrics: metrics.clone(),
     });
     // One instance per partition task, each with its own store and state.
     let sink_topics: Arc<[String]> = config.sink.topics.clone().into();
@@ -316,6 +318,7 @@ fn start_transactions(
     config: &Config,
     bootstrap: &str,
     consumer: &SourceConsumer,
+    metrics: &Arc<JobMetrics>,
 ) -> Result<Vec<Option<WorkerCommit>>, JobError> {
     let root = config.checkpoint_dir();
     let parallelism = config.pipeline.parallelism;
@@ -343,11 +346,11 @@ fn start_transactions(
         if busy.get(w) == Some(&true) {
             let txn = WorkerTransaction::start(config, bootstrap, consumer, w)
                 .map_err(|e| failed(w, e))?;
-            let (attempts, backoff) = (
+            let retries = (
                 config.pipeline.restart_attempts,
                 config.pipeline.restart_backoff,
             );
-            commits.push(Some(WorkerCommit::new(txn, w, attempts, backoff)));
+            commits.push(Some(WorkerCommit::new(txn, w, retries, metrics.clone())));
             continue;
         }
         if w < previous {

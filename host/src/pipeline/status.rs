@@ -1,7 +1,7 @@
 //! Live progress: per-partition counters the tasks bump once per batch, and
 //! the periodic status line the job logs from them.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Counters of one partition task, shared with the status reporter.
@@ -24,6 +24,11 @@ pub struct TaskStats {
     pub skipped: AtomicU64,
     /// Records written to the dead-letter topic.
     pub dead_lettered: AtomicU64,
+    /// Linear memory of the plugin instance, after the last batch.
+    pub memory_bytes: AtomicU64,
+    /// The task waits to restart (after a failure, or rolled back with its
+    /// worker's transaction).
+    pub waiting: AtomicBool,
     /// When the task was created.
     created: Instant,
     /// Milliseconds from creation to the end of a bounded task;
@@ -43,6 +48,8 @@ impl TaskStats {
             faults: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
+            memory_bytes: AtomicU64::new(0),
+            waiting: AtomicBool::new(false),
             created: Instant::now(),
             finished_ms: AtomicU64::new(u64::MAX),
         }

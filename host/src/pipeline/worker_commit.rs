@@ -13,7 +13,9 @@ use super::partition_task::PartitionTask;
 use crate::checkpoint::failpoint;
 use crate::checkpoint::store::CheckpointError;
 use crate::kafka::transaction::{TransactionError, WorkerTransaction};
+use crate::metrics::JobMetrics;
 use rdkafka::{Offset, TopicPartitionList};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A worker's commit failed.
@@ -50,12 +52,18 @@ pub struct WorkerCommit {
     backoff: Duration,
     /// A rollback whose abort failed is tried again then; the tasks wait.
     pending: Option<Instant>,
+    metrics: Arc<JobMetrics>,
 }
 
 impl WorkerCommit {
     /// `attempts` consecutive failures are retried, after `backoff`
     /// doubling each time; one more ends the worker.
-    pub fn new(txn: WorkerTransaction, worker: usize, attempts: u32, backoff: Duration) -> Self {
+    pub fn new(
+        txn: WorkerTransaction,
+        worker: usize,
+        (attempts, backoff): (u32, Duration),
+        metrics: Arc<JobMetrics>,
+    ) -> Self {
         WorkerCommit {
             txn,
             worker,
@@ -63,11 +71,12 @@ impl WorkerCommit {
             attempts,
             backoff,
             pending: None,
+            metrics,
         }
     }
 
     /// The transaction's producer.
-    pub fn producer(&self) -> std::sync::Arc<crate::kafka::producer::SinkProducer> {
+    pub fn producer(&self) -> Arc<crate::kafka::producer::SinkProducer> {
         self.txn.producer()
     }
 
@@ -104,30 +113,42 @@ impl WorkerCommit {
     }
 
     fn commit(&mut self, tasks: &mut [PartitionTask], id: u64) -> Result<(), CommitError> {
+        let started = Instant::now();
         let mut offsets = TopicPartitionList::new();
         let mut written = Vec::new();
+        let mut bytes = 0;
         for (i, t) in tasks.iter_mut().enumerate() {
-            let next = t.prepare_commit(id).map_err(|cause| CommitError::State {
+            let state = t.prepare_commit(id).map_err(|cause| CommitError::State {
                 topic: t.start.topic.clone(),
                 partition: t.start.partition,
                 cause,
             })?;
-            if let Some(next) = next {
+            if let Some((next, size)) = state {
                 offsets
                     .add_partition_offset(&t.start.topic, t.start.partition, Offset::Offset(next))
                     .expect("a valid offset");
                 written.push((i, next));
+                bytes += size;
             }
         }
         if written.is_empty() {
             return Ok(());
         }
+        let states_written = started.elapsed();
         failpoint::hit(failpoint::AFTER_SNAPSHOT_BEFORE_COMMIT);
         self.txn.commit(&offsets)?;
         for (i, next) in written {
             tasks[i].committed(next);
         }
-        tracing::debug!(partitions = offsets.count(), "transaction committed");
+        self.metrics.transactions_committed.inc();
+        self.metrics.checkpoint_completed(started.elapsed(), bytes);
+        tracing::debug!(
+            partitions = offsets.count(),
+            bytes,
+            states_ms = states_written.as_secs_f64() * 1e3,
+            commit_ms = (started.elapsed() - states_written).as_secs_f64() * 1e3,
+            "transaction committed"
+        );
         Ok(())
     }
 
@@ -152,6 +173,7 @@ impl WorkerCommit {
         match self.txn.abort_and_begin() {
             Ok(producer) => {
                 self.pending = None;
+                self.metrics.transactions_aborted.inc();
                 let partitions: Vec<String> = tasks
                     .iter()
                     .map(|t| format!("{}/{}", t.start.topic, t.start.partition))
@@ -194,9 +216,11 @@ impl WorkerCommit {
             "exactly-once commit failed; the worker's tasks restart from their last commit"
         );
         let at = Instant::now() + backoff;
+        self.metrics.checkpoints_failed.inc();
         match self.txn.abort_and_begin() {
             Ok(producer) => {
                 self.pending = None;
+                self.metrics.transactions_aborted.inc();
                 for t in tasks {
                     t.roll_back(&producer, at);
                 }

@@ -1,0 +1,165 @@
+//! `/metrics`, `/healthz` and `/readyz` over HTTP, on the job's runtime.
+//!
+//! A scrape copies the tasks' counters into the registry and reads each
+//! partition's end offset from the broker (ListOffsets, with the
+//! consumer's isolation level: the last stable offset under
+//! read_committed), off the reactor. Under exactly-once the consumer
+//! commits nothing itself, so librdkafka's own lag statistic would be
+//! stale; this lag is the partition's end minus the next offset Weir
+//! will process.
+
+use super::JobMetrics;
+use crate::kafka::consumer::SourceConsumer;
+use crate::pipeline::status::TaskStats;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use rdkafka::consumer::Consumer;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// What the endpoints read.
+pub struct Health {
+    pub metrics: Arc<JobMetrics>,
+    pub tasks: Vec<Arc<TaskStats>>,
+    pub consumer: Arc<SourceConsumer>,
+    /// The checkpoint interval, with checkpoints on.
+    pub checkpoint_interval: Option<Duration>,
+    /// `/readyz` fails when the last checkpoint is older than this many
+    /// intervals.
+    pub ready_intervals: u32,
+    /// Bound of one end-offset request.
+    pub timeout: Duration,
+}
+
+/// Serves until the task is dropped or aborted.
+pub async fn serve(listener: tokio::net::TcpListener, health: Arc<Health>) {
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics))
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/readyz", axum::routing::get(readyz))
+        .with_state(health);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::warn!(error = %e, "metrics endpoint stopped");
+    }
+}
+
+async fn metrics(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    match tokio::task::spawn_blocking(move || health.render()).await {
+        Ok(text) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+            text,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            format!("rendering metrics failed: {e}\n"),
+        ),
+    }
+}
+
+async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    match health.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
+}
+
+/// Raises `counter` to `value` (counters only go up; the tasks' atomics
+/// are the truth).
+fn raise(counter: &prometheus::IntCounter, value: u64) {
+    let current = counter.get();
+    if value > current {
+        counter.inc_by(value - current);
+    }
+}
+
+impl Health {
+    /// The exposition text, with per-partition figures brought up to date.
+    /// Blocking: reads end offsets from the broker.
+    fn render(&self) -> String {
+        let m = &self.metrics;
+        let mut broker_ok = true;
+        for t in &self.tasks {
+            let labels = [t.topic.as_str(), &t.partition.to_string()];
+            raise(
+                &m.records_in.with_label_values(&labels),
+                t.records_in.load(Ordering::Relaxed),
+            );
+            raise(
+                &m.records_out.with_label_values(&labels),
+                t.records_out.load(Ordering::Relaxed),
+            );
+            raise(
+                &m.dead_letters.with_label_values(&labels),
+                t.dead_lettered.load(Ordering::Relaxed),
+            );
+            raise(
+                &m.skipped.with_label_values(&labels),
+                t.skipped.load(Ordering::Relaxed),
+            );
+            m.plugin_memory
+                .with_label_values(&labels)
+                .set(t.memory_bytes.load(Ordering::Relaxed) as i64);
+            // One unreachable broker must not hold a scrape for a timeout
+            // per partition: after the first failure the lag keeps its
+            // last value.
+            if broker_ok {
+                match self
+                    .consumer
+                    .fetch_watermarks(&t.topic, t.partition, self.timeout)
+                {
+                    Ok((_, end)) => {
+                        let next = t.position.load(Ordering::Relaxed);
+                        m.consumer_lag
+                            .with_label_values(&labels)
+                            .set((end - next).max(0));
+                    }
+                    Err(e) => {
+                        broker_ok = false;
+                        tracing::warn!(topic = %t.topic, partition = t.partition, error = %e, "metrics: end offset not read; lag not updated");
+                    }
+                }
+            }
+        }
+        m.checkpoint_age.set(m.checkpoint_age().as_secs_f64());
+        prometheus::TextEncoder::new()
+            .encode_to_string(&m.registry.gather())
+            .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
+    }
+
+    /// Ready: every partition task runs (none waits for a restart), and
+    /// the last checkpoint is recent enough.
+    fn readiness(&self) -> Result<(), String> {
+        let waiting: Vec<String> = self
+            .tasks
+            .iter()
+            .filter(|t| t.waiting.load(Ordering::Relaxed))
+            .map(|t| format!("{}/{}", t.topic, t.partition))
+            .collect();
+        if !waiting.is_empty() {
+            return Err(format!(
+                "partition tasks waiting to restart: {}",
+                waiting.join(", ")
+            ));
+        }
+        if let Some(interval) = self.checkpoint_interval {
+            let age = self.metrics.checkpoint_age();
+            let limit = interval * self.ready_intervals;
+            if age > limit {
+                return Err(format!(
+                    "the last checkpoint completed {:.1} s ago (limit {:.1} s: {} intervals)",
+                    age.as_secs_f64(),
+                    limit.as_secs_f64(),
+                    self.ready_intervals
+                ));
+            }
+        }
+        Ok(())
+    }
+}

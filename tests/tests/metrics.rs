@@ -1,0 +1,248 @@
+//! Metrics and health through the real binary: a job with `[metrics]
+//! listen` set is scraped over HTTP, the exposition is parsed with a
+//! Prometheus text parser, and the values that are known are asserted
+//! exactly: records in per partition and out after a known input, lag 0
+//! once it is consumed, the assigned partitions, and about one completed
+//! checkpoint per interval.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+use weir_e2e::{Broker, keyed_input, repo_root, spawn_weir, topic, wait_for, weir_log};
+
+const PARTITIONS: i32 = 4;
+const RECORDS: usize = 8_000;
+const INTERVAL_MS: u64 = 300;
+
+/// `GET path`: the status code and the body.
+fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: weir\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, body.to_string()))
+}
+
+/// Samples by name, as `(labels, value)`.
+type Samples = HashMap<String, Vec<(HashMap<String, String>, f64)>>;
+
+fn scrape(addr: SocketAddr) -> Samples {
+    let (status, body) = get(addr, "/metrics").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("not Prometheus text: {e}\n{body}"));
+    let mut out = Samples::new();
+    for s in scrape.samples {
+        let value = match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(h) => h.iter().map(|b| b.count).fold(0.0, f64::max),
+            prometheus_parse::Value::Summary(_) => continue,
+        };
+        let labels = s
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        out.entry(s.metric).or_default().push((labels, value));
+    }
+    out
+}
+
+/// The value of `name` for partition `p` (or the only value, `p = None`).
+fn value(m: &Samples, name: &str, p: Option<i32>) -> f64 {
+    let samples = m
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} in the scrape"));
+    samples
+        .iter()
+        .find(|(l, _)| p.is_none_or(|p| l.get("partition") == Some(&p.to_string())))
+        .unwrap_or_else(|| panic!("{name} has no sample for partition {p:?}: {samples:?}"))
+        .1
+}
+
+fn total(m: &Samples, name: &str) -> f64 {
+    m.get(name).map_or(0.0, |v| v.iter().map(|(_, x)| x).sum())
+}
+
+#[test]
+fn a_running_job_exposes_exact_counts_lag_and_checkpoints() {
+    let broker = Broker::shared();
+    let (src, dst) = (topic("metrics-in"), topic("metrics-out"));
+    broker.create_topic(&src, PARTITIONS).unwrap();
+    broker.create_topic(&dst, PARTITIONS).unwrap();
+    let input = keyed_input(RECORDS, 64, PARTITIONS);
+    broker.produce(&src, &input).unwrap();
+    let addr: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "{dst}-group"
+[kafka.consumer_options]
+"auto.offset.reset" = "earliest"
+[source]
+topics = ["{src}"]
+[sink]
+topics = ["{dst}"]
+[pipeline]
+plugins_dir = "{plugins}"
+plugin = "running_count.wasm"
+parallelism = 2
+[checkpoint]
+enabled = true
+interval = "{INTERVAL_MS}ms"
+directory = "ck"
+[status]
+interval = "0s"
+[metrics]
+listen = "{addr}"
+"#,
+        bootstrap = broker.bootstrap(),
+        plugins = repo_root().join("plugins").display(),
+    );
+    let config = dir.path().join("job.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut child = spawn_weir(&config, dir.path(), "info");
+
+    // Health first: the endpoint answers once the job runs.
+    let t = Instant::now();
+    while get(addr, "/healthz").map(|(s, _)| s).ok() != Some(200) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "weir exited:\n{}",
+            weir_log(dir.path())
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "/healthz never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Then everything consumed.
+    let m = loop {
+        let m = scrape(addr);
+        if total(&m, "weir_records_in_total") as usize == RECORDS {
+            break m;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "the input was not consumed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for p in 0..PARTITIONS {
+        let want = input.iter().filter(|r| r.partition == p).count() as f64;
+        assert_eq!(
+            value(&m, "weir_records_in_total", Some(p)),
+            want,
+            "records in, partition {p}"
+        );
+        assert_eq!(
+            value(&m, "weir_consumer_lag_records", Some(p)),
+            0.0,
+            "lag, partition {p}"
+        );
+        assert!(value(&m, "weir_plugin_memory_bytes", Some(p)) >= 65536.0);
+    }
+    assert_eq!(
+        total(&m, "weir_records_out_total") as usize,
+        RECORDS,
+        "one count per record"
+    );
+    assert_eq!(
+        value(&m, "weir_assigned_partitions", None),
+        PARTITIONS as f64
+    );
+    assert!(
+        value(&m, "weir_plugin_call_duration_seconds", None) > 0.0,
+        "no plugin call timed"
+    );
+    assert_eq!(total(&m, "weir_plugin_faults_total"), 0.0);
+    assert_eq!(value(&m, "weir_checkpoints_failed_total", None), 0.0);
+    for (_, labels_and_values) in m.iter() {
+        for (labels, _) in labels_and_values {
+            assert_eq!(
+                labels.get("plugin").map(String::as_str),
+                Some("running_count.wasm")
+            );
+        }
+    }
+
+    // About one checkpoint per interval, idle or not.
+    let (c0, t0) = (
+        value(&scrape(addr), "weir_checkpoints_completed_total", None),
+        Instant::now(),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let m = scrape(addr);
+    let (c1, secs) = (
+        value(&m, "weir_checkpoints_completed_total", None),
+        t0.elapsed().as_secs_f64(),
+    );
+    let expected = secs * 1000.0 / INTERVAL_MS as f64;
+    assert!(
+        (c1 - c0) >= expected * 0.5 && (c1 - c0) <= expected + 1.0,
+        "{} checkpoints in {secs:.1} s at {INTERVAL_MS} ms intervals",
+        c1 - c0
+    );
+    let age = value(&m, "weir_last_checkpoint_age_seconds", None);
+    assert!(
+        age < 3.0 * INTERVAL_MS as f64 / 1000.0,
+        "last checkpoint {age} s old"
+    );
+    let (status, body) = get(addr, "/readyz").unwrap();
+    assert_eq!(status, 200, "{body}");
+    println!(
+        "scraped: {RECORDS} records in and out, lag 0 on {PARTITIONS} partitions, {} checkpoints in {secs:.1} s ({expected:.1} expected), last {age:.3} s ago, last took {:.4} s and wrote {} bytes",
+        c1 - c0,
+        value(&m, "weir_last_checkpoint_duration_seconds", None),
+        value(&m, "weir_last_checkpoint_size_bytes", None),
+    );
+
+    // SAFETY: kill(2) on the child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = wait_for(&mut child, Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "{status}\n{}", weir_log(dir.path()));
+}
+
+/// A port that is taken fails the job at once, naming the field.
+#[test]
+fn a_taken_port_is_a_clear_error() {
+    let broker = Broker::shared();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let src = topic("metrics-port");
+    broker.create_topic(&src, 1).unwrap();
+    let text = format!(
+        "[kafka]\nbootstrap_servers = \"{}\"\n[source]\ntopics = [\"{src}\"]\n[sink]\ntopics = [\"{src}\"]\n[pipeline]\nplugins_dir = \"{}\"\nplugin = \"running_count.wasm\"\n[metrics]\nlisten = \"{addr}\"\n",
+        broker.bootstrap(),
+        repo_root().join("plugins").display()
+    );
+    let config = dir.path().join("job.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut child = spawn_weir(&config, dir.path(), "warn");
+    let status = wait_for(&mut child, Duration::from_secs(30)).unwrap();
+    let log = weir_log(dir.path());
+    assert!(!status.success());
+    assert!(
+        log.contains("metrics.listen") && log.contains(&addr.to_string()),
+        "{log}"
+    );
+}
