@@ -78,8 +78,7 @@ fn list_show_and_verify_at_least_once_checkpoints_and_catch_a_flipped_byte() {
     assert!(ok, "{list}");
     let last = list
         .lines()
-        .filter(|l| l.starts_with("chk-") && l.contains("partitions"))
-        .next_back()
+        .rfind(|l| l.starts_with("chk-") && l.contains("partitions"))
         .unwrap_or_else(|| panic!("no checkpoint listed:\n{list}"));
     assert!(last.contains(&format!("{PARTITIONS} partitions")), "{last}");
     let id: u64 = last[4..14].parse().unwrap();
