@@ -152,8 +152,8 @@ pub struct SinkConfig {
     /// `message.send.max.retries`); unset keeps librdkafka's default.
     #[serde(default)]
     pub retries: Option<u32>,
-    /// exactly-once: prefix of the transactional ids
-    /// (`<prefix>-<topic>-<partition>`, one per partition task).
+    /// exactly-once: prefix of the transactional ids (`<prefix>-<worker>`,
+    /// one per worker).
     #[serde(default = "default_transactional_id_prefix")]
     pub transactional_id_prefix: String,
 }

