@@ -3,7 +3,7 @@
 //! Prometheus text parser, and the values that are known are asserted
 //! exactly: records in per partition and out after a known input, lag 0
 //! once it is consumed, the assigned partitions, and about one completed
-//! checkpoint per interval.
+//! checkpoint per interval; `promtool check metrics` passes the text.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -37,9 +37,40 @@ fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
 /// Samples by name, as `(labels, value)`.
 type Samples = HashMap<String, Vec<(HashMap<String, String>, f64)>>;
 
-fn scrape(addr: SocketAddr) -> Samples {
+/// `promtool check metrics` on an exposition: Prometheus's own linter
+/// (names, units, help, types). `cargo xtask setup` unpacks it.
+fn promtool_check(body: &str) {
+    let tool = repo_root().join("target/tools/prometheus/usr/bin/promtool");
+    let mut child = std::process::Command::new(&tool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask setup`", tool.display()));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn scrape_text(addr: SocketAddr) -> String {
     let (status, body) = get(addr, "/metrics").unwrap();
     assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn scrape(addr: SocketAddr) -> Samples {
+    let body = scrape_text(addr);
     let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
         .unwrap_or_else(|e| panic!("not Prometheus text: {e}\n{body}"));
     let mut out = Samples::new();
@@ -208,6 +239,7 @@ listen = "{addr}"
     );
     let (status, body) = get(addr, "/readyz").unwrap();
     assert_eq!(status, 200, "{body}");
+    promtool_check(&scrape_text(addr));
     println!(
         "scraped: {RECORDS} records in and out, lag 0 on {PARTITIONS} partitions, {} checkpoints in {secs:.1} s ({expected:.1} expected), last {age:.3} s ago, last took {:.4} s and wrote {} bytes",
         c1 - c0,

@@ -88,7 +88,68 @@ pub fn run(root: &Path) -> Result<()> {
             }
         }
     }
-    assemblyscript_compiler(root)
+    assemblyscript_compiler(root)?;
+    promtool(root)
+}
+
+/// Where `promtool` is unpacked (the metrics test validates the exposition
+/// with it).
+pub const PROMTOOL: &str = "target/tools/prometheus/usr/bin/promtool";
+
+/// Prometheus's `promtool`, from Debian's `prometheus` package: downloaded
+/// and unpacked under `target/`, never installed (the package would start
+/// a Prometheus server).
+fn promtool(root: &Path) -> Result<()> {
+    let tool = root.join(PROMTOOL);
+    if Command::new(&tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        return Ok(());
+    }
+    crate::step("promtool: apt-get download prometheus, unpacked under target/tools/");
+    let dir = root.join("target/tools");
+    std::fs::create_dir_all(&dir)?;
+    let download = || {
+        Command::new("apt-get")
+            .args(["download", "prometheus"])
+            .current_dir(&dir)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    // A fresh machine may have no package lists yet.
+    let update = || {
+        Command::new("apt-get")
+            .args(["update", "-qq"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let fetched = download() || (update() && download());
+    if !fetched {
+        bail!("apt-get download prometheus failed; promtool is needed by the metrics test");
+    }
+    let deb = std::fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("prometheus_"))
+        })
+        .context("the downloaded prometheus package")?;
+    let unpacked = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(dir.join("prometheus"))
+        .status()
+        .context("dpkg-deb -x")?;
+    if !unpacked.success() {
+        bail!("dpkg-deb -x {} failed", deb.display());
+    }
+    std::fs::remove_file(&deb)?;
+    Ok(())
 }
 
 /// Adds the wasm32 targets through rustup when they are missing.
