@@ -143,6 +143,8 @@ directory = "ck"
 interval = "0s"
 [metrics]
 listen = "{addr}"
+# A loaded CI machine may run a 300 ms checkpoint late.
+ready_checkpoint_intervals = 10
 "#,
         bootstrap = broker.bootstrap(),
         plugins = repo_root().join("plugins").display(),
@@ -277,4 +279,100 @@ fn a_taken_port_is_a_clear_error() {
         log.contains("metrics.listen") && log.contains(&addr.to_string()),
         "{log}"
     );
+}
+
+/// `/readyz` fails while a partition task waits to restart, naming it; the
+/// fault that made it wait is counted by kind.
+#[test]
+fn readyz_fails_while_a_partition_waits_to_restart() {
+    let broker = Broker::shared();
+    let trap = weir_e2e::hostile::ALL
+        .iter()
+        .find(|h| h.name == "trap")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("trap.wat"), trap.wat()).unwrap();
+    let (src, dst) = (topic("ready-in"), topic("ready-out"));
+    broker.create_topic(&src, 2).unwrap();
+    broker.create_topic(&dst, 2).unwrap();
+    let input: Vec<weir_e2e::Input> = (0..200)
+        .map(|i| weir_e2e::Input {
+            partition: i % 2,
+            key: format!("k{i}"),
+            value: if i == 100 {
+                "poison".into()
+            } else {
+                format!("v{i}")
+            },
+            timestamp: None,
+        })
+        .collect();
+    broker.produce(&src, &input).unwrap();
+    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let text = format!(
+        r#"[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "{dst}-group"
+[kafka.consumer_options]
+"auto.offset.reset" = "earliest"
+[source]
+topics = ["{src}"]
+[sink]
+topics = ["{dst}"]
+[pipeline]
+plugins_dir = "{plugins}"
+plugin = "trap.wat"
+parallelism = 1
+restart_attempts = 3
+restart_backoff = "60s"
+[checkpoint]
+enabled = true
+interval = "200ms"
+directory = "ck"
+[status]
+interval = "0s"
+[metrics]
+listen = "{addr}"
+"#,
+        bootstrap = broker.bootstrap(),
+        plugins = dir.path().display(),
+    );
+    let config = dir.path().join("job.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut child = spawn_weir(&config, dir.path(), "info");
+    let t = Instant::now();
+    let why = loop {
+        // (Not ready for another reason first, e.g. no checkpoint yet.)
+        if let Ok((503, body)) = get(addr, "/readyz")
+            && body.contains("waiting to restart")
+        {
+            break body;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "weir exited:\n{}",
+            weir_log(dir.path())
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "/readyz never failed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(why.contains(&format!("{src}/0")), "{why}");
+    let m = scrape(addr);
+    let traps = m["weir_plugin_faults_total"]
+        .iter()
+        .find(|(l, _)| l.get("kind").map(String::as_str) == Some("trap"))
+        .map(|(_, v)| *v);
+    assert_eq!(traps, Some(1.0), "the poison record's fault, counted once");
+    println!(
+        "/readyz while partition 0 waits 60 s to restart: 503 {}",
+        why.trim()
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

@@ -185,3 +185,127 @@ fn sigterm_exactly_once_leaves_no_transaction_open() {
     job.finish(broker, "exactly-once");
     assert_each_count_once(&broker.read_committed(&job.dst, PARTITIONS).unwrap());
 }
+
+/// A job whose plugin is stuck in a call that only its time limit (20 s)
+/// ends: the first record of partition 0 sends `endless_loop` into a loop.
+/// Returns the job's directory (config, plugin, log) and the child.
+fn spawn_stuck(broker: &Broker) -> (tempfile::TempDir, Child) {
+    let hostile = weir_e2e::hostile::ALL
+        .iter()
+        .find(|h| h.name == "endless_loop")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("endless_loop.wat"), hostile.wat()).unwrap();
+    let (src, dst) = (topic("stuck-in"), topic("stuck-out"));
+    broker.create_topic(&src, 2).unwrap();
+    broker.create_topic(&dst, 2).unwrap();
+    let input: Vec<weir_e2e::Input> = (0..100)
+        .map(|i| weir_e2e::Input {
+            partition: i % 2,
+            key: format!("k{i}"),
+            value: if i == 0 {
+                "poison".into()
+            } else {
+                format!("v{i}")
+            },
+            timestamp: None,
+        })
+        .collect();
+    broker.produce(&src, &input).unwrap();
+    let text = format!(
+        r#"[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "{dst}-group"
+[kafka.consumer_options]
+"auto.offset.reset" = "earliest"
+[source]
+topics = ["{src}"]
+[sink]
+topics = ["{dst}"]
+[pipeline]
+plugins_dir = "{plugins}"
+plugin = "endless_loop.wat"
+parallelism = 1
+stop_timeout = "1s"
+on_fault = "skip"
+[limits]
+batch_timeout = "20s"
+[checkpoint]
+enabled = true
+interval = "200ms"
+directory = "ck"
+[status]
+interval = "0s"
+"#,
+        bootstrap = broker.bootstrap(),
+        plugins = dir.path().display(),
+    );
+    let config = dir.path().join("job.toml");
+    std::fs::write(&config, text).unwrap();
+    let child = weir_e2e::spawn_weir(&config, dir.path(), "info");
+    // Running once its partitions are assigned; the first batch of
+    // partition 0 then loops.
+    let started = Instant::now();
+    while !weir_e2e::weir_log(dir.path()).contains("partition assigned") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the job never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    (dir, child)
+}
+
+/// A stop that cannot finish: the process exits non-zero once
+/// `stop_timeout` (1 s) has passed, saying what did not finish; and a
+/// second signal ends it at once, with 128 + the signal's number.
+#[test]
+fn a_stuck_stop_ends_at_its_timeout_and_a_second_signal_at_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let broker = Broker::shared();
+
+    let (dir, mut child) = spawn_stuck(broker);
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let signalled = Instant::now();
+    let status = wait_for(&mut child, Duration::from_secs(30)).unwrap();
+    let took = signalled.elapsed();
+    let log = weir_e2e::weir_log(dir.path());
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("did not stop within pipeline.stop_timeout"),
+        "{log}"
+    );
+    // A liveness bound, not a speed figure: it must not wait for the
+    // plugin's 20 s call.
+    assert!(
+        took < Duration::from_secs(10),
+        "exited {took:?} after SIGTERM"
+    );
+    println!(
+        "stop timeout: exit 1 {:.1} s after SIGTERM (stop_timeout 1 s)",
+        took.as_secs_f64()
+    );
+
+    let (dir, mut child) = spawn_stuck(broker);
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(200));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let signalled = Instant::now();
+    let status = wait_for(&mut child, Duration::from_secs(30)).unwrap();
+    let took = signalled.elapsed();
+    let log = weir_e2e::weir_log(dir.path());
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{log}");
+    assert!(log.contains("second signal"), "{log}");
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after the second signal"
+    );
+    println!(
+        "second signal: exit {:?} {:.2} s after it",
+        status.code(),
+        took.as_secs_f64()
+    );
+}

@@ -187,6 +187,15 @@ impl JobMetrics {
             .unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
 
+    /// The job's workers start: the checkpoint age counts from here until
+    /// the first checkpoint completes.
+    pub fn job_started(&self) {
+        *self
+            .last_checkpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
     /// Time since the last completed checkpoint (or the job's start).
     pub fn checkpoint_age(&self) -> Duration {
         self.last_checkpoint

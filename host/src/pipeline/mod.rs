@@ -201,6 +201,7 @@ pub async fn run(
     let started = Instant::now();
     let task_count = all_stats.len();
     metrics.assigned_partitions.set(task_count as i64);
+    metrics.job_started();
     let _metrics_server = listener.map(|listener| {
         let health = Arc::new(Health {
             metrics: metrics.clone(),
