@@ -376,3 +376,94 @@ listen = "{addr}"
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Before anything is consumed the lag is the whole backlog, exactly: the
+/// job's only worker is stuck in its first plugin call (the first record
+/// sends `endless_loop` into a loop its 20 s time limit would end), so no
+/// partition's position moves while the broker holds 60 records in each.
+#[test]
+fn lag_is_the_exact_backlog_before_anything_is_consumed() {
+    let broker = Broker::shared();
+    let stuck = weir_e2e::hostile::ALL
+        .iter()
+        .find(|h| h.name == "endless_loop")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("endless_loop.wat"), stuck.wat()).unwrap();
+    let (src, dst) = (topic("backlog-in"), topic("backlog-out"));
+    broker.create_topic(&src, 2).unwrap();
+    broker.create_topic(&dst, 2).unwrap();
+    let input: Vec<weir_e2e::Input> = (0..120)
+        .map(|i| weir_e2e::Input {
+            partition: i % 2,
+            key: format!("k{i}"),
+            value: if i < 2 {
+                "poison".into()
+            } else {
+                format!("v{i}")
+            },
+            timestamp: None,
+        })
+        .collect();
+    broker.produce(&src, &input).unwrap();
+    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let text = format!(
+        r#"[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "{dst}-group"
+[kafka.consumer_options]
+"auto.offset.reset" = "earliest"
+[source]
+topics = ["{src}"]
+[sink]
+topics = ["{dst}"]
+[pipeline]
+plugins_dir = "{plugins}"
+plugin = "endless_loop.wat"
+parallelism = 1
+[limits]
+batch_timeout = "20s"
+[status]
+interval = "0s"
+[metrics]
+listen = "{addr}"
+"#,
+        bootstrap = broker.bootstrap(),
+        plugins = dir.path().display(),
+    );
+    let config = dir.path().join("job.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut child = spawn_weir(&config, dir.path(), "info");
+    let t = Instant::now();
+    while get(addr, "/healthz").map(|(s, _)| s).ok() != Some(200) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "weir exited:\n{}",
+            weir_log(dir.path())
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "/healthz never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let m = scrape(addr);
+    for p in 0..2 {
+        assert_eq!(
+            value(&m, "weir_consumer_lag_records", Some(p)),
+            60.0,
+            "partition {p}"
+        );
+        assert_eq!(
+            value(&m, "weir_records_in_total", Some(p)),
+            0.0,
+            "partition {p}"
+        );
+    }
+    println!("lag before consuming: 60 and 60 records, exactly the backlog");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
