@@ -211,6 +211,38 @@ impl Broker {
     }
 
     /// The last `n` lines of the broker's log (for a failed test).
+    /// The compression codec of every record batch of `topic`'s partition
+    /// `partition`, as Kafka's own `DumpLogSegments` reads them from the
+    /// broker's log files (`none`, `gzip`, `zstd`, ...).
+    pub fn batch_codecs(&self, topic: &str, partition: i32) -> Result<Vec<String>> {
+        let dir = self.dir.join("data").join(format!("{topic}-{partition}"));
+        let mut segments: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .with_context(|| format!("{}", dir.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        segments.sort();
+        let mut codecs = Vec::new();
+        for segment in segments {
+            let out = Command::new("java")
+                .arg("-cp")
+                .arg(format!("{}/*", kafka_libs()?.display()))
+                .args(["kafka.tools.DumpLogSegments", "--files"])
+                .arg(&segment)
+                .output()
+                .context("run Kafka's DumpLogSegments")?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            codecs.extend(
+                text.split("compresscodec: ")
+                    .skip(1)
+                    .filter_map(|rest| rest.split_whitespace().next())
+                    .map(|c| c.to_lowercase()),
+            );
+        }
+        Ok(codecs)
+    }
+
     pub fn log_tail(&self, n: usize) -> String {
         let mut text = std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default();
         text.push_str(&std::fs::read_to_string(self.dir.join("broker.out")).unwrap_or_default());
@@ -357,4 +389,42 @@ fn log4j_config(file: &Path) -> String {
 "#,
         file.display()
     )
+}
+
+/// The partition the Java producer's default partitioner picks for each
+/// key among `partitions`: `toPositive(murmur2(key)) % partitions`,
+/// computed by Kafka's own `Utils` in a JVM.
+pub fn java_partitions(keys: &[String], partitions: i32) -> Result<Vec<i32>> {
+    let dir = tempfile::tempdir()?;
+    let source = dir.path().join("JavaPartitions.java");
+    std::fs::write(
+        &source,
+        r#"import org.apache.kafka.common.utils.Utils;
+import java.nio.charset.StandardCharsets;
+public class JavaPartitions {
+    public static void main(String[] args) {
+        int n = Integer.parseInt(args[0]);
+        for (int i = 1; i < args.length; i++) {
+            byte[] key = args[i].getBytes(StandardCharsets.UTF_8);
+            System.out.println(Utils.toPositive(Utils.murmur2(key)) % n);
+        }
+    }
+}
+"#,
+    )?;
+    let out = Command::new("java")
+        .arg("-cp")
+        .arg(format!("{}/*", kafka_libs()?.display()))
+        .arg(&source)
+        .arg(partitions.to_string())
+        .args(keys)
+        .output()
+        .context("run java")?;
+    if !out.status.success() {
+        bail!("java: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().parse().context("a partition number"))
+        .collect()
 }

@@ -232,6 +232,23 @@ impl DeliveryContext {
 /// The producer type: librdkafka's own thread polls for delivery reports.
 pub type SinkProducer = ThreadedProducer<DeliveryContext>;
 
+/// Whether the config sets librdkafka option `key` for the producer.
+fn chosen(config: &Config, key: &str) -> bool {
+    config.kafka.options.contains_key(key) || config.kafka.producer_options.contains_key(key)
+}
+
+/// Unless the config chooses one, the partitioner of the Java producer:
+/// murmur2 of the key (random for keyless records). librdkafka's default
+/// (`consistent_random`, CRC32) puts a key on another partition than a
+/// Java producer does, so Weir's keyed output would not be co-partitioned
+/// with topics Java clients write, and a Kafka Streams or Flink job
+/// joining them would be wrong.
+pub(crate) fn java_partitioner(cc: &mut rdkafka::ClientConfig, config: &Config) {
+    if !chosen(config, "partitioner") {
+        cc.set("partitioner", "murmur2_random");
+    }
+}
+
 /// Creates the producer.
 ///
 /// Idempotent unless the config says otherwise (`enable.idempotence` in
@@ -243,12 +260,10 @@ pub type SinkProducer = ThreadedProducer<DeliveryContext>;
 /// output partitions, at-least-once ran 3x faster with it (BENCHMARKS.md).
 pub fn create(config: &Config, bootstrap: &str) -> Result<Arc<SinkProducer>, KafkaError> {
     let mut cc = super::base_client_config(&config.kafka, bootstrap);
-    let key = "enable.idempotence";
-    let chosen =
-        config.kafka.options.contains_key(key) || config.kafka.producer_options.contains_key(key);
-    if !chosen && config.sink.retries != Some(0) {
-        cc.set(key, "true");
+    if !chosen(config, "enable.idempotence") && config.sink.retries != Some(0) {
+        cc.set("enable.idempotence", "true");
     }
+    java_partitioner(&mut cc, config);
     if let Some(retries) = config.sink.retries {
         cc.set("message.send.max.retries", retries.to_string());
     }

@@ -95,6 +95,7 @@ pub fn transactional_id(prefix: &str, worker: usize) -> String {
 fn client_config(config: &Config, bootstrap: &str, id: &str) -> rdkafka::ClientConfig {
     let mut cc = super::base_client_config(&config.kafka, bootstrap);
     cc.set("transactional.id", id);
+    super::producer::java_partitioner(&mut cc, config);
     if let Some(retries) = config.sink.retries {
         cc.set("message.send.max.retries", retries.to_string());
     }
