@@ -227,3 +227,51 @@ const SKELETON: &str = r#"
     (i32.const 0))
 )
 "#;
+
+/// A job over a poisoned input: a directory holding one hostile plugin
+/// (`<name>.wat`, the job's `plugins_dir`), an input topic and an empty
+/// output topic.
+pub struct PoisonedJob {
+    pub dir: tempfile::TempDir,
+    pub src: String,
+    pub dst: String,
+}
+
+/// Writes hostile plugin `name` into a new directory, and `records`
+/// records over `partitions` partitions into a new topic: record `i` on
+/// partition `i % partitions`, key `k<i>`, value `v<i>`, or `poison` for
+/// the indexes in `poisoned`.
+pub fn poisoned_job(
+    broker: &crate::Broker,
+    name: &str,
+    records: usize,
+    partitions: i32,
+    poisoned: &[usize],
+) -> anyhow::Result<PoisonedJob> {
+    let hostile = ALL
+        .iter()
+        .find(|h| h.name == name)
+        .ok_or_else(|| anyhow::anyhow!("no hostile plugin {name}"))?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join(format!("{name}.wat")), hostile.wat())?;
+    let (src, dst) = (
+        crate::topic(&format!("{name}-in")),
+        crate::topic(&format!("{name}-out")),
+    );
+    broker.create_topic(&src, partitions)?;
+    broker.create_topic(&dst, partitions)?;
+    let input: Vec<crate::Input> = (0..records)
+        .map(|i| crate::Input {
+            partition: i as i32 % partitions,
+            key: format!("k{i}"),
+            value: if poisoned.contains(&i) {
+                "poison".into()
+            } else {
+                format!("v{i}")
+            },
+            timestamp: None,
+        })
+        .collect();
+    broker.produce(&src, &input)?;
+    Ok(PoisonedJob { dir, src, dst })
+}

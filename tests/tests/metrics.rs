@@ -286,28 +286,8 @@ fn a_taken_port_is_a_clear_error() {
 #[test]
 fn readyz_fails_while_a_partition_waits_to_restart() {
     let broker = Broker::shared();
-    let trap = weir_e2e::hostile::ALL
-        .iter()
-        .find(|h| h.name == "trap")
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("trap.wat"), trap.wat()).unwrap();
-    let (src, dst) = (topic("ready-in"), topic("ready-out"));
-    broker.create_topic(&src, 2).unwrap();
-    broker.create_topic(&dst, 2).unwrap();
-    let input: Vec<weir_e2e::Input> = (0..200)
-        .map(|i| weir_e2e::Input {
-            partition: i % 2,
-            key: format!("k{i}"),
-            value: if i == 100 {
-                "poison".into()
-            } else {
-                format!("v{i}")
-            },
-            timestamp: None,
-        })
-        .collect();
-    broker.produce(&src, &input).unwrap();
+    let job = weir_e2e::hostile::poisoned_job(broker, "trap", 200, 2, &[100]).unwrap();
+    let (dir, src, dst) = (job.dir, job.src, job.dst);
     let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -384,28 +364,8 @@ listen = "{addr}"
 #[test]
 fn lag_is_the_exact_backlog_before_anything_is_consumed() {
     let broker = Broker::shared();
-    let stuck = weir_e2e::hostile::ALL
-        .iter()
-        .find(|h| h.name == "endless_loop")
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("endless_loop.wat"), stuck.wat()).unwrap();
-    let (src, dst) = (topic("backlog-in"), topic("backlog-out"));
-    broker.create_topic(&src, 2).unwrap();
-    broker.create_topic(&dst, 2).unwrap();
-    let input: Vec<weir_e2e::Input> = (0..120)
-        .map(|i| weir_e2e::Input {
-            partition: i % 2,
-            key: format!("k{i}"),
-            value: if i < 2 {
-                "poison".into()
-            } else {
-                format!("v{i}")
-            },
-            timestamp: None,
-        })
-        .collect();
-    broker.produce(&src, &input).unwrap();
+    let job = weir_e2e::hostile::poisoned_job(broker, "endless_loop", 120, 2, &[0, 1]).unwrap();
+    let (dir, src, dst) = (job.dir, job.src, job.dst);
     let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -190,28 +190,8 @@ fn sigterm_exactly_once_leaves_no_transaction_open() {
 /// ends: the first record of partition 0 sends `endless_loop` into a loop.
 /// Returns the job's directory (config, plugin, log) and the child.
 fn spawn_stuck(broker: &Broker) -> (tempfile::TempDir, Child) {
-    let hostile = weir_e2e::hostile::ALL
-        .iter()
-        .find(|h| h.name == "endless_loop")
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("endless_loop.wat"), hostile.wat()).unwrap();
-    let (src, dst) = (topic("stuck-in"), topic("stuck-out"));
-    broker.create_topic(&src, 2).unwrap();
-    broker.create_topic(&dst, 2).unwrap();
-    let input: Vec<weir_e2e::Input> = (0..100)
-        .map(|i| weir_e2e::Input {
-            partition: i % 2,
-            key: format!("k{i}"),
-            value: if i == 0 {
-                "poison".into()
-            } else {
-                format!("v{i}")
-            },
-            timestamp: None,
-        })
-        .collect();
-    broker.produce(&src, &input).unwrap();
+    let job = weir_e2e::hostile::poisoned_job(broker, "endless_loop", 100, 2, &[0]).unwrap();
+    let (dir, src, dst) = (job.dir, job.src, job.dst);
     let text = format!(
         r#"[kafka]
 bootstrap_servers = "{bootstrap}"
