@@ -204,7 +204,7 @@ impl JobMetrics {
             .elapsed()
     }
 
-    /// Counts a plugin fault of kind `kind` (see `PluginFault::kind_name`).
+    /// Counts a plugin fault of kind `kind` (`FaultKind::code`).
     pub fn fault(&self, kind: &str) {
         self.plugin_faults.with_label_values(&[kind]).inc();
     }

@@ -235,7 +235,7 @@ impl PartitionTask {
         if let TaskFailure::Batch(BatchError::Fault(fault)) = &*error.failure {
             let _enter = self.span.clone().entered();
             if error.first_offset == error.last_offset {
-                self.env.metrics.fault(fault_label(&fault.kind));
+                self.env.metrics.fault(fault.kind.code());
             }
             if error.first_offset != error.last_offset {
                 tracing::warn!(
@@ -693,20 +693,4 @@ fn encode(batch: &[BorrowedMessage<'_>], topic_index: u32, buf: &mut [u8]) -> us
         .expect("sized by batch_size_of");
     }
     w.finish()
-}
-
-/// The `kind` label of a fault in `weir_plugin_faults_total`.
-fn fault_label(kind: &crate::runtime::FaultKind) -> &'static str {
-    use crate::runtime::FaultKind;
-    match kind {
-        FaultKind::Trap => "trap",
-        FaultKind::Timeout => "timeout",
-        FaultKind::MemoryLimit => "memory_limit",
-        FaultKind::StackOverflow => "stack_overflow",
-        FaultKind::OutOfFuel => "fuel",
-        FaultKind::OutputLimit => "output_limit",
-        FaultKind::BadPointer => "bad_pointer",
-        FaultKind::ErrorStatus(_) => "error_status",
-        FaultKind::Exit(_) => "exit",
-    }
 }

@@ -219,7 +219,9 @@ impl WorkerCommit {
     }
 
     /// Aborts the transaction and begins the next; every task restarts
-    /// from its last commit, not before `at`.
+    /// from its last commit, not before `at`. If the abort itself fails,
+    /// it counts as a failure and is tried again after the backoff, the
+    /// tasks waiting until then.
     fn roll_back(&mut self, tasks: &mut [PartitionTask], at: Instant) -> Result<(), JobError> {
         match self.txn.abort_and_begin() {
             Ok(producer) => {
@@ -239,19 +241,36 @@ impl WorkerCommit {
                 }
                 Ok(())
             }
-            Err(e) => self.failed(tasks, e.into()),
+            Err(e) => {
+                let retry_at = self.count_failure(e.into())?;
+                self.pending = Some(retry_at);
+                // The tasks must not send into a transaction that is not
+                // open: they wait at least until the rollback is retried.
+                let producer = self.txn.producer();
+                for t in tasks {
+                    t.roll_back(&producer, retry_at + Duration::from_millis(1));
+                }
+                Ok(())
+            }
         }
     }
 
-    /// Counts a failed commit or abort: the tasks wait for a backoff and
-    /// then restart from their last commit (the rollback is retried first
-    /// if the abort itself failed).
+    /// A commit failed: the tasks roll back and wait for the backoff.
     fn failed(&mut self, tasks: &mut [PartitionTask], cause: CommitError) -> Result<(), JobError> {
+        let at = self.count_failure(cause)?;
+        self.roll_back(tasks, at)
+    }
+
+    /// Counts a failed commit or abort. Returns when to go on (after a
+    /// backoff doubling with each consecutive failure), or the error that
+    /// ends the worker: fencing, or no attempts left.
+    fn count_failure(&mut self, cause: CommitError) -> Result<Instant, JobError> {
+        self.metrics.checkpoints_failed.inc();
+        self.failures += 1;
         let fenced = matches!(
             cause,
             CommitError::Transaction(TransactionError::Fenced { .. })
         );
-        self.failures += 1;
         if fenced || self.failures > self.attempts {
             // Fenced: another process owns the id now, and a new producer
             // would fence it in turn. Stop.
@@ -264,32 +283,9 @@ impl WorkerCommit {
             attempt = self.failures,
             of = self.attempts,
             backoff_ms = backoff.as_millis() as u64,
-            "exactly-once commit failed; the worker's tasks restart from their last commit"
+            "exactly-once commit or abort failed; the worker's tasks restart from their last commit after the backoff"
         );
-        let at = Instant::now() + backoff;
-        self.metrics.checkpoints_failed.inc();
-        match self.txn.abort_and_begin() {
-            Ok(producer) => {
-                self.pending = None;
-                self.metrics.transactions_aborted.inc();
-                for t in tasks {
-                    t.roll_back(&producer, at);
-                }
-                Ok(())
-            }
-            Err(e @ TransactionError::Fenced { .. }) => Err(self.failure(e.into())),
-            Err(e) => {
-                tracing::warn!(transactional_id = %self.txn.id(), error = %e, "abort failed; retried after the backoff");
-                self.pending = Some(at);
-                // The tasks must not send into a transaction that is not
-                // open: they wait at least until the rollback is retried.
-                let producer = self.txn.producer();
-                for t in tasks {
-                    t.roll_back(&producer, at + Duration::from_millis(1));
-                }
-                Ok(())
-            }
-        }
+        Ok(Instant::now() + backoff)
     }
 
     fn failure(&self, cause: CommitError) -> JobError {
