@@ -5,6 +5,7 @@
 //! doc comment: they are the reference documentation of the file. Defaults
 //! are functions so that the docs and the code cannot disagree.
 
+pub mod secret;
 use crate::runtime::Limits;
 use bytesize::ByteSize;
 use serde::Deserialize;
@@ -70,12 +71,15 @@ pub struct Config {
     pub path: Option<PathBuf>,
 }
 
-/// `[kafka]`: brokers, consumer group and librdkafka passthrough.
-#[derive(Debug, Clone, Deserialize)]
+/// `[kafka]`: brokers, consumer group and librdkafka passthrough. The
+/// brokers and the option values may come from the environment or a file
+/// ([`secret`]); `Debug` does not print secret option values.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// `host:port` list, or `embedded` to start librdkafka's in-process mock
     /// cluster with the built-in sample input (the zero-setup demo).
+    #[serde(deserialize_with = "secret::string")]
     pub bootstrap_servers: String,
     /// Consumer group: its committed offsets are the `group-offsets` start
     /// position, and processed offsets are committed to it.
@@ -86,14 +90,33 @@ pub struct KafkaConfig {
     pub connect_timeout: Duration,
     /// Any librdkafka option, passed to both consumer and producer
     /// (e.g. `"auto.offset.reset" = "earliest"`, `"compression.type"`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "secret::map")]
     pub options: BTreeMap<String, String>,
     /// librdkafka options for the consumer only.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "secret::map")]
     pub consumer_options: BTreeMap<String, String>,
     /// librdkafka options for the producer only.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "secret::map")]
     pub producer_options: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_id", &self.group_id)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("options", &secret::redacted(&self.options))
+            .field(
+                "consumer_options",
+                &secret::redacted(&self.consumer_options),
+            )
+            .field(
+                "producer_options",
+                &secret::redacted(&self.producer_options),
+            )
+            .finish()
+    }
 }
 
 /// `[source]`: the input topics and where to start reading them.
@@ -724,6 +747,40 @@ plugin = "p.wasm"
         assert_eq!(c.source.start, StartPosition::GroupOffsets);
         assert_eq!(c.plugin_path(), Path::new("/etc/weir/plugins/p.wasm"));
         assert_eq!(c.kafka.connect_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn option_values_come_from_the_environment_or_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "from-a-file\n").unwrap();
+        // SAFETY: a variable no other test reads or writes.
+        unsafe { std::env::set_var("WEIR_CONFIG_TEST_BROKER", "broker-7") };
+        let text = MINIMAL.replace(
+            "bootstrap_servers = \"localhost:9092\"",
+            &format!(
+                "bootstrap_servers = \"${{WEIR_CONFIG_TEST_BROKER}}:9092\"\n[kafka.options]\n\"sasl.password\" = {{ file = \"{}\" }}",
+                file.display()
+            ),
+        );
+        let c = Config::parse(&text, Path::new(".")).unwrap();
+        assert_eq!(c.kafka.bootstrap_servers, "broker-7:9092");
+        assert_eq!(c.kafka.options["sasl.password"], "from-a-file");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("from-a-file"), "{shown}");
+    }
+
+    #[test]
+    fn a_missing_variable_names_it_with_the_line() {
+        let text = MINIMAL.replace(
+            "bootstrap_servers = \"localhost:9092\"",
+            "bootstrap_servers = \"localhost:9092\"\n[kafka.producer_options]\n\"sasl.password\" = \"${WEIR_CONFIG_TEST_UNSET}\"",
+        );
+        let err = Config::parse(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("WEIR_CONFIG_TEST_UNSET is not set"), "{err}");
+        assert!(err.contains("line 5"), "{err}");
     }
 
     #[test]
