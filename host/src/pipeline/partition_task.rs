@@ -455,6 +455,14 @@ impl PartitionTask {
         Ok(())
     }
 
+    /// Exactly-once: whether [`prepare_commit`](Self::prepare_commit) would
+    /// write a state file now (input read since the last commit, and no
+    /// restart pending).
+    pub fn has_uncommitted(&self) -> bool {
+        self.retry_at.is_none()
+            && matches!(&self.commit, TaskCommit::Transaction(t) if t.committed != Some(self.next_offset))
+    }
+
     /// Exactly-once checkpoint `id`, before the worker commits: writes
     /// the state file for the task's next offset and returns that offset
     /// and the file's size.

@@ -66,7 +66,9 @@ fn write_states(
             cause,
         })
     };
-    if tasks.len() <= 1 {
+    // Tasks with nothing new only record the checkpoint: no thread for
+    // them (an idle worker would otherwise start threads every interval).
+    if tasks.iter().filter(|t| t.has_uncommitted()).count() <= 1 {
         return tasks.iter_mut().map(write).collect();
     }
     let per_thread = tasks.len().div_ceil(STATE_WRITERS);
@@ -166,12 +168,16 @@ impl WorkerCommit {
         // (measured: up to 100 ms for a full producer queue), and nothing
         // is sent meanwhile, so the two waits overlap instead of adding up.
         let txn = &self.txn;
-        let states = std::thread::scope(|s| {
-            let drain = s.spawn(|| txn.drain());
-            let states = write_states(tasks, id);
-            let _ = drain.join();
-            states
-        })?;
+        let states = if tasks.iter().any(PartitionTask::has_uncommitted) {
+            std::thread::scope(|s| {
+                let drain = s.spawn(|| txn.drain());
+                let states = write_states(tasks, id);
+                let _ = drain.join();
+                states
+            })?
+        } else {
+            write_states(tasks, id)?
+        };
         for (i, state) in states.into_iter().enumerate() {
             if let Some((next, size)) = state {
                 let t = &tasks[i];
