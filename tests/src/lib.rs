@@ -81,21 +81,33 @@ pub fn wait_for(child: &mut Child, limit: Duration) -> Result<std::process::Exit
 
 /// Every thread's stack of a hung process, when gdb is installed (CI
 /// installs it): a hang guard that fires then says where it stopped.
+///
+/// gdb writes to a file, not a pipe: when `pid` is this very process (an
+/// in-process job), gdb stops every thread of it, the one that would read
+/// a pipe included, and would block on a full pipe forever.
 pub fn thread_stacks(pid: u32) -> String {
-    let out = Command::new("gdb")
-        .args([
-            "-p",
-            &pid.to_string(),
-            "-batch",
-            "-ex",
-            "thread apply all bt 30",
-        ])
-        .stdin(std::process::Stdio::null())
-        .output();
-    match out {
-        Ok(o) => format!(
+    let file = match tempfile::NamedTempFile::new() {
+        Ok(f) => f,
+        Err(e) => return format!("\n(no thread stacks: {e})"),
+    };
+    let status = file.reopen().and_then(|out| {
+        Command::new("gdb")
+            .args([
+                "-p",
+                &pid.to_string(),
+                "-batch",
+                "-ex",
+                "thread apply all bt 30",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(std::process::Stdio::null())
+            .status()
+    });
+    match status {
+        Ok(_) => format!(
             "\n--- thread stacks of pid {pid} (gdb) ---\n{}",
-            String::from_utf8_lossy(&o.stdout)
+            std::fs::read_to_string(file.path()).unwrap_or_default()
         ),
         Err(e) => format!("\n(no thread stacks: gdb: {e})"),
     }

@@ -173,18 +173,23 @@ impl WorkerTransaction {
         })
     }
 
-    /// Waits (up to the call timeout) until everything sent so far is
-    /// delivered: what `commit_transaction` would otherwise wait for
-    /// first. Errors are left to the commit.
+    /// Waits until everything sent so far is delivered, or `enough` is
+    /// set, or the call timeout passes: what `commit_transaction` would
+    /// otherwise wait for first. Errors are left to the commit, so the
+    /// caller sets `enough` once its own work is done (a transaction in an
+    /// error state never delivers what it holds).
     ///
     /// Not `flush`: rust-rdkafka's flush of a `ThreadedProducer` polls the
     /// delivery queue in steps of up to 100 ms while the producer's own
     /// thread takes the reports from it, so it waited 100 ms every time.
-    pub fn drain(&self) {
+    pub fn drain(&self, enough: &std::sync::atomic::AtomicBool) {
         let deadline = std::time::Instant::now() + self.timeout;
         // A zero-time flush wakes the broker threads: what lingers is sent now.
         let _ = self.producer.flush(Duration::ZERO);
-        while self.producer.in_flight_count() > 0 && std::time::Instant::now() < deadline {
+        while self.producer.in_flight_count() > 0
+            && !enough.load(std::sync::atomic::Ordering::Acquire)
+            && std::time::Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_micros(500));
         }
     }

@@ -167,11 +167,15 @@ impl WorkerCommit {
         // waits for every record sent in its transaction to be delivered
         // (measured: up to 100 ms for a full producer queue), and nothing
         // is sent meanwhile, so the two waits overlap instead of adding up.
+        // The drain stops when the files are written: the commit waits for
+        // the rest itself, and fails properly if the transaction did.
         let txn = &self.txn;
         let states = if tasks.iter().any(PartitionTask::has_uncommitted) {
+            let written = std::sync::atomic::AtomicBool::new(false);
             std::thread::scope(|s| {
-                let drain = s.spawn(|| txn.drain());
+                let drain = s.spawn(|| txn.drain(&written));
                 let states = write_states(tasks, id);
+                written.store(true, std::sync::atomic::Ordering::Release);
                 let _ = drain.join();
                 states
             })?
