@@ -76,6 +76,12 @@ fn classify(e: &rdkafka::error::KafkaError) -> Failure {
     }
 }
 
+/// How long [`WorkerTransaction::drain`] goes on once the caller's own
+/// work is done: longer than a healthy delivery of a full producer queue
+/// takes (about 100 ms measured), short enough that a transaction in an
+/// error state costs a commit little.
+const DRAIN_GRACE: Duration = Duration::from_millis(250);
+
 /// Retriable failures of one transactional call are retried this often.
 const CALL_ATTEMPTS: u32 = 10;
 
@@ -173,11 +179,11 @@ impl WorkerTransaction {
         })
     }
 
-    /// Waits until everything sent so far is delivered, or `enough` is
-    /// set, or the call timeout passes: what `commit_transaction` would
-    /// otherwise wait for first. Errors are left to the commit, so the
-    /// caller sets `enough` once its own work is done (a transaction in an
-    /// error state never delivers what it holds).
+    /// Waits until everything sent so far is delivered, or until
+    /// [`DRAIN_GRACE`] after `enough` is set, or the call timeout: what
+    /// `commit_transaction` would otherwise wait for first. Errors are
+    /// left to the commit, hence the bound: a transaction in an error
+    /// state never delivers what it holds.
     ///
     /// Not `flush`: rust-rdkafka's flush of a `ThreadedProducer` polls the
     /// delivery queue in steps of up to 100 ms while the producer's own
@@ -186,10 +192,15 @@ impl WorkerTransaction {
         let deadline = std::time::Instant::now() + self.timeout;
         // A zero-time flush wakes the broker threads: what lingers is sent now.
         let _ = self.producer.flush(Duration::ZERO);
-        while self.producer.in_flight_count() > 0
-            && !enough.load(std::sync::atomic::Ordering::Acquire)
-            && std::time::Instant::now() < deadline
-        {
+        let mut grace_ends = None;
+        while self.producer.in_flight_count() > 0 && std::time::Instant::now() < deadline {
+            if enough.load(std::sync::atomic::Ordering::Acquire) {
+                let ends =
+                    *grace_ends.get_or_insert_with(|| std::time::Instant::now() + DRAIN_GRACE);
+                if std::time::Instant::now() >= ends {
+                    break;
+                }
+            }
             std::thread::sleep(Duration::from_micros(500));
         }
     }

@@ -167,8 +167,9 @@ impl WorkerCommit {
         // waits for every record sent in its transaction to be delivered
         // (measured: up to 100 ms for a full producer queue), and nothing
         // is sent meanwhile, so the two waits overlap instead of adding up.
-        // The drain stops when the files are written: the commit waits for
-        // the rest itself, and fails properly if the transaction did.
+        // The drain stops shortly after the files are written: the commit
+        // waits for any rest itself, and fails properly if the transaction
+        // did.
         let txn = &self.txn;
         let states = if tasks.iter().any(PartitionTask::has_uncommitted) {
             let written = std::sync::atomic::AtomicBool::new(false);
