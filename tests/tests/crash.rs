@@ -404,7 +404,11 @@ fn exactly_once_survives_each_failpoint() {
 fn exactly_once_fences_a_zombie() {
     let _serial = serial();
     let broker = Broker::shared();
-    let (input, src, dst) = setup(broker, 60_000);
+    // Enough input that the zombie (one record per plugin call) is still
+    // mid-stream when the second host has started and fenced it: a zombie
+    // that has run out of input sends nothing, so it never hears that it
+    // was fenced (harmless, but nothing to test).
+    let (input, src, dst) = setup(broker, 200_000);
     let job = Job::with_semantics(broker, &src, &dst, 200, "exactly-once");
     // The first host runs unbounded (it would never stop by itself), and
     // one record per plugin call, so that it is still mid-stream when the
