@@ -34,6 +34,24 @@ fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body.to_string()))
 }
 
+/// Waits until `/healthz` answers (the job runs), failing if weir exits
+/// or a minute passes.
+fn wait_healthy(addr: SocketAddr, child: &mut std::process::Child, dir: &std::path::Path) {
+    let t = Instant::now();
+    while get(addr, "/healthz").map(|(s, _)| s).ok() != Some(200) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "weir exited:\n{}",
+            weir_log(dir)
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "/healthz never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Samples by name, as `(labels, value)`.
 type Samples = HashMap<String, Vec<(HashMap<String, String>, f64)>>;
 
@@ -155,18 +173,7 @@ ready_checkpoint_intervals = 10
 
     // Health first: the endpoint answers once the job runs.
     let t = Instant::now();
-    while get(addr, "/healthz").map(|(s, _)| s).ok() != Some(200) {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "weir exited:\n{}",
-            weir_log(dir.path())
-        );
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "/healthz never answered"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_healthy(addr, &mut child, dir.path());
     // Then everything consumed.
     let m = loop {
         let m = scrape(addr);
@@ -397,19 +404,7 @@ listen = "{addr}"
     let config = dir.path().join("job.toml");
     std::fs::write(&config, text).unwrap();
     let mut child = spawn_weir(&config, dir.path(), "info");
-    let t = Instant::now();
-    while get(addr, "/healthz").map(|(s, _)| s).ok() != Some(200) {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "weir exited:\n{}",
-            weir_log(dir.path())
-        );
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "/healthz never answered"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_healthy(addr, &mut child, dir.path());
     let m = scrape(addr);
     for p in 0..2 {
         assert_eq!(
