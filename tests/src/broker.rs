@@ -17,6 +17,7 @@
 //! Tests use unique topic and group names ([`crate::topic`]), so they can
 //! share the broker and run concurrently.
 
+use crate::pki::Pki;
 use anyhow::{Context, Result, bail};
 use std::io::Write;
 use std::net::TcpListener;
@@ -47,10 +48,41 @@ wait "$pid" 2>/dev/null
 rm -rf "$dir"
 "#;
 
+/// The user of the SASL_SSL listener (SCRAM-SHA-256 and PLAIN).
+pub const SASL_USER: &str = "weir";
+/// Its password.
+pub const SASL_PASSWORD: &str = "weir-test-password-5e1d";
+
+/// The broker's listeners, all on 127.0.0.1.
+#[derive(Debug, Clone, Copy)]
+struct Ports {
+    /// PLAINTEXT, for the tests' own clients and most jobs.
+    plaintext: u16,
+    /// The KRaft controller.
+    controller: u16,
+    /// SASL_SSL with SCRAM-SHA-256, PLAIN and (unsecured) OAUTHBEARER.
+    sasl_ssl: u16,
+    /// SSL with client certificates required (mutual TLS).
+    mtls: u16,
+}
+
+impl Ports {
+    fn pick() -> Result<Ports> {
+        Ok(Ports {
+            plaintext: free_port()?,
+            controller: free_port()?,
+            sasl_ssl: free_port()?,
+            mtls: free_port()?,
+        })
+    }
+}
+
 /// A running Apache Kafka broker.
 pub struct Broker {
-    /// The client listener's port on 127.0.0.1.
-    port: u16,
+    /// Its listeners.
+    ports: Ports,
+    /// The CA and certificates of its TLS listeners.
+    pki: Pki,
     /// The broker's directory: configuration, log4j output, data.
     dir: PathBuf,
     /// The JVM's pid (for the post-suite check and diagnostics).
@@ -101,10 +133,11 @@ impl Broker {
             .prefix("weir-kafka-")
             .tempdir()?
             .keep();
-        let (port, controller) = (free_port()?, free_port()?);
+        let ports = Ports::pick()?;
+        let pki = Pki::generate(&dir.join("tls"))?;
         std::fs::write(
             dir.join("server.properties"),
-            server_properties(port, controller, &dir.join("data")),
+            server_properties(ports, &dir.join("data"), &pki),
         )?;
         std::fs::write(
             dir.join("log4j2.xml"),
@@ -122,6 +155,10 @@ impl Broker {
             ])
             .args(["-t", "d2VpcnRlc3RzLWNsdXN0ZQ", "--standalone", "-c"])
             .arg(dir.join("server.properties"))
+            .arg("--add-scram")
+            .arg(format!(
+                "SCRAM-SHA-256=[name={SASL_USER},password={SASL_PASSWORD}]"
+            ))
             .output()
             .context("run java (Kafka's StorageTool); is a JDK 17+ installed?")?;
         if !format.status.success() {
@@ -149,7 +186,8 @@ impl Broker {
         std::mem::forget(watchdog);
         let pid = wait_for_pid(&dir)?;
         let broker = Broker {
-            port,
+            ports,
+            pki,
             dir,
             pid,
             _watchdog: stdin,
@@ -171,7 +209,7 @@ impl Broker {
             }
             // A topic created and an offset committed: the controller, the
             // quorum and the group coordinator all answer.
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            if std::net::TcpStream::connect(("127.0.0.1", self.ports.plaintext)).is_ok()
                 && self.create_topic(&ready, 1).is_ok()
                 && self.commit(&ready, &ready, &[(0, 0)]).is_ok()
             {
@@ -205,9 +243,27 @@ impl Broker {
         line.split_whitespace().nth(1)?.parse().ok()
     }
 
-    /// `host:port` for clients.
+    /// `host:port` of the PLAINTEXT listener.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.ports.plaintext)
+    }
+
+    /// `host:port` of the SASL_SSL listener: SCRAM-SHA-256 and PLAIN for
+    /// [`SASL_USER`], and OAUTHBEARER with unsecured tokens; its
+    /// certificate is signed by [`Pki::ca`].
+    pub fn bootstrap_sasl_ssl(&self) -> String {
+        format!("127.0.0.1:{}", self.ports.sasl_ssl)
+    }
+
+    /// `host:port` of the SSL listener that requires a client certificate
+    /// signed by [`Pki::ca`].
+    pub fn bootstrap_mtls(&self) -> String {
+        format!("127.0.0.1:{}", self.ports.mtls)
+    }
+
+    /// The CA and certificates of the TLS listeners.
+    pub fn pki(&self) -> &Pki {
+        &self.pki
     }
 
     /// The last `n` lines of the broker's log (for a failed test).
@@ -342,16 +398,37 @@ fn wait_for_pid(dir: &Path) -> Result<u32> {
 /// topic is an error, as on most production clusters), and consumer group
 /// timeouts short enough that a killed member's partitions move within
 /// seconds (KIP-848's session timeout is the broker's).
-pub fn server_properties(port: u16, controller: u16, data: &Path) -> String {
+///
+/// Beside PLAINTEXT it has the two secured listeners users meet on managed
+/// clusters: SASL_SSL (SCRAM-SHA-256 with the user made at format time,
+/// PLAIN, and OAUTHBEARER validated by Kafka's unsecured-token handler) and
+/// SSL with client certificates required. SCRAM-SHA-512 is left off on
+/// purpose (the "wrong mechanism" test asks for it).
+fn server_properties(ports: Ports, data: &Path, pki: &Pki) -> String {
+    let Ports {
+        plaintext: port,
+        controller,
+        sasl_ssl,
+        mtls,
+    } = ports;
     format!(
         "process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:{controller}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller},SASL_SSL://127.0.0.1:{sasl_ssl},SSL://127.0.0.1:{mtls}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller},SASL_SSL://127.0.0.1:{sasl_ssl},SSL://127.0.0.1:{mtls}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL
+ssl.keystore.type=PEM
+ssl.keystore.location={keystore}
+ssl.truststore.type=PEM
+ssl.truststore.location={ca}
+listener.name.ssl.ssl.client.auth=required
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-256,PLAIN,OAUTHBEARER
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_{SASL_USER}=\"{SASL_PASSWORD}\";
+listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub=\"{SASL_USER}\";
 log.dirs={data}
 num.partitions=4
 auto.create.topics.enable=false
@@ -369,7 +446,9 @@ group.consumer.min.heartbeat.interval.ms=100
 group.consumer.heartbeat.interval.ms=500
 group.min.session.timeout.ms=1000
 ",
-        data = data.display()
+        data = data.display(),
+        keystore = pki.broker_keystore.display(),
+        ca = pki.ca.display(),
     )
 }
 

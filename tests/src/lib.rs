@@ -14,6 +14,7 @@ pub mod client;
 pub mod hostile;
 pub mod log_view;
 pub mod model;
+pub mod pki;
 
 pub use broker::Broker;
 

@@ -7,6 +7,7 @@
 //! task reads it alone, in order, without a shared dispatcher.
 
 use super::KafkaError;
+use super::connect::{self, ClientFaults};
 use super::start_position::{self, PartitionFacts, ResetPolicy};
 use crate::config::{Config, DeliveryGuarantee};
 use rdkafka::consumer::base_consumer::PartitionQueue;
@@ -16,12 +17,17 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Logs client-level errors (broker down, auth) through `tracing`.
-pub struct SourceContext;
+/// Logs client-level errors (broker down, auth) through `tracing` and keeps
+/// the last one for the start-up check ([`super::connect`]).
+#[derive(Default)]
+pub struct SourceContext {
+    pub faults: ClientFaults,
+}
 
 impl ClientContext for SourceContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         tracing::warn!(target: "weir::kafka", %error, "consumer: {reason}");
+        self.faults.record(&error, reason);
     }
 }
 impl ConsumerContext for SourceContext {}
@@ -82,20 +88,14 @@ pub fn create(config: &Config, bootstrap: &str) -> Result<Arc<SourceConsumer>, K
         }
         cc.set("enable.auto.commit", "false");
     }
+    connect::check_mechanism(cc.get("sasl.mechanism").or(cc.get("sasl.mechanisms")))?;
     let consumer: SourceConsumer =
-        cc.create_with_context(SourceContext)
+        cc.create_with_context(SourceContext::default())
             .map_err(|cause| KafkaError::Client {
                 role: "consumer",
                 cause,
             })?;
-    let timeout = config.kafka.connect_timeout;
-    consumer
-        .fetch_metadata(None, timeout)
-        .map_err(|cause| KafkaError::Unreachable {
-            servers: bootstrap.to_string(),
-            timeout,
-            cause,
-        })?;
+    connect::await_cluster(&consumer, bootstrap, config.kafka.connect_timeout)?;
     Ok(Arc::new(consumer))
 }
 

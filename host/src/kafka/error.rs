@@ -7,13 +7,24 @@ use std::time::Duration;
 pub enum KafkaError {
     /// No broker answered within the connect timeout.
     #[error(
-        "cannot reach Kafka at {servers} within {}s: {cause} (check kafka.bootstrap_servers, or raise kafka.connect_timeout)",
-        timeout.as_secs_f32()
+        "cannot reach Kafka at {servers} within {}s: {cause}{} (check kafka.bootstrap_servers, or raise kafka.connect_timeout)",
+        timeout.as_secs_f32(),
+        last.as_ref().map(|l| format!("; last error: {l}")).unwrap_or_default()
     )]
     Unreachable {
         servers: String,
         timeout: Duration,
         cause: rdkafka::error::KafkaError,
+        /// librdkafka's last client-level error, if any.
+        last: Option<String>,
+    },
+    /// A broker answered but refused the connection's security settings.
+    #[error("Kafka at {servers} refused the connection: {refusal}: {reason}")]
+    Refused {
+        servers: String,
+        refusal: super::connect::Refusal,
+        /// librdkafka's description.
+        reason: String,
     },
     /// A configured topic does not exist on the cluster.
     #[error("{role} topic `{topic}` does not exist on the cluster{}", detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default())]

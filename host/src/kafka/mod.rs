@@ -1,5 +1,6 @@
 //! Kafka: everything that touches librdkafka.
 //!
+//! - [`connect`]: the start-up check that the cluster answers, and why not.
 //! - [`consumer`]: the one consumer per process, topic discovery, and the
 //!   split of each assigned partition into its own queue.
 //! - [`start_position`]: Flink's start positions resolved to offsets.
@@ -9,6 +10,7 @@
 //!   zero-setup demo.
 //! - [`error`]: the crate-boundary error type.
 
+pub mod connect;
 pub mod consumer;
 pub mod dead_letter;
 pub mod delivery;
