@@ -262,6 +262,22 @@ fn refusals_fail_fast_and_say_which() {
             &["rejected the client certificate"][..],
         ),
         (
+            "OIDC (librdkafka without libcurl)",
+            sasl.clone(),
+            format!(
+                r#""security.protocol" = "SASL_SSL"
+"ssl.ca.location" = "{ca}"
+"sasl.mechanism" = "OAUTHBEARER"
+"sasl.oauthbearer.method" = "oidc"
+"sasl.oauthbearer.client.id" = "weir-job"
+"sasl.oauthbearer.client.secret" = "{SASL_PASSWORD}"
+"sasl.oauthbearer.token.endpoint.url" = "http://127.0.0.1:1/token"
+"#,
+                ca = pki.ca.display()
+            ),
+            &["OAuth/OIDC depends on libcurl", "not supported in this build"][..],
+        ),
+        (
             "Kerberos",
             sasl.clone(),
             sasl_ssl(broker, "GSSAPI", "\"x\""),

@@ -52,6 +52,21 @@ impl ClientFaults {
     }
 }
 
+/// No broker answered within the connect timeout.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot reach Kafka at {servers} within {}s: {cause}{} (check kafka.bootstrap_servers, or raise kafka.connect_timeout)",
+    timeout.as_secs_f32(),
+    last.as_ref().map(|l| format!("; last error: {l}")).unwrap_or_default()
+)]
+pub struct Unreachable {
+    pub servers: String,
+    pub timeout: Duration,
+    pub cause: rdkafka::error::KafkaError,
+    /// librdkafka's last client-level error, if any.
+    pub last: Option<String>,
+}
+
 /// What a cluster refused: no retry with the same configuration helps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -117,12 +132,12 @@ pub fn await_cluster(
             });
         }
         if Instant::now() >= deadline {
-            return Err(KafkaError::Unreachable {
+            return Err(KafkaError::Unreachable(Box::new(Unreachable {
                 servers: servers.to_string(),
                 timeout,
                 cause,
                 last: last.map(|f| f.reason),
-            });
+            })));
         }
     }
 }

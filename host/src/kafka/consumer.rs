@@ -89,12 +89,9 @@ pub fn create(config: &Config, bootstrap: &str) -> Result<Arc<SourceConsumer>, K
         cc.set("enable.auto.commit", "false");
     }
     connect::check_mechanism(cc.get("sasl.mechanism").or(cc.get("sasl.mechanisms")))?;
-    let consumer: SourceConsumer =
-        cc.create_with_context(SourceContext::default())
-            .map_err(|cause| KafkaError::Client {
-                role: "consumer",
-                cause,
-            })?;
+    let consumer: SourceConsumer = cc
+        .create_with_context(SourceContext::default())
+        .map_err(|cause| KafkaError::client("consumer", cause))?;
     connect::await_cluster(&consumer, bootstrap, config.kafka.connect_timeout)?;
     Ok(Arc::new(consumer))
 }

@@ -1,23 +1,11 @@
 //! Errors at the Kafka boundary.
 
-use std::time::Duration;
-
 /// A Kafka operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
     /// No broker answered within the connect timeout.
-    #[error(
-        "cannot reach Kafka at {servers} within {}s: {cause}{} (check kafka.bootstrap_servers, or raise kafka.connect_timeout)",
-        timeout.as_secs_f32(),
-        last.as_ref().map(|l| format!("; last error: {l}")).unwrap_or_default()
-    )]
-    Unreachable {
-        servers: String,
-        timeout: Duration,
-        cause: rdkafka::error::KafkaError,
-        /// librdkafka's last client-level error, if any.
-        last: Option<String>,
-    },
+    #[error(transparent)]
+    Unreachable(Box<super::connect::Unreachable>),
     /// A broker answered but refused the connection's security settings.
     #[error("Kafka at {servers} refused the connection: {refusal}: {reason}")]
     Refused {
@@ -34,6 +22,7 @@ pub enum KafkaError {
         detail: Option<String>,
     },
     /// A client could not be created (usually a bad librdkafka option).
+    /// Built by [`KafkaError::client`], which keeps secret values out.
     #[error("cannot create the Kafka {role}: {cause}")]
     Client {
         role: &'static str,
@@ -64,4 +53,60 @@ pub enum KafkaError {
     /// The embedded mock cluster could not start.
     #[error("embedded cluster: {0}")]
     Embedded(String),
+}
+
+impl KafkaError {
+    /// A failed client creation. rust-rdkafka's config error carries the
+    /// option's value, and librdkafka's description may quote it: for a
+    /// secret option both are replaced.
+    pub fn client(role: &'static str, cause: rdkafka::error::KafkaError) -> KafkaError {
+        let cause = match cause {
+            rdkafka::error::KafkaError::ClientConfig(code, desc, key, value)
+                if crate::config::secret::is_secret(&key) =>
+            {
+                let desc = if value.is_empty() {
+                    desc
+                } else {
+                    desc.replace(&value, REDACTED)
+                };
+                rdkafka::error::KafkaError::ClientConfig(code, desc, key, REDACTED.into())
+            }
+            other => other,
+        };
+        KafkaError::Client { role, cause }
+    }
+}
+
+/// What stands for a secret value in messages.
+const REDACTED: &str = "<redacted>";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::types::RDKafkaConfRes;
+
+    #[test]
+    fn a_config_error_never_shows_a_secret_value() {
+        let secret = "s3cr3t-value";
+        let cause = rdkafka::error::KafkaError::ClientConfig(
+            RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            format!("Invalid value \"{secret}\" for configuration property"),
+            "sasl.oauthbearer.client.secret".into(),
+            secret.into(),
+        );
+        let shown = KafkaError::client("consumer", cause).to_string();
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(shown.contains("sasl.oauthbearer.client.secret"), "{shown}");
+        let plain = rdkafka::error::KafkaError::ClientConfig(
+            RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            "Invalid value".into(),
+            "linger.ms".into(),
+            "soon".into(),
+        );
+        assert!(
+            KafkaError::client("producer", plain)
+                .to_string()
+                .contains("soon")
+        );
+    }
 }

@@ -272,10 +272,7 @@ pub fn create(config: &Config, bootstrap: &str) -> Result<Arc<SinkProducer>, Kaf
     }
     let producer = cc
         .create_with_context(DeliveryContext::default())
-        .map_err(|cause| KafkaError::Client {
-            role: "producer",
-            cause,
-        })?;
+        .map_err(|cause| KafkaError::client("producer", cause))?;
     Ok(Arc::new(producer))
 }
 

@@ -416,12 +416,9 @@ fn create_and_init(
     id: &str,
     timeout: Duration,
 ) -> Result<SinkProducer, TransactionError> {
-    let producer: SinkProducer =
-        cc.create_with_context(DeliveryContext::default())
-            .map_err(|cause| KafkaError::Client {
-                role: "transactional producer",
-                cause,
-            })?;
+    let producer: SinkProducer = cc
+        .create_with_context(DeliveryContext::default())
+        .map_err(|cause| KafkaError::client("transactional producer", cause))?;
     producer
         .init_transactions(timeout)
         .map_err(request(&format!("init_transactions for {id}")))?;
