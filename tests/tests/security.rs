@@ -275,7 +275,10 @@ fn refusals_fail_fast_and_say_which() {
 "#,
                 ca = pki.ca.display()
             ),
-            &["OAuth/OIDC depends on libcurl", "not supported in this build"][..],
+            &[
+                "OAuth/OIDC depends on libcurl",
+                "not supported in this build",
+            ][..],
         ),
         (
             "Kerberos",
