@@ -13,11 +13,14 @@
 //! - `bindings [--check]`: the ABI constants in the C header and the
 //!   AssemblyScript helper, generated from `plugin-sdk/src/abi.rs`
 //!   ([`bindings`]); `--check` fails if the committed files differ.
+//! - `peers [ARGS]`: Weir beside Kafka Streams, Flink and Bytewax on one
+//!   Kafka broker ([`peers`]; BENCHMARKS.md).
 //! - `test [ARGS]`: all of the above (bindings checked), then
 //!   `cargo test --workspace --no-fail-fast ARGS`. This is the README's
 //!   test command and what CI runs.
 
 mod bindings;
+mod peers;
 mod plugins;
 mod setup;
 
@@ -45,6 +48,12 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
+    /// Build the peers (Maven, a Python venv) and Weir, run weir-peers.
+    Peers {
+        /// Passed on to `weir-peers` (`--help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Set up, check the bindings, build the plugins, run every test.
     Test {
         /// Passed on to `cargo test --workspace`.
@@ -70,6 +79,7 @@ fn run(task: Task) -> Result<()> {
         Task::Setup => setup::run(&root),
         Task::Plugins => plugins::build_all(&root),
         Task::Bindings { check } => bindings::run(&root, check),
+        Task::Peers { args } => peers::run(&root, &args),
         Task::Test { args } => {
             setup::run(&root)?;
             bindings::run(&root, true)?;
