@@ -5,9 +5,11 @@
 //! doc comment: they are the reference documentation of the file. Defaults
 //! are functions so that the docs and the code cannot disagree.
 
+mod delivery_mode;
 pub mod secret;
 use crate::runtime::Limits;
 use bytesize::ByteSize;
+pub use delivery_mode::DeliveryMode;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -504,6 +506,11 @@ impl Config {
         })?;
         config.path = Some(path.to_path_buf());
         Ok(config)
+    }
+
+    /// How this job makes output and progress durable (decided here once).
+    pub fn delivery_mode(&self) -> DeliveryMode {
+        DeliveryMode::of(self)
     }
 
     /// Parses and validates config text; relative paths resolve against

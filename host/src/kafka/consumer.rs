@@ -9,7 +9,7 @@
 use super::KafkaError;
 use super::connect::{self, ClientFaults};
 use super::start_position::{self, PartitionFacts, ResetPolicy};
-use crate::config::{Config, DeliveryGuarantee};
+use crate::config::Config;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::RDKafkaErrorCode;
@@ -52,26 +52,14 @@ pub struct PartitionStart {
     pub committed: Option<i64>,
 }
 
-/// Whether offsets are auto-committed (checkpoints off and
-/// `enable.auto.commit` not turned off, librdkafka's default being on).
-pub fn auto_commit(config: &Config) -> bool {
-    let user = config
-        .kafka
-        .consumer_options
-        .get("enable.auto.commit")
-        .or_else(|| config.kafka.options.get("enable.auto.commit"));
-    !config.checkpoint.enabled
-        && config.sink.semantics != DeliveryGuarantee::ExactlyOnce
-        && user.is_none_or(|v| v != "false")
-}
-
 /// Creates the consumer and checks, within `kafka.connect_timeout`, that the
 /// cluster answers.
 pub fn create(config: &Config, bootstrap: &str) -> Result<Arc<SourceConsumer>, KafkaError> {
     let mut cc = super::base_client_config(&config.kafka, bootstrap);
     cc.set("group.id", &config.kafka.group_id)
         .set("enable.partition.eof", "false");
-    if config.sink.semantics == DeliveryGuarantee::ExactlyOnce {
+    let mode = config.delivery_mode();
+    if mode.transactional() {
         // Never process records of aborted transactions.
         cc.set("isolation.level", "read_committed");
     }
@@ -81,9 +69,9 @@ pub fn create(config: &Config, bootstrap: &str) -> Result<Arc<SourceConsumer>, K
     // Offsets are stored by Weir, only for processed (and delivered)
     // records: see `kafka::delivery`.
     cc.set("enable.auto.offset.store", "false");
-    if !auto_commit(config) {
+    if !mode.auto_commit() {
         // Checkpoints (or the end of the job) commit offsets.
-        if config.checkpoint.enabled && cc.get("enable.auto.commit") == Some("true") {
+        if mode.checkpoints() && cc.get("enable.auto.commit") == Some("true") {
             tracing::warn!("enable.auto.commit is ignored while checkpoints are enabled");
         }
         cc.set("enable.auto.commit", "false");

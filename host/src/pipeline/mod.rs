@@ -22,7 +22,7 @@ pub mod worker_commit;
 
 use crate::checkpoint::coordinator::{self, CheckpointStats, Coordinator};
 use crate::checkpoint::{CheckpointError, CheckpointTrigger, TaskCheckpoint};
-use crate::config::{Config, ConfigError, DeliveryGuarantee};
+use crate::config::{Config, ConfigError};
 use crate::kafka::embedded::OutputSummary;
 use crate::kafka::{KafkaError, consumer, producer};
 use crate::metrics::JobMetrics;
@@ -135,7 +135,8 @@ pub async fn run(
     // The embedded cluster starts empty on every run, so nothing of an
     // earlier run's checkpoints may be restored into it: its checkpoints
     // live in a directory of this run's own.
-    let _embedded_checkpoints = if config.is_embedded() && config.checkpoint.enabled {
+    let mode = config.delivery_mode();
+    let _embedded_checkpoints = if config.is_embedded() && mode.checkpoints() {
         let dir = tempfile::Builder::new()
             .prefix("weir-demo-checkpoints-")
             .tempdir()
@@ -168,7 +169,7 @@ pub async fn run(
             .await
             .map_err(|e| JobError::Worker(e.to_string()))??
     };
-    let exactly_once = config.sink.semantics == DeliveryGuarantee::ExactlyOnce;
+    let exactly_once = mode.transactional();
     let startup::Prepared {
         store,
         restored_from,
@@ -207,7 +208,7 @@ pub async fn run(
             metrics: metrics.clone(),
             tasks: all_stats.clone(),
             consumer: consumer.clone(),
-            checkpoint_interval: config.checkpoint.enabled.then_some(config.checkpoint.interval),
+            checkpoint_interval: mode.checkpoints().then_some(config.checkpoint.interval),
             ready_intervals: config.metrics.ready_checkpoint_intervals,
             timeout: config.kafka.connect_timeout.min(Duration::from_secs(2)),
         });
@@ -216,7 +217,7 @@ pub async fn run(
     });
     let trigger = Arc::new(CheckpointTrigger::default());
     let (answer_tx, mut answer_rx) = tokio::sync::mpsc::unbounded_channel::<TaskCheckpoint>();
-    let checkpoints_on = config.checkpoint.enabled;
+    let checkpoints_on = mode.checkpoints();
     let mut eos_id = 0u64;
     // Raised when a checkpoint fails because output was not delivered:
     // every task then restarts from the last complete checkpoint.
@@ -234,7 +235,7 @@ pub async fn run(
         None => 1,
     };
     let mut coordinator = Coordinator::new(task_count, next_id);
-    let flush_on_checkpoint = config.sink.semantics != DeliveryGuarantee::None;
+    let flush_on_checkpoint = mode.flushes_on_checkpoint();
     let log_failures_only = config.sink.log_failures_only;
     let commit_on_checkpoint = config.checkpoint.commit_offsets_on_checkpoint;
     // Makes a set of task checkpoints durable, off the reactor.

@@ -16,7 +16,7 @@ use super::worker_commit::{CommitError, TransactionFailure, WorkerCommit};
 use super::{JobError, assignment};
 use crate::checkpoint::CheckpointStore;
 use crate::checkpoint::transactional::{self, PartitionStateDir};
-use crate::config::{Config, DeliveryGuarantee};
+use crate::config::Config;
 use crate::kafka::consumer::SourceConsumer;
 use crate::kafka::embedded::EmbeddedCluster;
 use crate::kafka::producer::SinkProducer;
@@ -57,10 +57,11 @@ pub(super) fn prepare(config: &Config, metrics: &Arc<JobMetrics>) -> Result<Prep
     let module = PluginModule::load(&engine, &plugin_path)?;
     tracing::info!(plugin = %module.name, path = %plugin_path.display(), "plugin loaded");
 
-    let exactly_once = config.sink.semantics == DeliveryGuarantee::ExactlyOnce;
+    let mode = config.delivery_mode();
+    let exactly_once = mode.transactional();
     // At-least-once / none: the checkpoint store is the source of truth.
     // Exactly-once: Kafka is (see `kafka::transaction`).
-    let store = if config.checkpoint.enabled && !exactly_once {
+    let store = if mode.uses_store() {
         Some(
             CheckpointStore::open(&config.checkpoint_dir(), config.checkpoint.retain)?
                 .with_full_snapshot_every(config.checkpoint.full_snapshot_every),
@@ -84,7 +85,7 @@ pub(super) fn prepare(config: &Config, metrics: &Arc<JobMetrics>) -> Result<Prep
         let cluster = Arc::new(EmbeddedCluster::start(config)?);
         let n = cluster.seed(&config.source.topics[0])?;
         tracing::info!(records = n, topic = %config.source.topics[0], "sample input written");
-        if config.checkpoint.enabled {
+        if mode.checkpoints() {
             // Show recovery: a failure once half the output is written.
             cluster.start_failure_drill(&config.sink.topics[0], n as i64 / 2);
         }
@@ -158,7 +159,7 @@ pub(super) fn prepare(config: &Config, metrics: &Arc<JobMetrics>) -> Result<Prep
     }
     let producer = producer::create(config, &bootstrap)?;
     let queues = consumer::assign(&consumer, &starts)?;
-    let auto_commit = consumer::auto_commit(config);
+    let auto_commit = mode.auto_commit();
     if auto_commit {
         tracing::info!("checkpoints off: offsets of delivered output are auto-committed");
     }
