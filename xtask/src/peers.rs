@@ -37,7 +37,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     }
     step("bench/peers/bytewax/setup.sh");
     check(
-        Command::new("sh")
+        Command::new("bash")
             .arg("bench/peers/bytewax/setup.sh")
             .current_dir(root),
     )?;

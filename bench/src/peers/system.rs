@@ -112,14 +112,14 @@ impl System {
                     return Ok(None);
                 }
                 let dir = peers.join("bytewax");
-                let python = dir.join(".venv/bin/python");
-                if !python.exists() {
-                    bail!("{} is missing: run `cargo xtask peers`", python.display());
+                if !dir.join(".venv/bin/python").exists() {
+                    bail!("{}/.venv is missing: run `cargo xtask peers`", dir.display());
                 }
-                let mut c = Command::new(python);
-                c.args(["-m", "bytewax.run"])
-                    .arg(format!("{}:flow", dir.join("peer.py").display()))
-                    .args(["-w", &spec.parallelism.to_string()])
+                // run.sh sets up a recovery directory (1 s snapshots) and
+                // execs `python -m bytewax.run`: one process, N worker threads.
+                let mut c = Command::new("bash");
+                c.arg(dir.join("run.sh"))
+                    .arg(spec.parallelism.to_string())
                     .env("PEER_BOOTSTRAP", &spec.bootstrap)
                     .env("PEER_INPUT", &spec.input)
                     .env("PEER_OUTPUT", &spec.output)
