@@ -56,6 +56,10 @@ struct Cli {
         default_value = "at-least-once,exactly-once"
     )]
     guarantees: Vec<Guarantee>,
+    /// A librdkafka option for Weir, KEY=VALUE (repeatable), as
+    /// `[kafka.options]`.
+    #[arg(long = "weir-option", value_name = "KEY=VALUE")]
+    weir_options: Vec<String>,
     /// Give up on a run after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout_secs: u64,
@@ -103,6 +107,7 @@ fn main() -> Result<()> {
                     job,
                     guarantee,
                     parallelism: cli.parallelism,
+                    weir_options: cli.weir_options.clone(),
                 };
                 let Some(command) = system.command(&spec)? else {
                     println!(

@@ -5,8 +5,8 @@
 //!
 //! - start-up: spawn to the first output record (JVM, MiniCluster, plugin
 //!   compilation, group and transaction set-up);
-//! - steady state: first output record to the last expected one;
-//!   records/s and CPU seconds per million records over that span;
+//! - steady state: from 10 % to 90 % of the expected output; records/s
+//!   and CPU seconds per million records over that span;
 //! - peak RSS: the sum of `VmHWM` over the process tree at the end.
 
 use crate::system::{Guarantee, Job, RunSpec};
@@ -24,8 +24,8 @@ use weir_e2e::Input;
 pub struct Expected {
     /// Input records (= expected distinct outputs).
     records: u64,
-    /// Input (key, value) pairs, for identity.
-    pairs: HashSet<(Vec<u8>, Vec<u8>)>,
+    /// Hashes of the input (key, value) pairs, for identity.
+    pairs: HashSet<u64>,
     /// Records per key, for the running count.
     totals: HashMap<Vec<u8>, u64>,
 }
@@ -40,7 +40,7 @@ impl Expected {
             records: input.len() as u64,
             pairs: input
                 .iter()
-                .map(|r| (r.key.as_bytes().to_vec(), r.value.as_bytes().to_vec()))
+                .map(|r| pair_hash(r.key.as_bytes(), r.value.as_bytes()))
                 .collect(),
             totals,
         }
@@ -142,7 +142,18 @@ pub fn run(
     Ok(m)
 }
 
-/// Samples the process until the output is complete.
+/// One reading of the run.
+#[derive(Clone, Copy)]
+struct Sample {
+    at: Instant,
+    cpu: f64,
+    distinct: u64,
+}
+
+/// Samples the process until the output is complete. Steady state is the
+/// span from 10 % to 90 % of the expected output: it leaves out start-up
+/// and the first transaction or checkpoint (whose output a system may
+/// release in one burst), and the tail.
 fn watch(
     child: &mut Guard,
     pid: u32,
@@ -151,27 +162,43 @@ fn watch(
     progress: &Progress,
     limit: Duration,
 ) -> Result<Measured> {
-    let mut first: Option<(Instant, f64, u64)> = None;
+    let (mut first, mut low, mut high) = (None, None, None);
+    let n = expected.records;
     loop {
         std::thread::sleep(Duration::from_millis(10));
         if let Some(status) = child.0.try_wait()? {
             bail!("exited with {status} before its output was complete");
         }
+        let sample = || Sample {
+            at: Instant::now(),
+            cpu: tree_cpu_seconds(pid),
+            distinct: progress.distinct.load(Ordering::Relaxed),
+        };
         let distinct = progress.distinct.load(Ordering::Relaxed);
         if first.is_none() && progress.total.load(Ordering::Relaxed) > 0 {
-            first = Some((Instant::now(), tree_cpu_seconds(pid), distinct));
+            first = Some(sample());
         }
-        if distinct >= expected.records {
-            let (t1, cpu1, n1) = first.expect("output seen");
-            let (now, cpu) = (Instant::now(), tree_cpu_seconds(pid));
-            let steady = (expected.records - n1).max(1) as f64;
+        if low.is_none() && distinct * 10 >= n {
+            low = Some(sample());
+        }
+        if high.is_none() && distinct * 10 >= n * 9 {
+            high = Some(sample());
+        }
+        if distinct >= n {
+            let end = sample();
+            let first = first.expect("output seen");
+            let (a, b) = match (low, high) {
+                (Some(l), Some(h)) if h.distinct > l.distinct && h.at > l.at => (l, h),
+                _ => (first, end),
+            };
+            let records = (b.distinct - a.distinct).max(1) as f64;
             return Ok(Measured {
-                startup_s: (t1 - started).as_secs_f64(),
-                startup_cpu_s: cpu1,
-                records_per_s: steady / (now - t1).as_secs_f64().max(1e-3),
-                cpu_per_million: (cpu - cpu1) / steady * 1e6,
-                total_s: (now - started).as_secs_f64(),
-                total_cpu_s: cpu,
+                startup_s: (first.at - started).as_secs_f64(),
+                startup_cpu_s: first.cpu,
+                records_per_s: records / (b.at - a.at).as_secs_f64().max(1e-3),
+                cpu_per_million: (b.cpu - a.cpu) / records * 1e6,
+                total_s: (end.at - started).as_secs_f64(),
+                total_cpu_s: end.cpu,
                 peak_rss_mib: tree_peak_rss_kib(pid) as f64 / 1024.0,
                 duplicates: 0,
                 step_backs: 0,
@@ -179,8 +206,7 @@ fn watch(
         }
         if started.elapsed() > limit {
             bail!(
-                "output incomplete after {limit:?}: {distinct} of {} expected records, {} unexpected",
-                expected.records,
+                "output incomplete after {limit:?}: {distinct} of {n} expected records, {} unexpected",
                 progress.unexpected.load(Ordering::Relaxed)
             );
         }
@@ -209,7 +235,7 @@ fn read_output(
         tpl.add_partition_offset(&spec.output, p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
-    let mut seen: HashSet<(Vec<u8>, Vec<u8>)> = HashSet::new();
+    let mut seen: HashSet<u64> = HashSet::new();
     let mut last: HashMap<Vec<u8>, u64> = HashMap::new();
     while !progress.stop.load(Ordering::Relaxed) {
         let Some(m) = consumer.poll(Duration::from_millis(50)) else {
@@ -219,14 +245,20 @@ fn read_output(
         let (key, value) = (m.key().unwrap_or_default(), m.payload().unwrap_or_default());
         progress.total.fetch_add(1, Ordering::Relaxed);
         let valid = match spec.job {
-            Job::Identity => expected.pairs.contains(&(key.to_vec(), value.to_vec())),
+            Job::Identity => expected.pairs.contains(&pair_hash(key, value)),
             Job::Count => {
                 let count = std::str::from_utf8(value)
                     .ok()
                     .and_then(|v| v.parse::<u64>().ok());
                 match (count, expected.totals.get(key)) {
                     (Some(c), Some(&n)) if (1..=n).contains(&c) => {
-                        let before = last.insert(key.to_vec(), c).unwrap_or(0);
+                        let before = match last.get_mut(key) {
+                            Some(v) => std::mem::replace(v, c),
+                            None => {
+                                last.insert(key.to_vec(), c);
+                                0
+                            }
+                        };
                         if c != before + 1 {
                             progress
                                 .step_backs
@@ -240,11 +272,22 @@ fn read_output(
         };
         if !valid {
             progress.unexpected.fetch_add(1, Ordering::Relaxed);
-        } else if seen.insert((key.to_vec(), value.to_vec())) {
+        } else if seen.insert(pair_hash(key, value)) {
             progress.distinct.fetch_add(1, Ordering::Relaxed);
         }
     }
     Ok(())
+}
+
+/// A 64-bit hash of a (key, value) pair: the reader keeps hashes, not
+/// copies, so that it stays cheap beside the system it measures (a
+/// collision among a few million records is vanishingly unlikely).
+fn pair_hash(key: &[u8], value: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    value.hash(&mut h);
+    h.finish()
 }
 
 /// The child, stopped with SIGTERM (then SIGKILL after 5 s) when dropped.

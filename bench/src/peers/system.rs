@@ -46,6 +46,8 @@ pub struct RunSpec {
     pub job: Job,
     pub guarantee: Guarantee,
     pub parallelism: usize,
+    /// Extra `[kafka.options]` lines for Weir (`KEY=VALUE`).
+    pub weir_options: Vec<String>,
 }
 
 impl System {
@@ -113,7 +115,10 @@ impl System {
                 }
                 let dir = peers.join("bytewax");
                 if !dir.join(".venv/bin/python").exists() {
-                    bail!("{}/.venv is missing: run `cargo xtask peers`", dir.display());
+                    bail!(
+                        "{}/.venv is missing: run `cargo xtask peers`",
+                        dir.display()
+                    );
                 }
                 // run.sh sets up a recovery directory (1 s snapshots) and
                 // execs `python -m bytewax.run`: one process, N worker threads.
@@ -152,6 +157,7 @@ fn weir_command(spec: &RunSpec) -> Result<Command> {
         r#"[kafka]
 bootstrap_servers = "{bootstrap}"
 group_id = "{output}-group"
+{options}
 [kafka.consumer_options]
 "auto.offset.reset" = "earliest"
 [source]
@@ -178,6 +184,7 @@ interval = "0s"
         plugins = spec.root.join("plugins").display(),
         parallelism = spec.parallelism,
         checkpoints = dir.join("ck").display(),
+        options = weir_options(&spec.weir_options)?,
     );
     let config = dir.join("job.toml");
     std::fs::write(&config, text).context("write the Weir job config")?;
@@ -187,6 +194,18 @@ interval = "0s"
         .arg(config)
         .env("WEIR_LOG", "warn");
     Ok(c)
+}
+
+/// `[kafka.options]` from `KEY=VALUE` pairs.
+fn weir_options(pairs: &[String]) -> Result<String> {
+    let mut text = String::from("[kafka.options]\n");
+    for pair in pairs {
+        let Some((k, v)) = pair.split_once('=') else {
+            bail!("--weir-option {pair}: expected KEY=VALUE");
+        };
+        text.push_str(&format!("{k:?} = {v:?}\n"));
+    }
+    Ok(text)
 }
 
 impl Job {
