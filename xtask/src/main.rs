@@ -50,6 +50,9 @@ enum Task {
     },
     /// Build the peers (Maven, a Python venv) and Weir, run weir-peers.
     Peers {
+        /// Debug builds (a smoke run: the figures mean nothing).
+        #[arg(long)]
+        dev: bool,
         /// Passed on to `weir-peers` (`--help` lists them).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -79,7 +82,7 @@ fn run(task: Task) -> Result<()> {
         Task::Setup => setup::run(&root),
         Task::Plugins => plugins::build_all(&root),
         Task::Bindings { check } => bindings::run(&root, check),
-        Task::Peers { args } => peers::run(&root, &args),
+        Task::Peers { dev, args } => peers::run(&root, dev, &args),
         Task::Test { args } => {
             setup::run(&root)?;
             bindings::run(&root, true)?;

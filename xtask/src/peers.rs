@@ -9,15 +9,18 @@ use anyhow::{Context, Result, bail};
 use std::path::Path;
 use std::process::Command;
 
-pub fn run(root: &Path, args: &[String]) -> Result<()> {
+/// `dev`: debug builds (CI's smoke run), otherwise release.
+pub fn run(root: &Path, dev: bool, args: &[String]) -> Result<()> {
     setup::run(root)?;
     plugins::build_all(root)?;
-    step("cargo build --release -p weir -p weir-bench");
-    check(
-        Command::new(cargo())
-            .args(["build", "--release", "-p", "weir", "-p", "weir-bench"])
-            .current_dir(root),
-    )?;
+    let profile = if dev { "debug" } else { "release" };
+    step(&format!("cargo build ({profile}) -p weir -p weir-bench"));
+    let mut build = Command::new(cargo());
+    build.args(["build", "-p", "weir", "-p", "weir-bench"]);
+    if !dev {
+        build.arg("--release");
+    }
+    check(build.current_dir(root))?;
     for peer in ["kstreams", "flink"] {
         let pom = format!("bench/peers/{peer}/pom.xml");
         step(&format!("mvn package {pom}"));
@@ -43,7 +46,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     )?;
     step("weir-peers");
     check(
-        Command::new(root.join("target/release/weir-peers"))
+        Command::new(root.join(format!("target/{profile}/weir-peers")))
+            .arg("--weir-binary")
+            .arg(format!("target/{profile}/weir"))
             .args(args)
             .current_dir(root),
     )

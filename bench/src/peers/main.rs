@@ -60,6 +60,9 @@ struct Cli {
     /// `[kafka.options]`.
     #[arg(long = "weir-option", value_name = "KEY=VALUE")]
     weir_options: Vec<String>,
+    /// The `weir` binary to run.
+    #[arg(long, default_value = "target/release/weir")]
+    weir_binary: PathBuf,
     /// Give up on a run after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout_secs: u64,
@@ -108,6 +111,7 @@ fn main() -> Result<()> {
                     guarantee,
                     parallelism: cli.parallelism,
                     weir_options: cli.weir_options.clone(),
+                    weir_binary: root.join(&cli.weir_binary),
                 };
                 let Some(command) = system.command(&spec)? else {
                     println!(

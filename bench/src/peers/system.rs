@@ -48,6 +48,8 @@ pub struct RunSpec {
     pub parallelism: usize,
     /// Extra `[kafka.options]` lines for Weir (`KEY=VALUE`).
     pub weir_options: Vec<String>,
+    /// The `weir` binary.
+    pub weir_binary: PathBuf,
 }
 
 impl System {
@@ -138,7 +140,7 @@ impl System {
 /// `weir run` on a config written for `spec` (in a temp directory that
 /// lives as long as the process needs it: the checkpoints go there).
 fn weir_command(spec: &RunSpec) -> Result<Command> {
-    let weir = spec.root.join("target/release/weir");
+    let weir = &spec.weir_binary;
     if !weir.exists() {
         bail!("{} is not built: run `cargo xtask peers`", weir.display());
     }
