@@ -223,16 +223,20 @@ impl WorkerTransaction {
         if self.fatal || !self.open {
             return Err(self.unusable());
         }
-        let (producer, group, timeout) = (self.producer.clone(), &self.group, self.timeout);
+        let (producer, group) = (self.producer.clone(), &self.group);
         let started = std::time::Instant::now();
-        if let Err(e) = self.call("send_offsets_to_transaction", || {
-            producer.send_offsets_to_transaction(offsets, group, timeout)
+        // One deadline for the whole commit: a broker that never answers
+        // holds the worker for the timeout once, not once per call and
+        // retry.
+        let deadline = started + self.timeout;
+        if let Err(e) = self.call("send_offsets_to_transaction", deadline, |left| {
+            producer.send_offsets_to_transaction(offsets, group, left)
         }) {
             return Err(self.failed("send_offsets_to_transaction".into(), e));
         }
         let offsets_sent = started.elapsed();
-        if let Err(e) = self.call("commit_transaction", || {
-            producer.commit_transaction(timeout)
+        if let Err(e) = self.call("commit_transaction", deadline, |left| {
+            producer.commit_transaction(left)
         }) {
             return Err(self.failed("commit_transaction".into(), e));
         }
@@ -251,18 +255,22 @@ impl WorkerTransaction {
         Ok(())
     }
 
-    /// Runs a transactional call, retrying it while librdkafka says the
-    /// failure is retriable (at most [`CALL_ATTEMPTS`] times, and not
-    /// after the producer's timeout has passed).
+    /// Runs a transactional call with the time left before `deadline`,
+    /// retrying it while librdkafka says the failure is retriable (at most
+    /// [`CALL_ATTEMPTS`] times, and only while time is left).
     fn call(
         &self,
         what: &str,
-        mut f: impl FnMut() -> rdkafka::error::KafkaResult<()>,
+        deadline: std::time::Instant,
+        mut f: impl FnMut(Duration) -> rdkafka::error::KafkaResult<()>,
     ) -> rdkafka::error::KafkaResult<()> {
-        let deadline = std::time::Instant::now() + self.timeout;
         let mut attempt = 1;
         loop {
-            match f() {
+            // librdkafka needs a positive timeout to try at all.
+            let left = deadline
+                .saturating_duration_since(std::time::Instant::now())
+                .max(Duration::from_millis(100));
+            match f(left) {
                 Err(e)
                     if classify(&e) == Failure::Retriable
                         && attempt < CALL_ATTEMPTS
@@ -312,8 +320,11 @@ impl WorkerTransaction {
         if !self.open {
             return Ok(());
         }
-        let (producer, timeout) = (self.producer.clone(), self.timeout);
-        match self.call("abort_transaction", || producer.abort_transaction(timeout)) {
+        let producer = self.producer.clone();
+        let deadline = std::time::Instant::now() + self.timeout;
+        match self.call("abort_transaction", deadline, |left| {
+            producer.abort_transaction(left)
+        }) {
             Ok(()) => {
                 self.open = false;
                 Ok(())
