@@ -224,6 +224,20 @@ pub async fn run_job(text: &str) -> Result<weir::JobSummary> {
     Ok(summary)
 }
 
+/// A running-count output as counts per key, in read order.
+pub fn counts_by_key(parts: &[Vec<Output>]) -> std::collections::BTreeMap<String, Vec<u64>> {
+    values_by_key(parts)
+        .into_iter()
+        .map(|(k, v)| {
+            let counts = v
+                .iter()
+                .map(|c| c.parse().expect("a decimal count"))
+                .collect();
+            (k, counts)
+        })
+        .collect()
+}
+
 /// Groups output values by key, in read order.
 pub fn values_by_key(parts: &[Vec<Output>]) -> std::collections::BTreeMap<String, Vec<String>> {
     let mut m: std::collections::BTreeMap<String, Vec<String>> = Default::default();

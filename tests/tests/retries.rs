@@ -10,7 +10,6 @@
 //! This file holds one test on purpose: freezing the broker would stall
 //! every other test sharing it.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use weir_e2e::{Broker, keyed_input, model, repo_root, spawn_weir, topic, wait_for, weir_log};
 
@@ -99,14 +98,7 @@ interval = "0s"
     let timeouts = log.matches("Timed out").count();
     let restarts = log.matches("partition task restarted").count();
     let out = broker.read_all(&dst, PARTITIONS).unwrap();
-    let mut got: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for part in &out {
-        for o in part {
-            got.entry(o.key.clone().unwrap())
-                .or_default()
-                .push(o.value.as_deref().unwrap().parse().unwrap());
-        }
-    }
+    let got = weir_e2e::counts_by_key(&out);
     let written: usize = out.iter().map(Vec::len).sum();
     println!(
         "{} input records, {written_before} written before the first freeze, {written} read back; librdkafka request timeouts logged: {timeouts}; task restarts: {restarts}",

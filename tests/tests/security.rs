@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use weir_e2e::broker::{SASL_PASSWORD, SASL_USER};
 use weir_e2e::{
-    Broker, keyed_input, model, repo_root, spawn_weir, topic, values_by_key, wait_for, weir_log,
+    Broker, counts_by_key, keyed_input, model, repo_root, spawn_weir, topic, wait_for, weir_log,
 };
 
 /// The environment variable the SCRAM password comes from.
@@ -121,11 +121,7 @@ fn assert_counts(broker: &Broker, dst: &str, input: &[weir_e2e::Input], exactly_
     } else {
         broker.read_all(dst, 2).unwrap()
     };
-    let got: std::collections::BTreeMap<String, Vec<u64>> = values_by_key(&out)
-        .into_iter()
-        .map(|(k, v)| (k, v.iter().map(|c| c.parse().unwrap()).collect()))
-        .collect();
-    assert_eq!(got, model::expected_counts(input));
+    assert_eq!(counts_by_key(&out), model::expected_counts(input));
 }
 
 #[test]
