@@ -74,16 +74,19 @@ fn snapshot_seeds() {
             GlobalValue::F32(f32::NAN.to_bits() | 1),
             GlobalValue::F64(1.5f64.to_bits()),
         ],
+        time: Default::default(),
         memory: (0..PAGE).map(|i| (i % 251) as u8).collect(),
     };
     let no_memory = Snapshot {
         module_sha256: [7; 32],
         globals: vec![GlobalValue::I32(1), GlobalValue::I64(2)],
+        time: Default::default(),
         memory: Vec::new(),
     };
     let empty = Snapshot {
         module_sha256: [0; 32],
         globals: Vec::new(),
+        time: Default::default(),
         memory: Vec::new(),
     };
     for (name, snap) in [

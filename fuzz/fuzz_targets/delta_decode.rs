@@ -32,6 +32,7 @@ fn decode_and_round_trip(bytes: &[u8]) {
     let mut base = Snapshot {
         module_sha256: delta.module_sha256,
         globals: delta.globals.clone(),
+        time: Default::default(),
         memory: Vec::new(),
     };
     if base.apply_delta(&delta).is_ok() {

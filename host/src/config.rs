@@ -289,6 +289,23 @@ pub struct PipelineConfig {
     /// that faulted, with headers naming the error and where it came from.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
+    /// Plugins that export `weir_tick` (ABI 1.1): the longest a partition
+    /// goes without a tick while no record arrives. A tick also follows
+    /// every batch that advances the partition's watermark.
+    #[serde(default = "default_tick_interval", with = "humantime_serde")]
+    pub tick_interval: Duration,
+    /// How far the event-time watermark trails the highest record
+    /// timestamp of its partition (Flink's bounded out-of-orderness): the
+    /// watermark is that timestamp minus this minus 1 ms, and records
+    /// stamped at or below it are late.
+    #[serde(default = "default_max_out_of_orderness", with = "humantime_serde")]
+    pub max_out_of_orderness: Duration,
+    /// If set, a partition that has had no record for this long takes the
+    /// processing time as its highest timestamp, so its watermark advances
+    /// and windows close on silence. Not deterministic under replay: leave
+    /// it unset where exactly-once output must not depend on timing.
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
 }
 
 /// What a plugin fault does to its partition task.
@@ -429,6 +446,12 @@ fn default_batch_size() -> usize {
 }
 fn default_restart_attempts() -> u32 {
     3
+}
+fn default_tick_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_max_out_of_orderness() -> Duration {
+    Duration::ZERO
 }
 fn default_restart_backoff() -> Duration {
     Duration::from_millis(500)

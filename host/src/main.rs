@@ -331,7 +331,7 @@ fn check_plugin(file: PathBuf, smoke: Option<Smoke>) -> anyhow::Result<()> {
     println!(
         "{}: a valid Weir plugin (ABI version {})",
         r.path.display(),
-        r.abi_version
+        weir::runtime::plugin_module::abi_version_name(r.abi_version)
     );
     println!("  size:    {} bytes", r.size);
     println!("  sha256:  {}", r.sha256);

@@ -39,8 +39,10 @@ extern "C" {
 #endif
 
 /* BEGIN GENERATED FROM plugin-sdk/src/abi.rs (`cargo xtask bindings` rewrites this block; do not edit) */
-/* The ABI version this definition describes. A plugin's `weir_abi_version()` export must return it. */
+/* ABI version 1.0: what a plugin's `weir_abi_version()` export returns when it uses none of the 1.1 exports and imports. */
 #define WEIR_ABI_VERSION 1
+/* ABI version 1.1 (65537, `0x0001_0001`: major in the high half, minor in the low half; `1` stays the spelling of 1.0). It adds, and changes nothing of 1.0: the optional export `EXPORT_TICK` and the import `IMPORT_SINK_TOPICS`. A module that exports a 1.1 export must return this from `weir_abi_version()`, so that a 1.0 host refuses it by name instead of never calling it. */
+#define WEIR_ABI_VERSION_1_1 65537
 /* Export: `memory`, the plugin's linear memory. */
 #define WEIR_EXPORT_MEMORY "memory"
 /* Export: `weir_abi_version() -> i32`, must return `ABI_VERSION`. */
@@ -51,12 +53,20 @@ extern "C" {
 #define WEIR_EXPORT_PROCESS "weir_process"
 /* Optional export: `weir_init(ptr: i32, len: i32) -> i32`, receives the plugin's config (a config block) on a fresh start only. */
 #define WEIR_EXPORT_INIT "weir_init"
+/* Optional export (ABI 1.1): `weir_tick(watermark: i64, processing_time: i64) -> i32`, called between batches when the partition's event-time watermark advances and at least every `pipeline.tick_interval` while the partition is idle. `watermark` is in ms since the epoch, or `WATERMARK_NONE` before any record with a timestamp, or `WATERMARK_END` once a bounded input has ended; `processing_time` is the host's wall clock in ms since the epoch. It may emit like `weir_process` and returns `STATUS_OK` or a plugin-defined error code. */
+#define WEIR_EXPORT_TICK "weir_tick"
+/* `weir_tick` watermark before the partition has seen a record with a timestamp (`i64::MIN`). */
+#define WEIR_WATERMARK_NONE (-INT64_C(9223372036854775807) - 1)
+/* `weir_tick` watermark at the end of a bounded input: every window closes (`i64::MAX`). */
+#define WEIR_WATERMARK_END INT64_C(9223372036854775807)
 /* Module name of the host imports. */
 #define WEIR_IMPORT_MODULE "weir"
 /* Import: `weir.emit(ptr: i32, len: i32) -> i32`, hands the host a batch of output records (same layout as input; `offset` ignored). The host copies it before returning, so the plugin may reuse the buffer at once. */
 #define WEIR_IMPORT_EMIT "emit"
 /* Import: `weir.log(level: i32, ptr: i32, len: i32)`, a UTF-8 log line. */
 #define WEIR_IMPORT_LOG "log"
+/* Import (ABI 1.1): `weir.sink_topics() -> i32`, the number of configured sink topics: an output record's `topic` must be below it. */
+#define WEIR_IMPORT_SINK_TOPICS "sink_topics"
 /* Module name of the WASI preview 1 imports the host also offers. */
 #define WEIR_WASI_MODULE "wasi_snapshot_preview1"
 /* `weir_process`/`weir_init` status: success. Any other value is a plugin error and fails the batch. */
@@ -67,7 +77,7 @@ extern "C" {
 #define WEIR_EMIT_BAD_TOPIC (-1)
 /* `weir.emit` result: the batch is malformed (lengths do not add up). */
 #define WEIR_EMIT_MALFORMED (-2)
-/* `weir.emit` result: the batch exceeds the output limits of this call. */
+/* `weir.emit` result: reserved for output limits. This host never returns it: a call that emits past `limits.max_output_records`, `limits.max_output_bytes` or `limits.max_record_bytes` traps instead. */
 #define WEIR_EMIT_LIMIT (-3)
 /* Log levels for `weir.log`. */
 #define WEIR_LOG_ERROR 1

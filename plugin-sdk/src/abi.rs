@@ -18,9 +18,16 @@
 //! `key_len` / `value_len` of `-1` mean null. Every record starts 8-aligned
 //! relative to the batch start, so a C plugin may cast it to a struct.
 
-/// The ABI version this definition describes. A plugin's
-/// `weir_abi_version()` export must return it.
+/// ABI version 1.0: what a plugin's `weir_abi_version()` export returns
+/// when it uses none of the 1.1 exports and imports.
 pub const ABI_VERSION: i32 = 1;
+/// ABI version 1.1 (65537, `0x0001_0001`: major in the high half, minor in the low
+/// half; `1` stays the spelling of 1.0). It adds, and changes nothing of
+/// 1.0: the optional export [`EXPORT_TICK`] and the import
+/// [`IMPORT_SINK_TOPICS`]. A module that exports a 1.1 export must return
+/// this from `weir_abi_version()`, so that a 1.0 host refuses it by name
+/// instead of never calling it.
+pub const ABI_VERSION_1_1: i32 = 65537;
 
 /// Export: `memory`, the plugin's linear memory.
 pub const EXPORT_MEMORY: &str = "memory";
@@ -37,6 +44,20 @@ pub const EXPORT_PROCESS: &str = "weir_process";
 /// Optional export: `weir_init(ptr: i32, len: i32) -> i32`, receives the
 /// plugin's config (a [config](encode_config) block) on a fresh start only.
 pub const EXPORT_INIT: &str = "weir_init";
+/// Optional export (ABI 1.1): `weir_tick(watermark: i64, processing_time:
+/// i64) -> i32`, called between batches when the partition's event-time
+/// watermark advances and at least every `pipeline.tick_interval` while the
+/// partition is idle. `watermark` is in ms since the epoch, or
+/// [`WATERMARK_NONE`] before any record with a timestamp, or
+/// [`WATERMARK_END`] once a bounded input has ended; `processing_time` is
+/// the host's wall clock in ms since the epoch. It may emit like
+/// `weir_process` and returns [`STATUS_OK`] or a plugin-defined error code.
+pub const EXPORT_TICK: &str = "weir_tick";
+/// `weir_tick` watermark before the partition has seen a record with a
+/// timestamp (`i64::MIN`).
+pub const WATERMARK_NONE: i64 = -9223372036854775808;
+/// `weir_tick` watermark at the end of a bounded input: every window closes (`i64::MAX`).
+pub const WATERMARK_END: i64 = 9223372036854775807;
 
 /// Module name of the host imports.
 pub const IMPORT_MODULE: &str = "weir";
@@ -46,6 +67,9 @@ pub const IMPORT_MODULE: &str = "weir";
 pub const IMPORT_EMIT: &str = "emit";
 /// Import: `weir.log(level: i32, ptr: i32, len: i32)`, a UTF-8 log line.
 pub const IMPORT_LOG: &str = "log";
+/// Import (ABI 1.1): `weir.sink_topics() -> i32`, the number of configured
+/// sink topics: an output record's `topic` must be below it.
+pub const IMPORT_SINK_TOPICS: &str = "sink_topics";
 /// Module name of the WASI preview 1 imports the host also offers.
 pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
 
@@ -59,7 +83,9 @@ pub const EMIT_OK: i32 = 0;
 pub const EMIT_BAD_TOPIC: i32 = -1;
 /// `weir.emit` result: the batch is malformed (lengths do not add up).
 pub const EMIT_MALFORMED: i32 = -2;
-/// `weir.emit` result: the batch exceeds the output limits of this call.
+/// `weir.emit` result: reserved for output limits. This host never returns
+/// it: a call that emits past `limits.max_output_records`,
+/// `limits.max_output_bytes` or `limits.max_record_bytes` traps instead.
 pub const EMIT_LIMIT: i32 = -3;
 
 /// Log levels for `weir.log`.

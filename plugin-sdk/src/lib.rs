@@ -1,11 +1,13 @@
 //! The Weir plugin SDK for Rust.
 //!
 //! A plugin is a type that implements [`Plugin`], exported with
-//! [`export_plugin!`]. The macro owns the ABI: it exports `memory`'s
-//! companions (`weir_abi_version`, `weir_input_buffer`, `weir_process`,
-//! `weir_init`), decodes each input batch in place, and hands your code one
-//! record at a time with an [`Output`] to emit into. Outputs are encoded into
-//! one buffer and handed to the host in a single `weir.emit` call per batch.
+//! [`export_plugin!`]. The macro owns the ABI (version 1.1): it exports
+//! `memory`'s companions (`weir_abi_version`, `weir_input_buffer`,
+//! `weir_process`, `weir_init`, `weir_tick`), decodes each input batch in
+//! place, and hands your code one record at a time with an [`Output`] to
+//! emit into. Outputs are encoded into one buffer and handed to the host in
+//! a single `weir.emit` call per batch. Time comes through
+//! [`Plugin::on_tick`].
 //!
 //! ```
 //! use weir_plugin_sdk::prelude::*;
@@ -79,6 +81,37 @@ impl<E: std::error::Error> From<E> for Error {
     }
 }
 
+/// What [`Plugin::on_tick`] is told: the partition's event-time watermark
+/// and the host's wall clock, both in ms since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tick {
+    /// Records stamped at or below it have all arrived (later ones are
+    /// late). [`abi::WATERMARK_NONE`] before the partition has seen a
+    /// timestamp; [`abi::WATERMARK_END`] once a bounded input has ended.
+    pub watermark: i64,
+    /// The host's wall clock (not deterministic under replay).
+    pub processing_time: i64,
+}
+
+impl Tick {
+    /// Whether the input has ended: every window should close now.
+    pub fn is_end(&self) -> bool {
+        self.watermark == abi::WATERMARK_END
+    }
+
+    /// Whether an event-time window ending at `end` (exclusive, ms) is
+    /// complete: the watermark has reached `end - 1`.
+    pub fn closes(&self, end: i64) -> bool {
+        self.watermark != abi::WATERMARK_NONE && self.watermark >= end.saturating_sub(1)
+    }
+}
+
+/// The number of sink topics configured: an output record's `topic` must be
+/// below it. Valid in every call, also after a restore.
+pub fn sink_topics() -> usize {
+    rt::host_sink_topics()
+}
+
 /// The logic of a plugin. One value of the type lives per partition task, in
 /// the plugin's linear memory; the host snapshots it with every checkpoint.
 pub trait Plugin: Default + 'static {
@@ -92,11 +125,22 @@ pub trait Plugin: Default + 'static {
     /// Called for every input record, in partition order. Emit zero, one or
     /// many records through `out`.
     fn process(&mut self, record: Record<'_>, out: &mut Output) -> Result<(), Error>;
+
+    /// Called between batches when the partition's watermark advances, at
+    /// least every `pipeline.tick_interval` while it is idle, and once with
+    /// [`abi::WATERMARK_END`] when a bounded input ends. Emit what the time
+    /// completes (closed windows, timeouts). Does nothing by default.
+    fn on_tick(&mut self, time: Tick, out: &mut Output) -> Result<(), Error> {
+        let _ = (time, out);
+        Ok(())
+    }
 }
 
 /// The usual imports for writing a plugin.
 pub mod prelude {
-    pub use crate::{Config, Error, Header, OutRecord, Output, Plugin, Record, export_plugin};
+    pub use crate::{
+        Config, Error, Header, OutRecord, Output, Plugin, Record, Tick, export_plugin, sink_topics,
+    };
 }
 
 /// Exports a [`Plugin`] type through the Weir ABI. Use it once per crate,
@@ -116,7 +160,7 @@ macro_rules! export_plugin {
 
         #[unsafe(no_mangle)]
         pub extern "C" fn weir_abi_version() -> i32 {
-            $crate::abi::ABI_VERSION
+            $crate::abi::ABI_VERSION_1_1
         }
 
         #[unsafe(no_mangle)]
@@ -132,6 +176,11 @@ macro_rules! export_plugin {
         #[unsafe(no_mangle)]
         pub extern "C" fn weir_process(ptr: i32, len: i32) -> i32 {
             $crate::rt::process::<$plugin>(ptr, len)
+        }
+
+        #[unsafe(no_mangle)]
+        pub extern "C" fn weir_tick(watermark: i64, processing_time: i64) -> i32 {
+            $crate::rt::tick::<$plugin>(watermark, processing_time)
         }
     };
 }

@@ -7,7 +7,7 @@
 //! them.
 
 use crate::abi;
-use crate::{Config, Output, Plugin};
+use crate::{Config, Output, Plugin, Tick};
 use core::cell::UnsafeCell;
 
 #[cfg(target_arch = "wasm32")]
@@ -17,6 +17,20 @@ unsafe extern "C" {
     fn weir_emit(ptr: *const u8, len: usize) -> i32;
     #[link_name = "log"]
     fn weir_log(level: i32, ptr: *const u8, len: usize);
+    #[link_name = "sink_topics"]
+    fn weir_sink_topics() -> i32;
+}
+
+/// Calls `weir.sink_topics`.
+pub fn host_sink_topics() -> usize {
+    #[cfg(target_arch = "wasm32")]
+    {
+        unsafe { weir_sink_topics() }.max(0) as usize
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        unreachable!("weir plugins run inside the weir host (wasm32)")
+    }
 }
 
 /// Calls `weir.emit`.
@@ -135,6 +149,11 @@ pub fn process<P: Plugin>(ptr: i32, len: i32) -> i32 {
             return 1;
         }
     }
+    finish(out)
+}
+
+/// Sends what is buffered; status 3 if `weir.emit` refused any of it.
+fn finish(out: &mut Output) -> i32 {
     out.flush();
     match out.emit_error {
         None => abi::STATUS_OK,
@@ -146,4 +165,21 @@ pub fn process<P: Plugin>(ptr: i32, len: i32) -> i32 {
             3
         }
     }
+}
+
+/// `weir_tick`.
+pub fn tick<P: Plugin>(watermark: i64, processing_time: i64) -> i32 {
+    let plugin = plugin::<P>();
+    let out = OUTPUT.get_or(Output::default);
+    out.emit_error = None;
+    let time = Tick {
+        watermark,
+        processing_time,
+    };
+    if let Err(e) = plugin.on_tick(time, out) {
+        out.flush();
+        host_log(abi::LOG_ERROR, format!("tick: {e}").as_bytes());
+        return 1;
+    }
+    finish(out)
 }

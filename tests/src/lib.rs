@@ -5,7 +5,8 @@
 //!   topic back per partition (as written, or `read_committed`, judged two
 //!   independent ways), committed offsets.
 //! - [`log_view`]: the read_committed rule applied to the raw log.
-//! - [`model`]: the running-count judge; [`hostile`]: hostile plugins.
+//! - [`model`]: the running-count judge; [`windows`]: the tumbling-window
+//!   model and judge; [`hostile`]: hostile plugins.
 //! - [`keyed_input`], [`job_config`]: keyed input with a known partition per
 //!   key, and a job config pointing at the broker and the example plugins.
 
@@ -15,6 +16,7 @@ pub mod hostile;
 pub mod log_view;
 pub mod model;
 pub mod pki;
+pub mod windows;
 
 pub use broker::Broker;
 

@@ -153,6 +153,11 @@ fn render_c(consts: &[AbiConst]) -> String {
         }
         let value = match c.ty.as_str() {
             "&str" => c.value.clone(),
+            // INT64_C(-9223372036854775808) negates a literal too large for
+            // int64_t; C spells the minimum this way.
+            "i64" if c.value == i64::MIN.to_string() => {
+                format!("(-INT64_C({}) - 1)", i64::MAX)
+            }
             "i64" => format!("INT64_C({})", c.value),
             _ if c.value.starts_with('-') => format!("({})", c.value),
             "u32" | "usize" => format!("{}u", c.value),

@@ -209,7 +209,7 @@ impl StateMirrors {
         }
         let delta = SnapshotDelta::copy_from(
             m.state.module_sha256,
-            m.state.globals.clone(),
+            (m.state.globals.clone(), m.state.time),
             &m.state.memory,
             &ranges,
         );
@@ -257,7 +257,7 @@ impl StateMirrors {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::snapshot::{GlobalValue, PAGE};
+    use crate::runtime::snapshot::{GlobalValue, HostTime, PAGE};
 
     fn full(instance: u64, seq: u64, fill: u8) -> Capture {
         Capture {
@@ -266,6 +266,7 @@ mod tests {
             state: CapturedState::Full(Snapshot {
                 module_sha256: [0; 32],
                 globals: vec![GlobalValue::I64(seq as i64)],
+                time: HostTime::default(),
                 memory: vec![fill; PAGE],
             }),
         }
@@ -277,7 +278,7 @@ mod tests {
             seq,
             state: CapturedState::Delta(SnapshotDelta::copy_from(
                 [0; 32],
-                vec![GlobalValue::I64(seq as i64)],
+                (vec![GlobalValue::I64(seq as i64)], HostTime::default()),
                 memory,
                 ranges,
             )),
@@ -326,6 +327,7 @@ mod tests {
                 let mut restored = Snapshot {
                     module_sha256: [0; 32],
                     globals: vec![GlobalValue::I64(1)],
+                    time: HostTime::default(),
                     memory: vec![0; PAGE],
                 };
                 restored.apply_delta(&d).unwrap();

@@ -488,6 +488,7 @@ mod tests {
         Snapshot {
             module_sha256: [1; 32],
             globals: vec![GlobalValue::I32(fill as i32)],
+            time: Default::default(),
             memory: vec![fill; 65536],
         }
     }

@@ -14,6 +14,7 @@
 //! processed offsets.
 
 pub mod assignment;
+pub mod event_clock;
 pub mod partition_task;
 mod startup;
 pub mod status;

@@ -7,6 +7,7 @@
 //! Checkpoints (a capture of the instance plus the offset) are taken
 //! between steps, when no guest frame is on the stack.
 
+use super::event_clock::{self, EventClock, TimeConfig};
 use super::status::TaskStats;
 use crate::checkpoint::CheckpointStore;
 use crate::checkpoint::TaskCheckpoint;
@@ -52,6 +53,9 @@ pub enum TaskFailure {
     /// A batch failed (plugin fault or output refused).
     #[error(transparent)]
     Batch(#[from] BatchError),
+    /// `weir_tick` failed (plugin fault or output refused).
+    #[error("weir_tick: {0}")]
+    Tick(BatchError),
     /// Restarting the task after a failure failed.
     #[error("restart: {0}")]
     Restart(String),
@@ -82,6 +86,8 @@ pub struct TaskEnv {
     pub dead_letter_topic: Option<String>,
     /// The job's metrics (plugin call times, faults, restarts).
     pub metrics: Arc<crate::metrics::JobMetrics>,
+    /// Watermarks and ticks, for plugins that export `weir_tick`.
+    pub time: TimeConfig,
 }
 
 /// What one step did.
@@ -101,6 +107,8 @@ pub struct PartitionTask {
     pub start: PartitionStart,
     queue: SourceQueue,
     instance: PluginInstance,
+    /// When the plugin is ticked (`weir_tick`), and with what watermark.
+    clock: EventClock,
     plugin: Arc<str>,
     /// Next offset to process.
     next_offset: i64,
@@ -185,10 +193,12 @@ impl PartitionTask {
         let span = tracing::info_span!(
             "task", plugin = %plugin, topic = %start.topic, partition = start.partition
         );
+        let clock = EventClock::new(env.time, instance.event_time(), Instant::now());
         PartitionTask {
             next_offset: start.start,
             start,
             queue,
+            clock,
             instance,
             plugin,
             batch_size,
@@ -376,6 +386,7 @@ impl PartitionTask {
             .consumer
             .seek(&topic, partition, Offset::Offset(offset), self.env.timeout)
             .map_err(|e| fail(format!("seek to {offset}: {e}")))?;
+        self.clock = EventClock::new(self.env.time, instance.event_time(), Instant::now());
         self.instance = instance;
         self.next_offset = offset;
         self.finished = false;
@@ -560,6 +571,12 @@ impl PartitionTask {
     /// Processes what is waiting; blocks up to `wait` for the first record.
     pub fn step(&mut self, wait: Duration) -> Result<Step, TaskError> {
         if self.finished || self.at_end(self.next_offset) {
+            // The final watermark closes every window, once: the event
+            // time it sets is snapshotted, so a restore does not repeat it.
+            if self.instance.has_tick() && self.instance.event_time() != abi::WATERMARK_END {
+                self.instance.observe_event_time(abi::WATERMARK_END);
+                self.tick_tracked(Instant::now())?;
+            }
             self.finished = true;
             self.stats.finish();
             return Ok(Step::Finished);
@@ -585,6 +602,10 @@ impl PartitionTask {
             timeout = Duration::ZERO;
         }
         let Some(last) = batch.last() else {
+            drop(batch);
+            if self.instance.has_tick() {
+                self.tick_idle()?;
+            }
             return Ok(Step::Idle);
         };
         let last_offset = last.offset();
@@ -609,7 +630,7 @@ impl PartitionTask {
                 rest = &rest[1..];
                 continue;
             }
-            let len = if self.poison.is_empty() && self.suspects.is_empty() {
+            let mut len = if self.poison.is_empty() && self.suspects.is_empty() {
                 // The usual case: no fault bookkeeping, one call per batch.
                 rest.len()
             } else if self.is_suspect(m.offset()) {
@@ -621,6 +642,18 @@ impl PartitionTask {
                     })
                     .unwrap_or(rest.len())
             };
+            if self.instance.has_tick() {
+                // A late record waits until the plugin was given the
+                // watermark it is late against (see `event_clock`).
+                let at = m.offset();
+                emitted += tick_if_due(&mut self.clock, &mut self.instance, Instant::now())
+                    .map_err(|e| self.error(at, at, TaskFailure::Tick(e)))?;
+                let timestamps = rest.iter().map(|m| m.timestamp().to_millis());
+                len = len.min(
+                    self.clock
+                        .late_split(self.instance.event_time(), timestamps),
+                );
+            }
             let (chunk, tail) = rest.split_at(len);
             let topic_index = self.start.topic_index;
             let called = Instant::now();
@@ -634,14 +667,23 @@ impl PartitionTask {
             let first = chunk[0].offset();
             let last = chunk[len - 1].offset();
             emitted += result.map_err(|e| self.error(first, last, e.into()))?;
+            if let Some(t) = chunk.iter().filter_map(|m| m.timestamp().to_millis()).max() {
+                self.instance.observe_event_time(t);
+            }
             rest = tail;
-        }
-        if let Some((tracker, t)) = ticket {
-            tracker.seal(t);
         }
         let n = batch.len();
         drop(batch);
         self.next_offset = last_offset + 1;
+        if self.instance.has_tick() {
+            // The tick's output belongs to this batch: same ticket, same
+            // checkpoint, same transaction.
+            self.clock.records_arrived(Instant::now());
+            emitted += self.tick_if_due(None)?;
+        }
+        if let Some((tracker, t)) = ticket {
+            tracker.seal(t);
+        }
         if self.fail_mark.is_some_and(|m| self.next_offset > m) {
             self.failures = 0;
             self.fail_mark = None;
@@ -660,6 +702,63 @@ impl PartitionTask {
             self.finished = true;
         }
         Ok(Step::Processed(n))
+    }
+}
+
+impl PartitionTask {
+    /// An idle step of a ticking plugin: the watermark may follow
+    /// processing time (`idle_timeout`), and the plugin is ticked once
+    /// `tick_interval` has passed.
+    fn tick_idle(&mut self) -> Result<(), TaskError> {
+        let now = Instant::now();
+        let now_ms = event_clock::processing_time();
+        if let Some(t) = self
+            .clock
+            .idle_advance(self.instance.event_time(), now, now_ms)
+        {
+            self.instance.observe_event_time(t);
+        }
+        self.tick_tracked(now)
+    }
+
+    /// A tick outside a batch. Auto-commit tracks its output like a
+    /// batch's, at the unchanged position.
+    fn tick_tracked(&mut self, now: Instant) -> Result<(), TaskError> {
+        let ticket = match &self.commit {
+            TaskCommit::AutoCommit(tracker, cell) => {
+                let t = tracker.open(self.next_offset);
+                cell.store(t, Ordering::Relaxed);
+                Some((tracker.clone(), t))
+            }
+            _ => None,
+        };
+        let emitted = self.tick_if_due(Some(now))?;
+        if let Some((tracker, t)) = ticket {
+            tracker.seal(t);
+        }
+        self.stats.records_out.fetch_add(emitted, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// [`tick_if_due`] at the task's position.
+    fn tick_if_due(&mut self, now: Option<Instant>) -> Result<u64, TaskError> {
+        let now = now.unwrap_or_else(Instant::now);
+        let at = self.next_offset;
+        tick_if_due(&mut self.clock, &mut self.instance, now)
+            .map_err(|e| self.error(at, at, TaskFailure::Tick(e)))
+    }
+}
+
+/// Calls `weir_tick` if the watermark advanced or the tick interval passed
+/// at `now`. Returns what it emitted.
+fn tick_if_due(
+    clock: &mut EventClock,
+    instance: &mut PluginInstance,
+    now: Instant,
+) -> Result<u64, BatchError> {
+    match clock.due(instance.event_time(), now) {
+        Some(watermark) => instance.tick(watermark, event_clock::processing_time()),
+        None => Ok(0),
     }
 }
 

@@ -9,6 +9,7 @@
 //! [`prepare`] through `spawn_blocking`: the reactor stays free for the
 //! shutdown signal and the timers.
 
+use super::event_clock::TimeConfig;
 use super::partition_task::{PartitionTask, TaskCommit, TaskEnv, TaskTransaction};
 use super::status::TaskStats;
 use super::worker::Worker;
@@ -179,6 +180,11 @@ pub(super) fn prepare(config: &Config, metrics: &Arc<JobMetrics>) -> Result<Prep
         on_fault: config.pipeline.on_fault,
         dead_letter_topic: config.pipeline.dead_letter_topic.clone(),
         metrics: metrics.clone(),
+        time: TimeConfig {
+            tick_interval: config.pipeline.tick_interval,
+            max_out_of_orderness: config.pipeline.max_out_of_orderness,
+            idle_timeout: config.pipeline.idle_timeout,
+        },
     });
     // One instance per partition task, each with its own store and state.
     let sink_topics: Arc<[String]> = config.sink.topics.clone().into();

@@ -21,13 +21,9 @@ pub enum PluginError {
     Contract { path: PathBuf, reason: String },
     /// The module speaks an ABI version this host does not know.
     #[error(
-        "plugin {path}: weir_abi_version() returned {found}, but this host supports ABI version {supported}; rebuild the plugin against a matching SDK"
+        "plugin {path}: weir_abi_version() returned {found}, but this host supports ABI versions 1 (1.0) and 65537 (1.1); rebuild the plugin against a matching SDK"
     )]
-    AbiVersion {
-        path: PathBuf,
-        found: i32,
-        supported: i32,
-    },
+    AbiVersion { path: PathBuf, found: i32 },
     /// Instantiating or initialising the module failed.
     #[error("plugin {path}: {stage} failed: {fault}")]
     Start {

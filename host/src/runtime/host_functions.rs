@@ -1,11 +1,14 @@
-//! The imports a plugin may use: `weir.emit`, `weir.log`, and WASI
-//! preview 1 with no files, no network, no environment and no arguments.
+//! The imports a plugin may use: `weir.emit`, `weir.log`,
+//! `weir.sink_topics` (ABI 1.1), and WASI preview 1 with no files, no
+//! network, no environment and no arguments, whose monotonic clock
+//! continues across snapshots (see `runtime::clock`).
 //!
 //! Every pointer and length the guest passes is checked against its memory;
 //! a bad one traps the call with a [`PluginFault`] of kind `BadPointer`,
 //! never a host panic. An emitted batch is validated whole before any of it
 //! reaches the sink, so a malformed batch emits nothing.
 
+use super::clock::InstanceClock;
 use super::error::{FaultKind, PluginFault};
 use super::guest_output::{GuestOutput, GuestStream};
 use super::limits::{InstanceLimiter, Limits};
@@ -33,6 +36,8 @@ pub struct SinkError(pub String);
 pub struct HostState {
     /// WASI preview 1 context: closed stdin, stdout/stderr to the log.
     pub(crate) wasi: WasiP1Ctx,
+    /// The WASI context's monotonic clock.
+    pub(crate) clock: InstanceClock,
     /// Receives emitted records.
     pub(crate) sink: Box<dyn OutputSink>,
     /// Configured sink topics; a record's `topic` indexes this.
@@ -63,12 +68,15 @@ impl HostState {
         sink_topics: std::sync::Arc<[String]>,
         limits: &Limits,
     ) -> Self {
+        let clock = InstanceClock::new();
         let wasi = WasiCtxBuilder::new()
             .stdout(GuestOutput::new(GuestStream::Stdout))
             .stderr(GuestOutput::new(GuestStream::Stderr))
+            .monotonic_clock(clock.clone())
             .build_p1();
         HostState {
             wasi,
+            clock,
             sink,
             sink_topics,
             memory: None,
@@ -88,6 +96,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p1::add_to_linker_sync(linker, |s: &mut HostState| &mut s.wasi)?;
     linker.func_wrap(abi::IMPORT_MODULE, abi::IMPORT_EMIT, emit)?;
     linker.func_wrap(abi::IMPORT_MODULE, abi::IMPORT_LOG, log)?;
+    linker.func_wrap(abi::IMPORT_MODULE, abi::IMPORT_SINK_TOPICS, sink_topics)?;
     Ok(())
 }
 
@@ -199,6 +208,11 @@ fn output_limit(message: String) -> PluginFault {
         kind: FaultKind::OutputLimit,
         message,
     }
+}
+
+/// `weir.sink_topics() -> count` (ABI 1.1)
+fn sink_topics(caller: Caller<'_, HostState>) -> i32 {
+    caller.data().sink_topics.len() as i32
 }
 
 /// `weir.log(level, ptr, len)`

@@ -11,7 +11,7 @@ use super::error::{FaultKind, PluginFault};
 use super::host_functions::{HostState, OutputSink, SinkError};
 use super::huge_pages;
 use super::plugin_module::PluginModule;
-use super::snapshot::{self, GlobalValue, Snapshot, SnapshotError};
+use super::snapshot::{self, GlobalValue, HostTime, Snapshot, SnapshotError};
 use super::snapshot_delta::{Capture, CapturedState, SnapshotDelta};
 use bytesize::ByteSize;
 use std::sync::Arc;
@@ -37,6 +37,11 @@ pub struct PluginInstance {
     input_buffer: TypedFunc<i32, i32>,
     process: TypedFunc<(i32, i32), i32>,
     init: Option<TypedFunc<(i32, i32), i32>>,
+    tick: Option<TypedFunc<(i64, i64), i32>>,
+    /// The highest record timestamp given to the plugin, or
+    /// `abi::WATERMARK_NONE`: the event time its watermark derives from,
+    /// snapshotted with its state.
+    event_time: i64,
     /// Every mutable global, in index order (see `runtime::rewrite`).
     globals: Vec<Global>,
     /// SHA-256 of the module, recorded in snapshots.
@@ -102,6 +107,14 @@ impl PluginInstance {
         } else {
             None
         };
+        let tick = match module.has_tick {
+            true => Some(
+                instance
+                    .get_typed_func(&mut store, abi::EXPORT_TICK)
+                    .map_err(|e| typed_err(abi::EXPORT_TICK, e))?,
+            ),
+            false => None,
+        };
         let mut globals = Vec::with_capacity(module.mutable_globals.len());
         for name in module.mutable_globals.iter() {
             globals.push(
@@ -124,6 +137,8 @@ impl PluginInstance {
             input_buffer,
             process,
             init,
+            tick,
+            event_time: abi::WATERMARK_NONE,
             globals,
             module_sha256: module.sha256,
             tracker: None,
@@ -139,6 +154,7 @@ impl PluginInstance {
         Snapshot {
             module_sha256: self.module_sha256,
             globals: self.global_values(),
+            time: self.host_time(),
             memory,
         }
     }
@@ -162,7 +178,7 @@ impl PluginInstance {
             Some(ranges) if !full && self.seq > 1 => {
                 CapturedState::Delta(SnapshotDelta::copy_from(
                     self.module_sha256,
-                    self.global_values(),
+                    (self.global_values(), self.host_time()),
                     self.memory.data(&self.store),
                     &ranges,
                 ))
@@ -180,6 +196,30 @@ impl PluginInstance {
     /// from the next capture applies to that one.
     pub fn capture_position(&self) -> (u64, u64) {
         (self.lineage, self.seq)
+    }
+
+    /// What the host keeps of the instance's time.
+    fn host_time(&self) -> HostTime {
+        HostTime {
+            event_time: self.event_time,
+            clock_ns: self.store.data().clock.now_ns(),
+        }
+    }
+
+    /// The highest record timestamp given to the plugin (ms since the
+    /// epoch), or `abi::WATERMARK_NONE`.
+    pub fn event_time(&self) -> i64 {
+        self.event_time
+    }
+
+    /// Records that the plugin was given records up to `timestamp`.
+    pub fn observe_event_time(&mut self, timestamp: i64) {
+        self.event_time = self.event_time.max(timestamp);
+    }
+
+    /// Whether the plugin exports `weir_tick` (ABI 1.1).
+    pub fn has_tick(&self) -> bool {
+        self.tick.is_some()
     }
 
     /// Every mutable global's value.
@@ -244,6 +284,8 @@ impl PluginInstance {
             g.set(&mut self.store, val)
                 .map_err(|e| SnapshotError::Shape(format!("cannot set global: {e}")))?;
         }
+        self.event_time = snap.time.event_time;
+        self.store.data().clock.continue_from(snap.time.clock_ns);
         // Earlier captures no longer describe the memory: the next one is
         // full, in a new lineage.
         if let Some(t) = &mut self.tracker {
@@ -293,6 +335,25 @@ impl PluginInstance {
         let mem = &mut self.memory.data_mut(&mut self.store)[ptr..ptr + size];
         let len = fill(mem);
         self.call(self.process.clone(), ptr, len)?;
+        Ok(self.store.data().emitted)
+    }
+
+    /// Calls `weir_tick(watermark, processing_time)` (ABI 1.1) if the
+    /// plugin exports it, and returns how many records it emitted.
+    pub fn tick(&mut self, watermark: i64, processing_time: i64) -> Result<u64, BatchError> {
+        let Some(tick) = self.tick.clone() else {
+            return Ok(0);
+        };
+        let state = self.store.data_mut();
+        state.emitted = 0;
+        state.emitted_bytes = 0;
+        state.last_error = None;
+        arm(&mut self.store);
+        let status = match tick.call(&mut self.store, (watermark, processing_time)) {
+            Ok(status) => status,
+            Err(e) => return Err(self.call_error(e)),
+        };
+        self.check_status(status)?;
         Ok(self.store.data().emitted)
     }
 
@@ -358,20 +419,25 @@ impl PluginInstance {
                 return Err(error);
             }
         };
-        if status != abi::STATUS_OK {
-            let message = self
-                .store
-                .data_mut()
-                .last_error
-                .take()
-                .unwrap_or_else(|| "the plugin logged no reason".into());
-            return Err(PluginFault {
-                kind: FaultKind::ErrorStatus(status),
-                message,
-            }
-            .into());
+        self.check_status(status)
+    }
+
+    /// A non-zero status as a fault, with the last error line logged.
+    fn check_status(&mut self, status: i32) -> Result<(), BatchError> {
+        if status == abi::STATUS_OK {
+            return Ok(());
         }
-        Ok(())
+        let message = self
+            .store
+            .data_mut()
+            .last_error
+            .take()
+            .unwrap_or_else(|| "the plugin logged no reason".into());
+        Err(PluginFault {
+            kind: FaultKind::ErrorStatus(status),
+            message,
+        }
+        .into())
     }
 }
 

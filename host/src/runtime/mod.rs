@@ -12,11 +12,14 @@
 //!   restore, without Kafka.
 //! - [`huge_pages`]: transparent huge pages for whole-memory copies.
 //! - [`guest_output`]: WASI stdout/stderr into the host's log.
+//! - [`clock`]: each instance's WASI monotonic clock, continuous across
+//!   snapshots.
 //! - [`error`]: load errors and typed plugin faults.
 //! - [`snapshot`]: an instance's whole state, encoded; [`snapshot_delta`]:
 //!   what changed since an earlier state; [`dirty_pages`]: which pages the
 //!   kernel saw written, so a checkpoint copies only those.
 
+pub mod clock;
 pub mod dirty_pages;
 pub mod engine;
 pub mod error;

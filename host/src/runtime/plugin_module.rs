@@ -28,6 +28,11 @@ pub struct PluginModule {
     pub sha256: [u8; 32],
     /// Whether the optional `weir_init` export exists.
     pub has_init: bool,
+    /// Whether the optional `weir_tick` export (ABI 1.1) exists.
+    pub has_tick: bool,
+    /// What `weir_abi_version()` returned: `abi::ABI_VERSION` (1.0) or
+    /// `abi::ABI_VERSION_1_1`.
+    pub abi_version: i32,
     /// Export names of every mutable global (added by the rewrite when the
     /// module did not export them): what a snapshot captures.
     pub mutable_globals: Arc<[String]>,
@@ -74,12 +79,22 @@ fn render_extern(ty: &ExternType) -> String {
 }
 
 /// The exports the ABI requires or allows, with their signatures.
-const EXPECTED_EXPORTS: [(&str, &str, bool); 4] = [
+const EXPECTED_EXPORTS: [(&str, &str, bool); 5] = [
     (abi::EXPORT_ABI_VERSION, "() -> (i32)", true),
     (abi::EXPORT_INPUT_BUFFER, "(i32) -> (i32)", true),
     (abi::EXPORT_PROCESS, "(i32, i32) -> (i32)", true),
     (abi::EXPORT_INIT, "(i32, i32) -> (i32)", false),
+    (abi::EXPORT_TICK, "(i64, i64) -> (i32)", false),
 ];
+
+/// Human form of a `weir_abi_version()` value.
+pub fn abi_version_name(version: i32) -> String {
+    match version {
+        abi::ABI_VERSION => "1.0".into(),
+        v if v > 0xffff => format!("{}.{}", v >> 16, v & 0xffff),
+        v => v.to_string(),
+    }
+}
 
 impl PluginModule {
     /// Reads, compiles and validates the module at `path` (binary `.wasm`
@@ -153,7 +168,7 @@ impl PluginModule {
                 ));
             }
         }
-        let mut has_init = false;
+        let (mut has_init, mut has_tick) = (false, false);
         for (name, want, required) in EXPECTED_EXPORTS {
             match module.get_export(name) {
                 Some(ExternType::Func(f)) => {
@@ -163,9 +178,8 @@ impl PluginModule {
                             "export `{name}` has signature {got}, the ABI requires {want}"
                         )));
                     }
-                    if name == abi::EXPORT_INIT {
-                        has_init = true;
-                    }
+                    has_init |= name == abi::EXPORT_INIT;
+                    has_tick |= name == abi::EXPORT_TICK;
                 }
                 Some(other) => {
                     return Err(contract(format!(
@@ -190,15 +204,15 @@ impl PluginModule {
                 None => {
                     return Err(contract(
                         format!(
-                            "imports `{}.{}` ({}), which the host does not provide; a plugin may import only {}.{}, {}.{} and WASI preview 1 ({}.*)",
+                            "imports `{}.{}` ({}), which the host does not provide; a plugin may import only {m}.{}, {m}.{}, {m}.{} and WASI preview 1 ({}.*)",
                             key.0,
                             key.1,
                             render_extern(&ty),
-                            abi::IMPORT_MODULE,
                             abi::IMPORT_EMIT,
-                            abi::IMPORT_MODULE,
                             abi::IMPORT_LOG,
-                            abi::WASI_MODULE
+                            abi::IMPORT_SINK_TOPICS,
+                            abi::WASI_MODULE,
+                            m = abi::IMPORT_MODULE,
                         ) + &import_hint(&key.0, &key.1),
                     ));
                 }
@@ -224,11 +238,13 @@ impl PluginModule {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "plugin".into())
             .into();
-        let plugin = PluginModule {
+        let mut plugin = PluginModule {
             path: path.clone(),
             name,
             sha256,
             has_init,
+            has_tick,
+            abi_version: 0,
             mutable_globals: rewritten.mutable_globals.into(),
             module,
             pre,
@@ -247,13 +263,18 @@ impl PluginModule {
             stage: "weir_abi_version()",
             fault,
         })?;
-        if found != abi::ABI_VERSION {
-            return Err(PluginError::AbiVersion {
-                path,
-                found,
-                supported: abi::ABI_VERSION,
-            });
+        if found != abi::ABI_VERSION && found != abi::ABI_VERSION_1_1 {
+            return Err(PluginError::AbiVersion { path, found });
         }
+        if found == abi::ABI_VERSION
+            && let Some(name) = uses_abi_1_1(&plugin.module)
+        {
+            return Err(contract(format!(
+                "uses `{name}`, which ABI 1.1 added, but weir_abi_version() returns 1 (ABI 1.0); return {} (0x00010001) to declare 1.1 (see docs/ABI.md, section 10)",
+                abi::ABI_VERSION_1_1
+            )));
+        }
+        plugin.abi_version = found;
         Ok(plugin)
     }
 
@@ -282,7 +303,7 @@ impl PluginModule {
             path: self.path.clone(),
             size,
             sha256: sha,
-            abi_version: abi::ABI_VERSION,
+            abi_version: self.abi_version,
             exports,
             imports,
             memory,
@@ -291,6 +312,18 @@ impl PluginModule {
             warnings: toolchain_warnings(&self.module),
         }
     }
+}
+
+/// The first ABI 1.1 export or import the module uses, if any: a module
+/// that uses one must declare 1.1.
+fn uses_abi_1_1(module: &Module) -> Option<&'static str> {
+    if module.get_export(abi::EXPORT_TICK).is_some() {
+        return Some(abi::EXPORT_TICK);
+    }
+    module
+        .imports()
+        .any(|i| i.module() == abi::IMPORT_MODULE && i.name() == abi::IMPORT_SINK_TOPICS)
+        .then_some("weir.sink_topics")
 }
 
 /// Modules that load and run but were probably built the wrong way.

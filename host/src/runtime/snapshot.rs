@@ -9,17 +9,23 @@
 //! Encoded form (little-endian), read back as untrusted input:
 //!
 //! ```text
-//! magic "WEIRSNP1" | module sha256 [32] | global_count u32
-//! | (tag u8, bits u64) * global_count | memory_len u64 | memory bytes
-//! | crc32 of everything before it, u32
+//! magic "WEIRSNP2" | module sha256 [32] | global_count u32
+//! | (tag u8, bits u64) * global_count | event_time i64 | clock_ns u64
+//! | memory_len u64 | memory bytes | crc32 of everything before it, u32
 //! ```
+//!
+//! `event_time` and `clock_ns` are the instance's [`HostTime`]. Version 1
+//! files (`WEIRSNP1`, written before the host kept time) have no such
+//! fields and read back with the default: no event time, clock at zero.
 //!
 //! That is the full form. A checkpoint may instead hold a delta against an
 //! earlier state (see [`super::snapshot_delta`]); restoring applies the
 //! deltas of a chain to its full base in order ([`Snapshot::apply_delta`]).
 
 /// Magic bytes at the start of an encoded snapshot.
-pub const MAGIC: &[u8; 8] = b"WEIRSNP1";
+pub const MAGIC: &[u8; 8] = b"WEIRSNP2";
+/// Magic of the first format, without [`HostTime`]; still read.
+pub const MAGIC_V1: &[u8; 8] = b"WEIRSNP1";
 /// Linear memory page size.
 pub const PAGE: usize = 65536;
 /// Largest memory a snapshot may claim (the wasm32 limit).
@@ -36,6 +42,49 @@ pub enum GlobalValue {
     F64(u64),
 }
 
+/// What the host keeps of an instance's time, outside its memory and
+/// globals, and snapshots with them: so a restored plugin sees the same
+/// watermark and a monotonic clock that never goes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostTime {
+    /// The highest record timestamp the instance was given (ms since the
+    /// epoch), or `abi::WATERMARK_NONE` if none yet.
+    pub event_time: i64,
+    /// The instance's WASI monotonic clock at the snapshot, in ns.
+    pub clock_ns: u64,
+}
+
+impl Default for HostTime {
+    fn default() -> Self {
+        HostTime {
+            event_time: weir_plugin_sdk::abi::WATERMARK_NONE,
+            clock_ns: 0,
+        }
+    }
+}
+
+impl HostTime {
+    /// Encoded size.
+    pub(crate) const LEN: usize = 16;
+
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.event_time.to_le_bytes());
+        out.extend_from_slice(&self.clock_ns.to_le_bytes());
+    }
+
+    /// Reads what [`encode`](Self::encode) wrote at `*pos`, advancing it.
+    pub(crate) fn decode(body: &[u8], pos: &mut usize) -> Result<HostTime, SnapshotError> {
+        let Some(bytes) = body.get(*pos..*pos + Self::LEN) else {
+            return Err(SnapshotError::Corrupt("truncated in the host time".into()));
+        };
+        *pos += Self::LEN;
+        Ok(HostTime {
+            event_time: i64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")),
+            clock_ns: u64::from_le_bytes(bytes[8..].try_into().expect("8 bytes")),
+        })
+    }
+}
+
 /// An instance's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
@@ -43,6 +92,8 @@ pub struct Snapshot {
     pub module_sha256: [u8; 32],
     /// Mutable globals, in the module's global-index order.
     pub globals: Vec<GlobalValue>,
+    /// The host's time for the instance.
+    pub time: HostTime,
     /// The whole linear memory.
     pub memory: Vec<u8>,
 }
@@ -72,7 +123,7 @@ pub fn hex(bytes: &[u8]) -> String {
 impl Snapshot {
     /// Size of the encoded form.
     pub fn encoded_len(&self) -> usize {
-        8 + 32 + 4 + 9 * self.globals.len() + 8 + self.memory.len() + 4
+        8 + 32 + 4 + 9 * self.globals.len() + HostTime::LEN + 8 + self.memory.len() + 4
     }
 
     /// Appends the encoded form to `out`.
@@ -82,6 +133,7 @@ impl Snapshot {
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.module_sha256);
         encode_globals(&self.globals, out);
+        self.time.encode(out);
         out.extend_from_slice(&(self.memory.len() as u64).to_le_bytes());
         out.extend_from_slice(&self.memory);
         let crc = crc32fast::hash(&out[start..]);
@@ -98,13 +150,19 @@ impl Snapshot {
         if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
             return Err(corrupt("checksum mismatch"));
         }
-        if &body[..8] != MAGIC {
-            return Err(corrupt("bad magic"));
-        }
+        let v1 = match &body[..8] {
+            m if m == MAGIC => false,
+            m if m == MAGIC_V1 => true,
+            _ => return Err(corrupt("bad magic")),
+        };
         let mut module_sha256 = [0u8; 32];
         module_sha256.copy_from_slice(&body[8..40]);
         let mut pos = 40usize;
         let globals = decode_globals(body, &mut pos)?;
+        let time = match v1 {
+            true => HostTime::default(),
+            false => HostTime::decode(body, &mut pos)?,
+        };
         if body.len() - pos < 8 {
             return Err(corrupt("truncated before memory length"));
         }
@@ -121,6 +179,7 @@ impl Snapshot {
         Ok(Snapshot {
             module_sha256,
             globals,
+            time,
             memory: body[pos..].to_vec(),
         })
     }
@@ -176,6 +235,7 @@ impl Snapshot {
             self.memory[range].copy_from_slice(bytes);
         }
         self.globals.clone_from(&delta.globals);
+        self.time = delta.time;
         Ok(())
     }
 }
@@ -246,6 +306,10 @@ mod tests {
                 GlobalValue::F32(f32::NAN.to_bits() | 1),
                 GlobalValue::F64(1.5f64.to_bits()),
             ],
+            time: HostTime {
+                event_time: 1_700_000_000_123,
+                clock_ns: 42_000_000_007,
+            },
             memory: (0..PAGE * 2).map(|i| (i * 31) as u8).collect(),
         }
     }
@@ -266,6 +330,7 @@ mod tests {
         let snap = Snapshot {
             module_sha256: [1; 32],
             globals: vec![GlobalValue::I32(1)],
+            time: HostTime::default(),
             memory: Vec::new(),
         };
         let mut bytes = Vec::new();
@@ -282,6 +347,23 @@ mod tests {
             Err(SnapshotError::Corrupt(m)) => assert!(m.contains("bits above 32"), "{m}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Snapshots written before the host kept time still restore.
+    #[test]
+    fn a_version_1_snapshot_reads_with_default_time() {
+        let s = sample();
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(MAGIC_V1);
+        v1.extend_from_slice(&s.module_sha256);
+        encode_globals(&s.globals, &mut v1);
+        v1.extend_from_slice(&(s.memory.len() as u64).to_le_bytes());
+        v1.extend_from_slice(&s.memory);
+        let crc = crc32fast::hash(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        let read = Snapshot::decode(&v1).unwrap();
+        assert_eq!(read.time, HostTime::default());
+        assert_eq!((read.globals, read.memory), (s.globals, s.memory));
     }
 
     #[test]

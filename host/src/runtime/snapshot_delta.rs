@@ -8,14 +8,18 @@
 //! ([`Snapshot::apply_delta`]).
 //!
 //! Encoded form (little-endian), read back as untrusted input like the
-//! full form (`WEIRSNP1`, which stays as it was):
+//! full form:
 //!
 //! ```text
-//! magic "WEIRDLT1" | module sha256 [32] | base u64 | base crc32 u32
+//! magic "WEIRDLT2" | module sha256 [32] | base u64 | base crc32 u32
 //! | global_count u32 | (tag u8, bits u64) * global_count
+//! | event_time i64 | clock_ns u64
 //! | memory_len u64 | run_count u32 | (offset u64, len u64) * run_count
 //! | the runs' bytes, in order | crc32 of everything before it, u32
 //! ```
+//!
+//! `WEIRDLT1` deltas, written before the host kept time, have no
+//! `event_time` and `clock_ns` and are still read (with the default time).
 //!
 //! `base` names the state the delta applies to (a checkpoint id in the
 //! checkpoint store, an offset in the exactly-once state directory) and
@@ -23,11 +27,13 @@
 //! whose link points at a different or rewritten file is refused.
 
 use super::dirty_pages::OS_PAGE;
-use super::snapshot::{self, GlobalValue, MAX_MEMORY, PAGE, Snapshot, SnapshotError};
+use super::snapshot::{self, GlobalValue, HostTime, MAX_MEMORY, PAGE, Snapshot, SnapshotError};
 use std::ops::Range;
 
 /// Magic bytes at the start of an encoded delta.
-pub const DELTA_MAGIC: &[u8; 8] = b"WEIRDLT1";
+pub const DELTA_MAGIC: &[u8; 8] = b"WEIRDLT2";
+/// Magic of the first delta format, without [`HostTime`]; still read.
+pub const DELTA_MAGIC_V1: &[u8; 8] = b"WEIRDLT1";
 
 /// What changed since a base state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +42,8 @@ pub struct SnapshotDelta {
     pub module_sha256: [u8; 32],
     /// Every mutable global (they are few; no point in diffing them).
     pub globals: Vec<GlobalValue>,
+    /// The host's time for the instance, whole.
+    pub time: HostTime,
     /// Linear memory length at the time of the delta (never less than the
     /// base's: wasm memory does not shrink).
     pub memory_len: u64,
@@ -97,7 +105,7 @@ impl SnapshotDelta {
     /// `DirtyTracker::take_dirty` returns them).
     pub fn copy_from(
         module_sha256: [u8; 32],
-        globals: Vec<GlobalValue>,
+        (globals, time): (Vec<GlobalValue>, HostTime),
         memory: &[u8],
         ranges: &[Range<usize>],
     ) -> SnapshotDelta {
@@ -112,6 +120,7 @@ impl SnapshotDelta {
         SnapshotDelta {
             module_sha256,
             globals,
+            time,
             memory_len: memory.len() as u64,
             runs,
             data,
@@ -141,6 +150,7 @@ impl SnapshotDelta {
             + 4
             + 4
             + 9 * self.globals.len()
+            + HostTime::LEN
             + 8
             + 4
             + 16 * self.runs.len()
@@ -157,6 +167,7 @@ impl SnapshotDelta {
         out.extend_from_slice(&link.base.to_le_bytes());
         out.extend_from_slice(&link.base_crc.to_le_bytes());
         snapshot::encode_globals(&self.globals, out);
+        self.time.encode(out);
         out.extend_from_slice(&self.memory_len.to_le_bytes());
         out.extend_from_slice(&(self.runs.len() as u32).to_le_bytes());
         for &(offset, len) in &self.runs {
@@ -180,9 +191,11 @@ impl SnapshotDelta {
         if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
             return Err(corrupt("delta checksum mismatch"));
         }
-        if &body[..8] != DELTA_MAGIC {
-            return Err(corrupt("bad delta magic"));
-        }
+        let v1 = match &body[..8] {
+            m if m == DELTA_MAGIC => false,
+            m if m == DELTA_MAGIC_V1 => true,
+            _ => return Err(corrupt("bad delta magic")),
+        };
         let u64_at = |p: usize| u64::from_le_bytes(body[p..p + 8].try_into().expect("8 bytes"));
         let u32_at = |p: usize| u32::from_le_bytes(body[p..p + 4].try_into().expect("4 bytes"));
         let mut module_sha256 = [0u8; 32];
@@ -193,6 +206,10 @@ impl SnapshotDelta {
         };
         let mut pos = 52usize;
         let globals = snapshot::decode_globals(body, &mut pos)?;
+        let time = match v1 {
+            true => HostTime::default(),
+            false => HostTime::decode(body, &mut pos)?,
+        };
         if body.len() - pos < 12 {
             return Err(corrupt("delta truncated before the memory length"));
         }
@@ -236,6 +253,7 @@ impl SnapshotDelta {
             SnapshotDelta {
                 module_sha256,
                 globals,
+                time,
                 memory_len,
                 runs,
                 data: body[pos..].to_vec(),
@@ -247,13 +265,18 @@ impl SnapshotDelta {
 impl StateFile {
     /// Decodes a full snapshot or a delta, by its magic.
     pub fn decode(bytes: &[u8]) -> Result<StateFile, SnapshotError> {
-        if bytes.starts_with(DELTA_MAGIC) {
+        if is_delta(bytes) {
             let (link, d) = SnapshotDelta::decode(bytes)?;
             Ok(StateFile::Delta(link, d))
         } else {
             Snapshot::decode(bytes).map(StateFile::Full)
         }
     }
+}
+
+/// Whether encoded state starts like a delta (either version).
+fn is_delta(bytes: &[u8]) -> bool {
+    bytes.starts_with(DELTA_MAGIC) || bytes.starts_with(DELTA_MAGIC_V1)
 }
 
 /// The trailing CRC32 of an encoded state file (either form), which a
@@ -268,7 +291,7 @@ pub fn file_crc(bytes: &[u8]) -> u32 {
 /// The link of an encoded delta, read from its header without checking
 /// the rest (for retention, which only needs to know what a file needs).
 pub fn peek_link(header: &[u8]) -> Option<DeltaLink> {
-    if header.len() < 52 || !header.starts_with(DELTA_MAGIC) {
+    if header.len() < 52 || !is_delta(header) {
         return None;
     }
     Some(DeltaLink {
@@ -285,6 +308,7 @@ mod tests {
         Snapshot {
             module_sha256: [3; 32],
             globals: vec![GlobalValue::I32(1), GlobalValue::F64(2.5f64.to_bits())],
+            time: HostTime::default(),
             memory: (0..PAGE * 2).map(|i| (i * 7) as u8).collect(),
         }
     }
@@ -292,7 +316,7 @@ mod tests {
     fn delta_of(target: &Snapshot, ranges: &[Range<usize>]) -> SnapshotDelta {
         SnapshotDelta::copy_from(
             target.module_sha256,
-            target.globals.clone(),
+            (target.globals.clone(), target.time),
             &target.memory,
             ranges,
         )
@@ -305,6 +329,10 @@ mod tests {
         target.memory.resize(PAGE * 3, 0);
         target.memory[5000] = 0xaa;
         target.memory[PAGE * 2 + 1] = 0xbb;
+        target.time = HostTime {
+            event_time: 77,
+            clock_ns: 1234,
+        };
         target.globals[0] = GlobalValue::I32(-9);
         let d = delta_of(&target, &[4096..8192, PAGE * 2..PAGE * 3]);
         let link = DeltaLink {
@@ -372,7 +400,7 @@ mod tests {
             v[n..].copy_from_slice(&crc.to_le_bytes());
             v
         };
-        let runs_at = 52 + 4 + 9 * 2 + 12;
+        let runs_at = 52 + 4 + 9 * 2 + HostTime::LEN + 12;
         let mut overlap = buf.clone();
         overlap[runs_at + 16..runs_at + 24].copy_from_slice(&0u64.to_le_bytes());
         assert!(SnapshotDelta::decode(&reseal(overlap)).is_err());
