@@ -51,15 +51,17 @@ pub fn first_timestamp() -> i64 {
 
 /// `n` records from `t0` over `keys` keys (key `w<k>` always in partition
 /// `k % partitions`), 5 ms of event time apart, each up to `jitter_ms`
-/// early; every `late_every`-th record is 5 s early, which no watermark
-/// with a smaller out-of-orderness lets through. Values are small integers.
+/// early; every `late_every`-th record is `late_ms` early, beyond an
+/// out-of-orderness below `late_ms - jitter_ms`: late whenever its window
+/// has closed by then, which for a `late_ms` near the window size depends
+/// on exactly which records came before it. Values are small integers.
 pub fn windowed_input(
     t0: i64,
     n: usize,
     keys: usize,
     partitions: i32,
     jitter_ms: i64,
-    late_every: usize,
+    (late_every, late_ms): (usize, i64),
 ) -> Vec<Input> {
     (0..n)
         .map(|i| {
@@ -67,7 +69,7 @@ pub fn windowed_input(
             let mix = (i as i64).wrapping_mul(2_654_435_761) & 0xffff;
             let mut ts = t0 + i as i64 * 5 - mix % jitter_ms.max(1);
             if late_every > 0 && i % late_every == late_every - 1 {
-                ts -= 5_000;
+                ts -= late_ms;
             }
             Input {
                 partition: (k as i32) % partitions,

@@ -19,7 +19,7 @@ async fn run_windows(batch_size: usize, input_label: &str) {
         size_ms: 1_000,
         max_out_of_orderness_ms: 500,
     };
-    let input = windowed_input(first_timestamp(), 20_000, 60, PARTITIONS, 400, 97);
+    let input = windowed_input(first_timestamp(), 20_000, 60, PARTITIONS, 400, (97, 1_300));
     let (want, late) = expected_windows(&input, spec);
     assert!(late > 100, "the input has late records ({late})");
     let (src, dst) = (topic("win-in"), topic("win-out"));

@@ -151,6 +151,15 @@ impl Plugin for TumblingWindow {
     }
 
     fn on_tick(&mut self, time: Tick, out: &mut Output) -> Result<(), Error> {
+        // The host promises watermarks that never go back, also across
+        // restores (the watermark is part of the snapshot): a window
+        // emitted must stay emitted.
+        if time.watermark < self.watermark {
+            return Err(Error::new(format!(
+                "the watermark went back from {} to {}",
+                self.watermark, time.watermark
+            )));
+        }
         if time.watermark > self.watermark {
             self.watermark = time.watermark;
             self.close(time.watermark, out);
