@@ -139,3 +139,61 @@ fn a_1_1_name_needs_a_1_1_declaration_and_unknown_versions_are_refused() {
     );
     assert!(err.to_string().contains("1 (1.0) and 65537 (1.1)"), "{err}");
 }
+
+/// A 1.1 module whose `weir_tick(ns, _)` sleeps `ns` on the monotonic
+/// clock through `poll_oneoff` and emits (errno, clock before, clock
+/// after) as three i64.
+const SLEEPER: &str = r#"
+(module
+  (import "wasi_snapshot_preview1" "clock_time_get"
+    (func $clock (param i32 i64 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff"
+    (func $poll (param i32 i32 i32 i32) (result i32)))
+  (import "weir" "emit" (func $emit (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "weir_abi_version") (result i32) (i32.const 65537))
+  (func (export "weir_input_buffer") (param i32) (result i32) (i32.const 1024))
+  (func (export "weir_process") (param i32 i32) (result i32) (i32.const 0))
+  (func (export "weir_tick") (param $ns i64) (param $pt i64) (result i32)
+    (i32.store (i32.const 0) (i32.const 1))
+    (i32.store (i32.const 4) (i32.const 0))
+    (i64.store (i32.const 8) (i64.const 0))
+    (i64.store (i32.const 16) (i64.const -1))
+    (i32.store (i32.const 24) (i32.const -1))
+    (i32.store (i32.const 28) (i32.const 0))
+    (i32.store (i32.const 32) (i32.const -1))
+    (i32.store (i32.const 36) (i32.const 24))
+    (i64.store (i32.const 40) (i64.const 0))
+    (drop (call $clock (i32.const 1) (i64.const 1) (i32.const 56)))
+    ;; subscription at 200: userdata 7, clock, monotonic, relative $ns
+    (memory.fill (i32.const 200) (i32.const 0) (i32.const 48))
+    (i64.store (i32.const 200) (i64.const 7))
+    (i32.store (i32.const 216) (i32.const 1))
+    (i64.store (i32.const 224) (local.get $ns))
+    (i64.store (i32.const 48)
+      (i64.extend_i32_s (call $poll (i32.const 200) (i32.const 300) (i32.const 1) (i32.const 400))))
+    (drop (call $clock (i32.const 1) (i64.const 1) (i32.const 64)))
+    (drop (call $emit (i32.const 0) (i32.const 72)))
+    (i32.const 0))
+)
+"#;
+
+#[test]
+fn a_sleep_moves_the_plugin_clock_and_a_long_one_is_a_timeout() {
+    let m = load(SLEEPER).unwrap();
+    let (mut a, ticks) = instance(&m);
+    a.tick(250_000_000, 0).unwrap();
+    let [errno, before, after] = ticks.last();
+    assert_eq!(errno, 0);
+    assert!(
+        after - before >= 250_000_000,
+        "the clock moved {} ns",
+        after - before
+    );
+    // An hour is past limits.batch_timeout (5 s): a timeout fault, at once.
+    let err = a.tick(3_600_000_000_000, 0).unwrap_err().to_string();
+    assert!(
+        err.contains("slept") && err.contains("batch_timeout"),
+        "{err}"
+    );
+}

@@ -38,6 +38,9 @@ pub struct HostState {
     pub(crate) wasi: WasiP1Ctx,
     /// The WASI context's monotonic clock.
     pub(crate) clock: InstanceClock,
+    /// What `poll_oneoff` advanced the clock by during the current call
+    /// instead of sleeping (see `runtime::poll_oneoff`).
+    pub(crate) slept_ns: u64,
     /// Receives emitted records.
     pub(crate) sink: Box<dyn OutputSink>,
     /// Configured sink topics; a record's `topic` indexes this.
@@ -77,6 +80,7 @@ impl HostState {
         HostState {
             wasi,
             clock,
+            slept_ns: 0,
             sink,
             sink_topics,
             memory: None,
@@ -94,6 +98,14 @@ impl HostState {
 /// Adds every import to the linker.
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p1::add_to_linker_sync(linker, |s: &mut HostState| &mut s.wasi)?;
+    // A poll_oneoff that never blocks the worker thread.
+    linker.allow_shadowing(true);
+    linker.func_wrap(
+        abi::WASI_MODULE,
+        "poll_oneoff",
+        super::poll_oneoff::poll_oneoff,
+    )?;
+    linker.allow_shadowing(false);
     linker.func_wrap(abi::IMPORT_MODULE, abi::IMPORT_EMIT, emit)?;
     linker.func_wrap(abi::IMPORT_MODULE, abi::IMPORT_LOG, log)?;
     linker.func_wrap(abi::IMPORT_MODULE, abi::IMPORT_SINK_TOPICS, sink_topics)?;
@@ -119,7 +131,7 @@ fn guest_slice<'m>(
     Ok(&memory[p..p + l])
 }
 
-fn trap(state: &mut HostState, fault: PluginFault) -> wasmtime::Error {
+pub(crate) fn trap(state: &mut HostState, fault: PluginFault) -> wasmtime::Error {
     let err = wasmtime::Error::msg(fault.to_string());
     state.fault = Some(fault);
     err

@@ -473,6 +473,7 @@ fn arm(store: &mut Store<HostState>) {
             .expect("fuel metering is on when limits.fuel is set");
     }
     store.data_mut().limiter.refused = None;
+    store.data_mut().slept_ns = 0;
 }
 
 /// Turns a wasmtime error from a guest call into a typed fault: a fault a

@@ -13,7 +13,8 @@
 //! - [`huge_pages`]: transparent huge pages for whole-memory copies.
 //! - [`guest_output`]: WASI stdout/stderr into the host's log.
 //! - [`clock`]: each instance's WASI monotonic clock, continuous across
-//!   snapshots.
+//!   snapshots; [`poll_oneoff`]: WASI sleeps that move that clock instead
+//!   of blocking the worker.
 //! - [`error`]: load errors and typed plugin faults.
 //! - [`snapshot`]: an instance's whole state, encoded; [`snapshot_delta`]:
 //!   what changed since an earlier state; [`dirty_pages`]: which pages the
@@ -29,6 +30,7 @@ pub mod huge_pages;
 pub mod instance;
 pub mod limits;
 pub mod plugin_module;
+pub mod poll_oneoff;
 pub mod rewrite;
 pub mod smoke;
 pub mod snapshot;
