@@ -723,10 +723,17 @@ impl Config {
     /// The plugin's config table flattened to dotted keys and text values,
     /// the form `weir_init` receives.
     pub fn plugin_config_entries(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        flatten("", &self.pipeline.config, &mut out);
-        out
+        plugin_config_entries(&self.pipeline.config)
     }
+}
+
+/// A `[pipeline.config]` table as the entries `weir_init` receives:
+/// nested tables flattened into dotted keys, strings without quotes, other
+/// values as TOML text (docs/ABI.md, section 6).
+pub fn plugin_config_entries(table: &toml::Table) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    flatten("", table, &mut out);
+    out
 }
 
 fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {

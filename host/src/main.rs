@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
 use weir::Config;
 use weir::runtime::{PluginEngine, PluginModule};
+use weir_plugin_sdk::abi;
 
 #[derive(Parser)]
 #[command(
@@ -44,10 +45,15 @@ enum Command {
         #[arg(long)]
         smoke: bool,
         /// A plugin config entry for the smoke run's `weir_init`, as
-        /// KEY=VALUE (repeatable), like `[pipeline.config]`.
+        /// KEY=VALUE (repeatable). VALUE is read as a TOML value, exactly
+        /// as in `[pipeline.config]`: `n=3` arrives as `3`, `word="a b"` as
+        /// `a b` (a TOML string loses its quotes), `rule={on=true}` as
+        /// `rule.on` = `true`; text that is not a TOML value (`word=a b`)
+        /// arrives as it is.
         #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_entry)]
-        config: Vec<(String, String)>,
-        /// The smoke run's sink topics, in order (repeatable).
+        config: Vec<Vec<(String, String)>>,
+        /// The smoke run's sink topics, in order (repeatable; the count is
+        /// what `weir.sink_topics()` returns).
         #[arg(long = "sink-topic", value_name = "TOPIC", default_value = "out")]
         sink_topics: Vec<String>,
     },
@@ -128,7 +134,10 @@ fn main() -> std::process::ExitCode {
             smoke,
             config,
             sink_topics,
-        } => check_plugin(file, smoke.then_some((config, sink_topics))),
+        } => check_plugin(
+            file,
+            smoke.then(|| (config.into_iter().flatten().collect(), sink_topics)),
+        ),
         Command::NewPlugin {
             lang,
             name,
@@ -290,11 +299,19 @@ fn print_demo_output(
     Ok(())
 }
 
-/// `KEY=VALUE` of `--set`.
-fn parse_entry(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
+/// `KEY=VALUE` of `--set`, as the config entries `[pipeline.config]`
+/// would give for `KEY = VALUE` (several for an inline table).
+fn parse_entry(s: &str) -> Result<Vec<(String, String)>, String> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
+    let key = key.trim();
+    let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let table = toml::Table::from_iter([(key.to_string(), value)]);
+    Ok(weir::config::plugin_config_entries(&table))
 }
 
 fn new_plugin(
@@ -365,8 +382,11 @@ fn check_plugin(file: PathBuf, smoke: Option<Smoke>) -> anyhow::Result<()> {
                 input.len(),
                 output.len()
             );
+            for r in input {
+                println!("      in  {}", render_record(r, &["(source)".into()]));
+            }
             for o in output {
-                println!("      {}", render_record(o, &topics));
+                println!("      out {}", render_record(o, &topics));
             }
         }
         println!(
@@ -387,7 +407,19 @@ fn render_record(r: &weir::runtime::smoke::SampleRecord, topics: &[String]) -> S
         .get(r.topic as usize)
         .map(String::as_str)
         .unwrap_or("?");
-    let mut line = format!("{topic}: key={} value={}", text(&r.key), text(&r.value));
+    let partition = match r.partition {
+        abi::ANY_PARTITION => "by key".to_string(),
+        p => p.to_string(),
+    };
+    let timestamp = match r.timestamp {
+        abi::NO_TIMESTAMP => "none".to_string(),
+        t => t.to_string(),
+    };
+    let mut line = format!(
+        "topic={topic} partition={partition} timestamp={timestamp} key={} value={}",
+        text(&r.key),
+        text(&r.value)
+    );
     for (n, v) in &r.headers {
         line.push_str(&format!(" [{}={}]", String::from_utf8_lossy(n), text(v)));
     }

@@ -93,6 +93,19 @@ declare function host_emit(ptr: usize, len: i32): i32;
 @external("weir", "log")
 declare function host_log(level: i32, ptr: usize, len: i32): void;
 
+// @ts-ignore: decorator
+@external("weir", "sink_topics")
+declare function host_sink_topics(): i32;
+
+/**
+ * weir.sink_topics (ABI 1.1): the number of sink topics; output `topic`
+ * indexes must stay below it. A plugin that calls it declares 1.1: it
+ * re-exports `weir_abi_version_1_1 as weir_abi_version`.
+ */
+export function sinkTopics(): i32 {
+  return host_sink_topics();
+}
+
 /** weir.emit: hands the host an encoded batch; returns an EMIT_* code. */
 export function emitRaw(ptr: usize, len: i32): i32 {
   return host_emit(ptr, len);
@@ -127,9 +140,19 @@ export function logError(line: string): void {
 // ---------------------------------------------------------------------------
 // Standard exports (re-export both from the entry file)
 
-/** Export `weir_abi_version`. */
+/** Export `weir_abi_version`, ABI 1.0. */
 export function weir_abi_version(): i32 {
   return ABI_VERSION;
+}
+
+/**
+ * `weir_abi_version` for ABI 1.1: a plugin that defines
+ * `weir_tick(watermark: i64, processingTime: i64): i32` (docs/ABI.md, 3a)
+ * or calls `sinkTopics` re-exports this one instead:
+ * `export { weir_abi_version_1_1 as weir_abi_version } from ".../weir";`
+ */
+export function weir_abi_version_1_1(): i32 {
+  return ABI_VERSION_1_1;
 }
 
 let inputPtr: usize = 0;

@@ -116,6 +116,19 @@ WEIR_IMPORT(WEIR_IMPORT_EMIT) int32_t weir_emit(const void *ptr, int32_t len);
 /* weir.log: one UTF-8 line at `level` (WEIR_LOG_*). The last error-level
  * line of a failing call is the reason the host reports. */
 WEIR_IMPORT(WEIR_IMPORT_LOG) void weir_log(int32_t level, const void *ptr, int32_t len);
+/* weir.sink_topics (ABI 1.1): the number of sink topics; output `topic`
+ * indexes must stay below it. A plugin that calls it must declare 1.1
+ * (WEIR_DEFINE_ABI_VERSION_1_1). */
+WEIR_IMPORT(WEIR_IMPORT_SINK_TOPICS) int32_t weir_sink_topics(void);
+
+/* weir_tick (ABI 1.1) is the plugin's to define, with
+ * WEIR_DEFINE_ABI_VERSION_1_1():
+ *
+ *   WEIR_EXPORT(WEIR_EXPORT_TICK)
+ *   int32_t weir_tick(int64_t watermark, int64_t processing_time) { ... }
+ *
+ * `watermark` is WEIR_WATERMARK_NONE before any timestamp and
+ * WEIR_WATERMARK_END at the end of a bounded input (docs/ABI.md, 3a). */
 
 /* ------------------------------------------------------------------ */
 /* The record batch (docs/ABI.md section 4), little-endian like wasm32  */
@@ -354,9 +367,14 @@ static inline int32_t weir_output_emit(weir_output *out, const void *key, int32_
 /* Standard exports: use each macro once, at file scope                 */
 /* ------------------------------------------------------------------ */
 
-/* Defines `weir_abi_version`. */
+/* Defines `weir_abi_version` for ABI 1.0. */
 #define WEIR_DEFINE_ABI_VERSION()                                                                                      \
     WEIR_EXPORT(WEIR_EXPORT_ABI_VERSION) int32_t weir_abi_version(void) { return WEIR_ABI_VERSION; }
+
+/* Defines `weir_abi_version` for ABI 1.1: use it instead when the plugin
+ * defines weir_tick or calls weir_sink_topics. */
+#define WEIR_DEFINE_ABI_VERSION_1_1()                                                                                  \
+    WEIR_EXPORT(WEIR_EXPORT_ABI_VERSION) int32_t weir_abi_version(void) { return WEIR_ABI_VERSION_1_1; }
 
 /* Defines `weir_input_buffer` over a static buffer of `bytes` bytes (no
  * libc needed). A batch larger than that traps with a logged reason, so

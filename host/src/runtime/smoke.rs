@@ -5,7 +5,13 @@
 //! config, processes a batch of sample records (keyed, unkeyed, with
 //! headers, a tombstone), snapshots it, processes a second batch, then
 //! restores the snapshot into a fresh instance and processes the second
-//! batch again. The two outputs of the second batch must be identical:
+//! batch again. A plugin that exports `weir_tick` (ABI 1.1) is ticked
+//! after each batch with the watermark of the timestamps so far (no
+//! out-of-orderness), and after the second with the end-of-input
+//! watermark; what the ticks emit counts as that batch's output.
+//!
+//! The sample records are fixed: partition 0 of source topic 0, offsets
+//! 0..=3 and 4..=7, timestamps [`SAMPLE_TIME`] + offset ms. The two outputs of the second batch must be identical:
 //! a plugin whose state does not survive a snapshot (state outside linear
 //! memory and globals, or output that depends on anything but its input
 //! and state) is caught here rather than after a failure in production.
@@ -16,6 +22,11 @@ use super::plugin_module::PluginModule;
 use super::snapshot::SnapshotError;
 use std::sync::{Arc, Mutex};
 use weir_plugin_sdk::abi::{self, Header, RecordIter};
+
+/// The timestamp of the sample record at offset 0 (ms since the epoch:
+/// 2023-11-14T22:13:20Z); each next offset is 1 ms later. Ticks get this
+/// plus 60 s as their processing time, so every run sees the same.
+pub const SAMPLE_TIME: i64 = 1_700_000_000_000;
 
 /// One record, owned: what the smoke run feeds in and collects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,10 +90,10 @@ pub fn smoke_run(
     let mut live = PluginInstance::new(module, Box::new(live_sink.clone()), topics.clone())
         .map_err(SmokeError::Instantiate)?;
     live.init(config).map_err(SmokeError::Init)?;
-    feed(&mut live, &input[0]).map_err(|error| SmokeError::Process { batch: 1, error })?;
+    feed(&mut live, &input[0], false).map_err(|error| SmokeError::Process { batch: 1, error })?;
     let first = live_sink.take();
     let snapshot = live.snapshot();
-    feed(&mut live, &input[1]).map_err(|error| SmokeError::Process { batch: 2, error })?;
+    feed(&mut live, &input[1], true).map_err(|error| SmokeError::Process { batch: 2, error })?;
     let second = live_sink.take();
 
     let restored_sink = Collect::default();
@@ -91,7 +102,8 @@ pub fn smoke_run(
     restored
         .restore(&snapshot, false)
         .map_err(SmokeError::Restore)?;
-    feed(&mut restored, &input[1]).map_err(|error| SmokeError::Process { batch: 2, error })?;
+    feed(&mut restored, &input[1], true)
+        .map_err(|error| SmokeError::Process { batch: 2, error })?;
     let again = restored_sink.take();
     if again != second {
         let at = second
@@ -121,7 +133,7 @@ fn sample_batch(offset: i64) -> Vec<SampleRecord> {
             topic: 0,
             partition: 0,
             offset: offset + i,
-            timestamp: 1_700_000_000_000 + offset + i,
+            timestamp: SAMPLE_TIME + offset + i,
             key: key.map(|k| k.as_bytes().to_vec()),
             value: value.map(|v| v.as_bytes().to_vec()),
             headers: headers
@@ -143,8 +155,28 @@ fn sample_batch(offset: i64) -> Vec<SampleRecord> {
     ]
 }
 
+/// Processes `records`, then ticks a plugin that exports `weir_tick`:
+/// with the watermark of the timestamps so far, and (`last`) with the
+/// end-of-input watermark.
+fn feed(inst: &mut PluginInstance, records: &[SampleRecord], last: bool) -> Result<(), BatchError> {
+    process(inst, records)?;
+    if !inst.has_tick() {
+        return Ok(());
+    }
+    for r in records {
+        inst.observe_event_time(r.timestamp);
+    }
+    let now = SAMPLE_TIME + 60_000;
+    inst.tick(inst.event_time() - 1, now)?;
+    if last {
+        inst.observe_event_time(abi::WATERMARK_END);
+        inst.tick(abi::WATERMARK_END, now)?;
+    }
+    Ok(())
+}
+
 /// Encodes `records` into the instance's input buffer and processes them.
-fn feed(inst: &mut PluginInstance, records: &[SampleRecord]) -> Result<u64, BatchError> {
+fn process(inst: &mut PluginInstance, records: &[SampleRecord]) -> Result<u64, BatchError> {
     fn headers(r: &SampleRecord) -> Vec<Header<'_>> {
         r.headers
             .iter()
