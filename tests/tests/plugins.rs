@@ -289,16 +289,68 @@ fn mirror_wat_returns_each_batch_unchanged() {
 
 #[test]
 fn every_example_plugin_passes_the_load_checks() {
-    for name in [
-        "uppercase.wasm",
-        "filter.wasm",
-        "running_count.wasm",
-        "mirror.wat",
+    // The Rust SDK declares 1.1 (it always exports weir_tick); the
+    // hand-written WAT stays 1.0 and loads unchanged.
+    for (name, version) in [
+        ("uppercase.wasm", abi::ABI_VERSION_1_1),
+        ("filter.wasm", abi::ABI_VERSION_1_1),
+        ("running_count.wasm", abi::ABI_VERSION_1_1),
+        ("tumbling_window.wasm", abi::ABI_VERSION_1_1),
+        ("mirror.wat", abi::ABI_VERSION),
     ] {
         let m = plugin(name);
         let r = m.report(0);
-        assert_eq!(r.abi_version, abi::ABI_VERSION, "{name}");
+        assert_eq!(r.abi_version, version, "{name}");
+        assert_eq!(m.has_tick, version == abi::ABI_VERSION_1_1, "{name}");
     }
+}
+
+/// `check-plugin --smoke` as docs/ABI.md sections 6 and 7 state it: `--set`
+/// values are TOML values (a quoted string loses its quotes, bare text
+/// arrives as it is), the sample records are printed with partition and
+/// timestamp, and a 1.1 plugin's ticks close its windows, the last at the
+/// end-of-input watermark.
+#[test]
+fn smoke_run_prints_samples_and_reads_set_values_as_toml() {
+    let file = weir_e2e::repo_root().join("plugins/tumbling_window.wasm");
+    let smoke = |sets: &[&str]| {
+        let mut cmd = std::process::Command::new(weir_e2e::weir_binary());
+        cmd.args(["check-plugin", "--smoke"]).arg(&file);
+        for s in sets {
+            cmd.args(["--set", s]);
+        }
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    for aggregate in ["aggregate=\"count\"", "aggregate=count"] {
+        let (ok, text) = smoke(&["size_ms=2", aggregate]);
+        assert!(ok, "{text}");
+        assert!(text.contains("ABI version 1.1"), "{text}");
+        assert!(
+            text.contains("in  topic=(source) partition=0 timestamp=1700000000000 key=\"alpha\""),
+            "{text}"
+        );
+        // The first window [..000, ..002) closes after batch 1; the last,
+        // [..006, ..008), only at the end of the input.
+        assert!(
+            text.contains(
+                "timestamp=1700000000001 key=\"alpha\" value=\"1700000000000,1700000000002,1\""
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "timestamp=1700000000007 key=\"alpha\" value=\"1700000000006,1700000000008,1\""
+            ),
+            "{text}"
+        );
+    }
+    // Quotes are TOML's: a number in quotes is a string, and size_ms
+    // parses it; a non-number is refused by the plugin with its reason.
+    let (ok, text) = smoke(&["size_ms=\"x\""]);
+    assert!(!ok && text.contains("size_ms"), "{text}");
 }
 
 /// WASI preview 1 links, stdout reaches the host (no trap), and the
