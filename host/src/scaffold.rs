@@ -1,12 +1,13 @@
 //! `weir new-plugin`: a plugin folder that builds and passes
-//! `weir check-plugin --smoke` as created, in Rust, C or AssemblyScript.
+//! `weir check-plugin --smoke` as created, in Rust, C, AssemblyScript or Go.
 //!
 //! The templates live in `host/templates/new-plugin/` and are compiled into
 //! the binary, so the scaffold works wherever `weir` is installed. The C
 //! header and the AssemblyScript helper are copied from `plugin-sdk/`
 //! (the very files this binary was built with, ABI constants generated from
 //! `plugin-sdk/src/abi.rs`), so a new plugin speaks the host's ABI version.
-//! A Rust plugin depends on the SDK crate by path.
+//! A Rust plugin depends on the SDK crate by path, a Go plugin on the Go
+//! SDK module (`plugin-sdk/go`) through a `replace` in its go.mod.
 //!
 //! Every folder has a `build.sh` that writes `<module>.wasm` into the parent
 //! folder (the plugins directory), where `config.toml` names it.
@@ -23,6 +24,8 @@ pub enum Language {
     /// AssemblyScript with `weir.ts`.
     #[value(name = "assemblyscript", alias = "as")]
     AssemblyScript,
+    /// Go 1.24+ with the `weir.dev/weir` SDK, built as a WASI reactor.
+    Go,
 }
 
 impl Language {
@@ -31,6 +34,7 @@ impl Language {
             Language::Rust => "Rust",
             Language::C => "C",
             Language::AssemblyScript => "AssemblyScript",
+            Language::Go => "Go",
         }
     }
 }
@@ -46,10 +50,8 @@ pub enum ScaffoldError {
     /// Refuses to overwrite anything.
     #[error("{0} already exists; choose another name or remove it")]
     Exists(PathBuf),
-    /// A Rust plugin needs the SDK crate's sources.
-    #[error(
-        "the Rust plugin SDK was not found at {0}; pass --sdk <path to Weir's plugin-sdk folder>"
-    )]
+    /// A Rust or Go plugin needs the SDK's sources.
+    #[error("the plugin SDK was not found at {0}; pass --sdk <path to Weir's plugin-sdk folder>")]
     SdkNotFound(PathBuf),
     /// Writing a file failed.
     #[error("{path}: {source}")]
@@ -101,9 +103,13 @@ pub fn create(
         move |source| ScaffoldError::Io { path, source }
     };
     let sdk_dir = match lang {
-        Language::Rust => {
-            let sdk = sdk.map(Path::to_path_buf).unwrap_or_else(default_sdk_dir);
-            if !sdk.join("Cargo.toml").is_file() {
+        Language::Rust | Language::Go => {
+            let base = sdk.map(Path::to_path_buf).unwrap_or_else(default_sdk_dir);
+            let (sdk, marker) = match lang {
+                Language::Go => (base.join("go"), "go.mod"),
+                _ => (base, "Cargo.toml"),
+            };
+            if !sdk.join(marker).is_file() {
                 return Err(ScaffoldError::SdkNotFound(sdk));
             }
             Some(std::fs::canonicalize(&sdk).map_err(io(&sdk))?)
@@ -115,12 +121,14 @@ pub fn create(
     // Relative inside the SDK's own repository (which may move as a whole),
     // absolute elsewhere.
     let sdk_rel = sdk_dir
-        .map(|sdk| match sdk.parent() {
-            Some(repo) if abs_dir.starts_with(repo) => {
-                pathdiff::diff_paths(&sdk, &abs_dir).unwrap_or(sdk)
-            }
-            _ => sdk,
-        })
+        .map(
+            |sdk| match sdk.ancestors().find(|a| a.join("plugin-sdk").is_dir()) {
+                Some(repo) if abs_dir.starts_with(repo) => {
+                    pathdiff::diff_paths(&sdk, &abs_dir).unwrap_or(sdk)
+                }
+                _ => sdk,
+            },
+        )
         .map(|p| p.to_string_lossy().replace('\\', "/"))
         .unwrap_or_default();
     let type_name: String = name
@@ -137,6 +145,7 @@ pub fn create(
         Language::Rust => ("Rust", "src/lib.rs"),
         Language::C => ("C", "the .c file's weir_process"),
         Language::AssemblyScript => ("AssemblyScript", "index.ts's weir_process"),
+        Language::Go => ("Go", "main.go's Process"),
     };
     let fill = |template: &str| {
         template
@@ -168,6 +177,11 @@ pub fn create(
             ("package.json", fill(AS_PACKAGE), false),
             ("build.sh", fill(AS_BUILD), true),
             (".gitignore", fill(AS_GITIGNORE), false),
+        ],
+        Language::Go => vec![
+            ("main.go", fill(GO_MAIN), false),
+            ("go.mod", fill(GO_MOD), false),
+            ("build.sh", fill(GO_BUILD), true),
         ],
     };
     let mut written = Vec::new();
@@ -229,6 +243,9 @@ const AS_PACKAGE: &str = include_str!("../templates/new-plugin/assemblyscript/pa
 const AS_BUILD: &str = include_str!("../templates/new-plugin/assemblyscript/build.sh.in");
 const AS_GITIGNORE: &str = include_str!("../templates/new-plugin/assemblyscript/gitignore.in");
 const AS_HELPER: &str = include_str!("../../plugin-sdk/assemblyscript/weir.ts");
+const GO_MAIN: &str = include_str!("../templates/new-plugin/go/main.go.in");
+const GO_MOD: &str = include_str!("../templates/new-plugin/go/go.mod.in");
+const GO_BUILD: &str = include_str!("../templates/new-plugin/go/build.sh.in");
 const AS_PACKAGE_PINNED: &str = include_str!("../../plugin-sdk/assemblyscript/package.json");
 
 #[cfg(test)]
@@ -248,7 +265,12 @@ mod tests {
     #[test]
     fn refuses_to_overwrite_and_fills_every_placeholder() {
         let tmp = tempfile::tempdir().unwrap();
-        for lang in [Language::Rust, Language::C, Language::AssemblyScript] {
+        for lang in [
+            Language::Rust,
+            Language::C,
+            Language::AssemblyScript,
+            Language::Go,
+        ] {
             let name = format!("my-{}", lang.display().to_lowercase());
             let created = create(lang, &name, tmp.path(), None).unwrap();
             for f in &created.files {

@@ -28,7 +28,7 @@ export const ABI_VERSION: i32 = 1;
 export const ABI_VERSION_1_1: i32 = 65537;
 /** Export: `memory`, the plugin's linear memory. */
 export const EXPORT_MEMORY: string = "memory";
-/** Export: `weir_abi_version() -> i32`, must return `ABI_VERSION`. */
+/** Export: `weir_abi_version() -> i32`, returns `ABI_VERSION` (1.0) or `ABI_VERSION_1_1`. */
 export const EXPORT_ABI_VERSION: string = "weir_abi_version";
 /** Export: `weir_input_buffer(size: i32) -> i32`, a pointer to at least `size` writable bytes, 8-aligned, owned by the plugin, that stays valid until the next call into the plugin. The host writes input batches and the config there. */
 export const EXPORT_INPUT_BUFFER: string = "weir_input_buffer";

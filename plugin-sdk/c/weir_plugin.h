@@ -45,7 +45,7 @@ extern "C" {
 #define WEIR_ABI_VERSION_1_1 65537
 /* Export: `memory`, the plugin's linear memory. */
 #define WEIR_EXPORT_MEMORY "memory"
-/* Export: `weir_abi_version() -> i32`, must return `ABI_VERSION`. */
+/* Export: `weir_abi_version() -> i32`, returns `ABI_VERSION` (1.0) or `ABI_VERSION_1_1`. */
 #define WEIR_EXPORT_ABI_VERSION "weir_abi_version"
 /* Export: `weir_input_buffer(size: i32) -> i32`, a pointer to at least `size` writable bytes, 8-aligned, owned by the plugin, that stays valid until the next call into the plugin. The host writes input batches and the config there. */
 #define WEIR_EXPORT_INPUT_BUFFER "weir_input_buffer"

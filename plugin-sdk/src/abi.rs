@@ -31,7 +31,8 @@ pub const ABI_VERSION_1_1: i32 = 65537;
 
 /// Export: `memory`, the plugin's linear memory.
 pub const EXPORT_MEMORY: &str = "memory";
-/// Export: `weir_abi_version() -> i32`, must return [`ABI_VERSION`].
+/// Export: `weir_abi_version() -> i32`, returns [`ABI_VERSION`] (1.0) or
+/// [`ABI_VERSION_1_1`].
 pub const EXPORT_ABI_VERSION: &str = "weir_abi_version";
 /// Export: `weir_input_buffer(size: i32) -> i32`, a pointer to at least
 /// `size` writable bytes, 8-aligned, owned by the plugin, that stays valid

@@ -226,6 +226,17 @@ pub async fn run_job(text: &str) -> Result<weir::JobSummary> {
     Ok(summary)
 }
 
+/// Whether two snapshots hold the same plugin state: module, globals,
+/// memory and event time. The monotonic clock reading is left out: two
+/// instances take their snapshots at different moments.
+pub fn same_state(
+    a: &weir::runtime::snapshot::Snapshot,
+    b: &weir::runtime::snapshot::Snapshot,
+) -> bool {
+    (a.module_sha256, &a.globals, &a.memory, a.time.event_time)
+        == (b.module_sha256, &b.globals, &b.memory, b.time.event_time)
+}
+
 /// A running-count output as counts per key, in read order.
 pub fn counts_by_key(parts: &[Vec<Output>]) -> std::collections::BTreeMap<String, Vec<u64>> {
     values_by_key(parts)

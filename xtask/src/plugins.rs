@@ -10,13 +10,18 @@
 //! - AssemblyScript: every `plugins/as-<name>/index.ts`, compiled with the
 //!   `asc` pinned in `plugin-sdk/assemblyscript/package-lock.json`
 //!   (`cargo xtask setup` runs `npm ci` there) → `as_<name>.wasm`.
+//! - Go: every `plugins/go-<name>/` module, built by `go build
+//!   -buildmode=c-shared` for `GOOS=wasip1 GOARCH=wasm` against the SDK in
+//!   `plugin-sdk/go` (a `replace` in its go.mod; no network) →
+//!   `go_<name>.wasm`.
 //! - WAT (`plugins/*.wat`, `plugins/wat-<name>/*.wat`) needs no build: the
 //!   host loads text modules directly.
 //!
-//! C and AssemblyScript modules are rebuilt only when their inputs (sources,
-//! the header or helper, the command line, the compiler's version) change.
-//! `WEIR_CLANG` names the clang to use (default `clang`), `WEIR_NODE` the
-//! Node.js (default `node`). A missing toolchain is an error that says
+//! C, AssemblyScript and Go modules are rebuilt only when their inputs
+//! (sources, the header, helper or SDK, the command line, the compiler's
+//! version) change. `WEIR_CLANG` names the clang to use (default `clang`),
+//! `WEIR_NODE` the Node.js (default `node`), `WEIR_GO` the Go (default
+//! `go`, 1.24 or later). A missing toolchain is an error that says
 //! what to install.
 
 use anyhow::{Context, Result, bail};
@@ -44,6 +49,9 @@ const AS_FLAGS: &[&str] = &[
     "abort=weirAbort",
 ];
 
+/// How the Go plugins are built (after `go build`, before `-o`).
+pub const GO_FLAGS: &[&str] = &["-buildmode=c-shared", "-trimpath", "-ldflags=-s -w"];
+
 /// Where `npm ci` puts the pinned compiler.
 pub const ASC: &str = "plugin-sdk/assemblyscript/node_modules/assemblyscript/bin/asc.js";
 
@@ -56,7 +64,9 @@ pub fn build_all(root: &Path) -> Result<()> {
     crate::step("building the C example plugins");
     build_c(root, &plugins, &work)?;
     crate::step("building the AssemblyScript example plugins");
-    build_assemblyscript(root, &plugins, &work)
+    build_assemblyscript(root, &plugins, &work)?;
+    crate::step("building the Go example plugins");
+    build_go(root, &plugins, &work)
 }
 
 fn build_rust(root: &Path, plugins: &Path) -> Result<()> {
@@ -275,6 +285,69 @@ fn build_assemblyscript(root: &Path, plugins: &Path, work: &Path) -> Result<()> 
         }
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             eprintln!("{name}: {line}");
+        }
+        finish(work, &name, stamp, &tmp, &dest)?;
+    }
+    Ok(())
+}
+
+/// The Go to use.
+pub fn go() -> String {
+    std::env::var("WEIR_GO").unwrap_or_else(|_| "go".into())
+}
+
+fn build_go(root: &Path, plugins: &Path, work: &Path) -> Result<()> {
+    let folders: Vec<(PathBuf, String)> = plugin_folders(plugins, "go-")
+        .into_iter()
+        .filter(|(f, _)| f.join("go.mod").is_file())
+        .collect();
+    if folders.is_empty() {
+        return Ok(());
+    }
+    let go = go();
+    let version = Command::new(&go)
+        .arg("version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let Some(version) = version else {
+        bail!(
+            "building the Go example plugins needs Go 1.24 or later (`{go}` did not run): install it from https://go.dev/dl/ or your distribution, or set WEIR_GO"
+        );
+    };
+    let mut sdk = files_in(&root.join("plugin-sdk").join("go"), "go");
+    sdk.push(root.join("plugin-sdk").join("go").join("go.mod"));
+    for (folder, name) in folders {
+        let dest = plugins.join(format!("{name}.wasm"));
+        let mut inputs = files_in(&folder, "go");
+        inputs.push(folder.join("go.mod"));
+        inputs.extend(sdk.iter().cloned());
+        let stamp = stamp_of(&[&version, &GO_FLAGS.join(" ")], &inputs);
+        if up_to_date(work, &name, stamp, &dest) {
+            continue;
+        }
+        let tmp = temp_output(work, &name)?;
+        let out = Command::new(&go)
+            .arg("build")
+            .args(GO_FLAGS)
+            .arg("-o")
+            .arg(&tmp)
+            .arg(".")
+            .current_dir(&folder)
+            .env("GOOS", "wasip1")
+            .env("GOARCH", "wasm")
+            .env("GOPROXY", "off")
+            .output()
+            .with_context(|| format!("run {go}"))?;
+        if !out.status.success() || !tmp.is_file() {
+            let _ = std::fs::remove_file(&tmp);
+            bail!(
+                "building the Go plugin {} failed ({version}; -buildmode=c-shared for wasip1 needs Go 1.24 or later):\n{}{}",
+                folder.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         finish(work, &name, stamp, &tmp, &dest)?;
     }
