@@ -5,7 +5,9 @@
 //! every record to a sink that reads it): `native` decodes the encoded
 //! batch in Rust and passes it on, `mirror` calls the WAT identity plugin,
 //! and two Rust SDK plugins: `rust_uppercase` maps each value,
-//! `rust_running_count` counts per key in a `HashMap` and emits the count.
+//! `rust_running_count` counts per key in a `HashMap` and emits the count,
+//! and the same two in Go (`go_uppercase`, `go_running_count`, the Go SDK
+//! and Go's runtime).
 //! The summary prints ns/record and the overhead over native. Run:
 //! `cargo bench -p weir --bench plugin_call`.
 
@@ -88,6 +90,8 @@ fn bench(c: &mut Criterion) {
             ("mirror", "mirror.wat"),
             ("rust_uppercase", "uppercase.wasm"),
             ("rust_running_count", "running_count.wasm"),
+            ("go_uppercase", "go_uppercase.wasm"),
+            ("go_running_count", "go_running_count.wasm"),
         ] {
             let module = plugin(&engine, file);
             let mut inst =
@@ -113,7 +117,13 @@ fn main() {
         };
         let per = |t: f64| t / n as f64;
         let mut line = format!("  batch {n:>4}: native {:>7.1}", per(native));
-        for name in ["mirror", "rust_uppercase", "rust_running_count"] {
+        for name in [
+            "mirror",
+            "rust_uppercase",
+            "rust_running_count",
+            "go_uppercase",
+            "go_running_count",
+        ] {
             if let Some(t) = support::mean_ns("plugin_call", &format!("{name}/{n}")) {
                 line += &format!(
                     "  {name} {:>7.1} (+{:.1} ns, x{:.2})",

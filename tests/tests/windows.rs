@@ -59,3 +59,74 @@ async fn windows_match_the_model_with_out_of_order_and_late_records() {
 async fn window_output_does_not_depend_on_batch_boundaries() {
     run_windows(7, "batches of 7").await;
 }
+
+/// With `idle_timeout`, an unbounded job closes its windows on silence:
+/// once the input stops, each partition's watermark follows processing
+/// time, and every window is emitted, the last ones included, although
+/// the input never ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_partitions_close_their_windows_on_processing_time() {
+    let broker = Broker::shared();
+    let spec = WindowSpec {
+        size_ms: 1_000,
+        max_out_of_orderness_ms: 500,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // 10 s of event time, ending 10 s ago; no late records.
+    let input = windowed_input(now - 20_000, 2_000, 20, PARTITIONS, 400, (0, 0));
+    let (want, late) = expected_windows(&input, spec);
+    assert_eq!(late, 0);
+    let (src, dst) = (topic("win-idle-in"), topic("win-idle-out"));
+    broker.create_topic(&src, PARTITIONS).unwrap();
+    broker.create_topic(&dst, PARTITIONS).unwrap();
+    broker.produce(&src, &input).unwrap();
+    let text = job_config(
+        &broker.bootstrap(),
+        &src,
+        &dst,
+        "tumbling_window.wasm",
+        2,
+        &spec.plugin_table(),
+    )
+    .replace("bounded = true", "bounded = false")
+    .replace(
+        "batch_size = 256",
+        &format!(
+            "batch_size = 256\n{}\nidle_timeout = \"1s\"",
+            spec.pipeline_lines()
+        ),
+    );
+    weir_e2e::init_tracing();
+    let config = weir_e2e::parse_config(&text).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let job = weir::run(config, async {
+        let _ = stopped.await;
+    });
+    let windows: usize = want.values().map(Vec::len).sum();
+    let watch = async {
+        let started = std::time::Instant::now();
+        loop {
+            let dst = dst.clone();
+            let out = tokio::task::spawn_blocking(move || broker.read_all(&dst, PARTITIONS))
+                .await
+                .unwrap()
+                .unwrap();
+            let n: usize = out.iter().map(Vec::len).sum();
+            if n >= windows || started.elapsed() > std::time::Duration::from_secs(90) {
+                let _ = stop.send(());
+                return (out, started.elapsed());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    };
+    let (summary, (out, took)) = tokio::join!(job, watch);
+    summary.unwrap();
+    let checked = judge_windows(&out, &want);
+    println!(
+        "idle_timeout 1 s: all {checked} windows of an unbounded job emitted {:.1} s after it started",
+        took.as_secs_f64()
+    );
+}

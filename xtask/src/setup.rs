@@ -89,7 +89,32 @@ pub fn run(root: &Path) -> Result<()> {
         }
     }
     assemblyscript_compiler(root)?;
+    go_toolchain()?;
     promtool(root)
+}
+
+/// Go 1.24 or later (the Go plugins: `//go:wasmexport` reactors). Not
+/// installed here: Debian 12's `golang` is 1.19, too old.
+fn go_toolchain() -> Result<()> {
+    let go = plugins::go();
+    let version = Command::new(&go)
+        .arg("version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let minor = version
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("go1."))
+        .and_then(|v| v.split(['.', 'r', 'b']).next()?.parse::<u32>().ok());
+    match minor {
+        Some(m) if m >= 24 => Ok(()),
+        _ => bail!(
+            "the Go plugins need Go 1.24 or later (`{go} version` said {:?}): install it from https://go.dev/dl/ (Debian 12's golang package is 1.19), or point WEIR_GO at one",
+            version.trim()
+        ),
+    }
 }
 
 /// Where `promtool` is unpacked (the metrics test validates the exposition
