@@ -40,9 +40,11 @@
 // State is ordinary Go data held by the plugin value or by package
 // variables (maps, slices, structs). It lives in the module's linear
 // memory, which the host snapshots with every checkpoint and puts back on
-// restore instead of calling Init again. Do not keep state anywhere else:
-// goroutines that outlive a call, timers and open files are not part of a
-// snapshot.
+// restore instead of calling Init again. Do not keep state anywhere else,
+// and do not leave work to goroutines between calls: they run only while
+// a call is blocked. Time passes for the plugin through OnTick; the host
+// keeps the monotonic clock continuous across restores and turns sleeps
+// into clock moves (docs/ABI.md, section 14a).
 //
 // By default a module speaks ABI 1.1 ([AbiVersion1_1]): it exports
 // weir_tick and may call [SinkTopics], and only a host that knows ABI 1.1
