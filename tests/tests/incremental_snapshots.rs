@@ -325,9 +325,9 @@ fn exactly_once_state_files_chain_compact_and_prune_what_no_chain_needs() {
     assert_eq!(offsets.last(), Some(&800));
     let file = |o: i64| tmp.path().join("eos/t-0").join(format!("{o:020}.snap"));
     let magic = |o: i64| std::fs::read(file(o)).unwrap()[..8].to_vec();
-    assert_eq!(magic(offsets[0]), b"WEIRSNP1", "{offsets:?}");
+    assert_eq!(magic(offsets[0]), b"WEIRSNP2", "{offsets:?}");
     for &o in &offsets[1..] {
-        assert_eq!(magic(o), b"WEIRDLT1", "{offsets:?}");
+        assert_eq!(magic(o), b"WEIRDLT2", "{offsets:?}");
     }
     if DirtyTracker::new().is_active() {
         assert!(

@@ -9,8 +9,7 @@
 //! what the last connection attempt saw.
 
 use super::KafkaError;
-use super::consumer::SourceConsumer;
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::RDKafkaErrorCode;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -107,8 +106,10 @@ impl ClientFault {
 
 /// Waits until `consumer` gets the cluster's metadata, for at most
 /// `timeout`; fails at once when the cluster refuses the connection.
-pub fn await_cluster(
-    consumer: &SourceConsumer,
+/// `faults` is where the consumer's context records client-level errors.
+pub fn await_cluster<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    faults: &ClientFaults,
     servers: &str,
     timeout: Duration,
 ) -> Result<(), KafkaError> {
@@ -121,7 +122,7 @@ pub fn await_cluster(
         };
         // Serves the error events (none is a record: nothing is assigned).
         while consumer.poll(Duration::ZERO).is_some() {}
-        let last = consumer.context().faults.last();
+        let last = faults.last();
         if let Some(fault) = &last
             && let Some(refusal) = fault.refusal()
         {

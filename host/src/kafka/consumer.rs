@@ -80,7 +80,12 @@ pub fn create(config: &Config, bootstrap: &str) -> Result<Arc<SourceConsumer>, K
     let consumer: SourceConsumer = cc
         .create_with_context(SourceContext::default())
         .map_err(|cause| KafkaError::client("consumer", cause))?;
-    connect::await_cluster(&consumer, bootstrap, config.kafka.connect_timeout)?;
+    connect::await_cluster(
+        &consumer,
+        &consumer.context().faults,
+        bootstrap,
+        config.kafka.connect_timeout,
+    )?;
     Ok(Arc::new(consumer))
 }
 

@@ -6,6 +6,7 @@
 
 use super::host_functions::{self, HostState};
 use super::limits::{self, Limits};
+use super::poll_oneoff;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use wasmtime::{Engine, ExternType, Linker, Store};
@@ -40,6 +41,7 @@ impl PluginEngine {
         limits::start_ticker(&engine);
         let mut linker = Linker::new(&engine);
         host_functions::add_to_linker(&mut linker)?;
+        poll_oneoff::add_to_linker(&mut linker)?;
         // Enumerate the definitions once, with a throwaway store.
         let mut store = Store::new(
             &engine,

@@ -95,17 +95,10 @@ impl HostState {
     }
 }
 
-/// Adds every import to the linker.
+/// Adds every import to the linker (the engine then replaces WASI's
+/// `poll_oneoff` with `runtime::poll_oneoff`'s).
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p1::add_to_linker_sync(linker, |s: &mut HostState| &mut s.wasi)?;
-    // A poll_oneoff that never blocks the worker thread.
-    linker.allow_shadowing(true);
-    linker.func_wrap(
-        abi::WASI_MODULE,
-        "poll_oneoff",
-        super::poll_oneoff::poll_oneoff,
-    )?;
-    linker.allow_shadowing(false);
     linker.func_wrap(abi::IMPORT_MODULE, abi::IMPORT_EMIT, emit)?;
     linker.func_wrap(abi::IMPORT_MODULE, abi::IMPORT_LOG, log)?;
     linker.func_wrap(abi::IMPORT_MODULE, abi::IMPORT_SINK_TOPICS, sink_topics)?;

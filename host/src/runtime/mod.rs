@@ -5,7 +5,9 @@
 //!   its `InstancePre`.
 //! - [`host_functions`]: the `weir.*` imports and WASI preview 1.
 //! - [`instance`]: one plugin instance (its own `Store`, memory and state)
-//!   per partition task; the per-batch call.
+//!   per partition task; the per-batch call. [`call`]: what every guest
+//!   call shares (budget, typed faults, start-up), for instances and the
+//!   load-time version probe.
 //! - [`limits`]: memory cap, per-call deadline, stack, output and fuel
 //!   limits of every instance, and the epoch ticker.
 //! - [`smoke`]: `check-plugin --smoke`, sample batches with a snapshot and
@@ -20,6 +22,7 @@
 //!   what changed since an earlier state; [`dirty_pages`]: which pages the
 //!   kernel saw written, so a checkpoint copies only those.
 
+pub(crate) mod call;
 pub mod clock;
 pub mod dirty_pages;
 pub mod engine;

@@ -5,10 +5,10 @@
 //! file and saying what to change: that is also what `weir check-plugin`
 //! prints.
 
+use super::call;
 use super::engine::{NullSink, PluginEngine};
 use super::error::PluginError;
 use super::host_functions::HostState;
-use super::instance::PluginInstance;
 use super::rewrite;
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
@@ -251,18 +251,7 @@ impl PluginModule {
             engine: engine.clone(),
         };
 
-        // The version is a function: call it on a throwaway instance.
-        let mut probe = PluginInstance::new(&plugin, Box::new(NullSink), Arc::from(Vec::new()))
-            .map_err(|fault| PluginError::Start {
-                path: path.clone(),
-                stage: "instantiation",
-                fault,
-            })?;
-        let found = probe.abi_version().map_err(|fault| PluginError::Start {
-            path: path.clone(),
-            stage: "weir_abi_version()",
-            fault,
-        })?;
+        let found = plugin.probe_version()?;
         if found != abi::ABI_VERSION && found != abi::ABI_VERSION_1_1 {
             return Err(PluginError::AbiVersion { path, found });
         }
@@ -276,6 +265,33 @@ impl PluginModule {
         }
         plugin.abi_version = found;
         Ok(plugin)
+    }
+
+    /// Calls `weir_abi_version()` on a throwaway instance (started like
+    /// any other: instantiation, then `_initialize`).
+    fn probe_version(&self) -> Result<i32, PluginError> {
+        let start = |stage, fault| PluginError::Start {
+            path: self.path.clone(),
+            stage,
+            fault,
+        };
+        let state = HostState::new(
+            Box::new(NullSink),
+            Arc::from(Vec::new()),
+            &self.engine.limits,
+        );
+        let (mut store, instance) = call::start(&self.engine.engine, &self.pre, state)
+            .map_err(|fault| start("instantiation", fault))?;
+        let version = instance
+            .get_typed_func::<(), i32>(&mut store, abi::EXPORT_ABI_VERSION)
+            .map_err(|e| PluginError::Contract {
+                path: self.path.clone(),
+                reason: format!("{}: {e}", abi::EXPORT_ABI_VERSION),
+            })?;
+        call::arm(&mut store);
+        version
+            .call(&mut store, ())
+            .map_err(|e| start("weir_abi_version()", call::fault_from(&mut store, e)))
     }
 
     /// A description of the module for `weir check-plugin`.

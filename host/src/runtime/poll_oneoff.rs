@@ -20,7 +20,8 @@
 use super::error::{FaultKind, PluginFault};
 use super::host_functions::{HostState, trap};
 use std::time::{SystemTime, UNIX_EPOCH};
-use wasmtime::{Caller, Extern};
+use wasmtime::{Caller, Extern, Linker};
+use weir_plugin_sdk::abi;
 
 /// WASI errno values used here.
 const ERRNO_SUCCESS: i32 = 0;
@@ -38,6 +39,14 @@ const CLOCK_REALTIME: u32 = 0;
 const CLOCK_MONOTONIC: u32 = 1;
 const SUBSCRIPTION_CLOCK_ABSTIME: u16 = 1;
 const EVENTRWFLAGS_FD_READWRITE_HANGUP: u16 = 1;
+
+/// Replaces WASI's `poll_oneoff` in a linker that has it.
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    linker.func_wrap(abi::WASI_MODULE, "poll_oneoff", poll_oneoff)?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
 
 /// One subscription, decoded.
 enum Subscription {

@@ -183,61 +183,6 @@ impl Snapshot {
             memory: body[pos..].to_vec(),
         })
     }
-
-    /// Applies a delta taken after this state: memory grows to the delta's
-    /// length, changed pages are copied in, globals replaced. The result is
-    /// the state the delta was taken at, byte for byte.
-    pub fn apply_delta(
-        &mut self,
-        delta: &super::snapshot_delta::SnapshotDelta,
-    ) -> Result<(), SnapshotError> {
-        let shape = |m: String| SnapshotError::Shape(m);
-        if delta.module_sha256 != self.module_sha256 {
-            return Err(shape(format!(
-                "delta was taken with module {}, its base with {}",
-                hex(&delta.module_sha256),
-                hex(&self.module_sha256)
-            )));
-        }
-        if delta.globals.len() != self.globals.len() {
-            return Err(shape(format!(
-                "delta has {} globals, its base {}",
-                delta.globals.len(),
-                self.globals.len()
-            )));
-        }
-        let len =
-            usize::try_from(delta.memory_len).map_err(|_| shape("memory too large".into()))?;
-        if len < self.memory.len() {
-            return Err(shape(format!(
-                "delta memory of {len} bytes is smaller than its base's {} (memory never shrinks)",
-                self.memory.len()
-            )));
-        }
-        // Grown memory always counts as written, so the delta carries every
-        // byte of it: a delta cannot make us allocate what its file does
-        // not hold.
-        let mut covered = self.memory.len();
-        for (range, _) in delta.pages() {
-            if range.start <= covered {
-                covered = covered.max(range.end);
-            }
-        }
-        if covered < len {
-            return Err(shape(format!(
-                "delta grows memory from {} to {len} bytes but carries only up to {covered}",
-                self.memory.len()
-            )));
-        }
-        self.memory.resize(len, 0);
-        for (range, bytes) in delta.pages() {
-            // Checked at construction and decoding: runs lie inside memory_len.
-            self.memory[range].copy_from_slice(bytes);
-        }
-        self.globals.clone_from(&delta.globals);
-        self.time = delta.time;
-        Ok(())
-    }
 }
 
 /// Appends `count u32 | (tag u8, bits u64) * count`.
