@@ -11,6 +11,20 @@ use weir::runtime::{
 };
 use weir_plugin_sdk::abi::{self, RecordIter};
 
+/// WAT that writes, at address 0, a batch of one record (offset 0, no
+/// timestamp, any partition, topic 0, null key, no headers) whose 24-byte
+/// value the caller writes at 48..72; `weir.emit(0, 72)` sends it.
+const RECORD_HEADER: &str = r#"
+    (i32.store (i32.const 0) (i32.const 1))
+    (i32.store (i32.const 4) (i32.const 0))
+    (i64.store (i32.const 8) (i64.const 0))
+    (i64.store (i32.const 16) (i64.const -1))
+    (i32.store (i32.const 24) (i32.const -1))
+    (i32.store (i32.const 28) (i32.const 0))
+    (i32.store (i32.const 32) (i32.const -1))
+    (i32.store (i32.const 36) (i32.const 24))
+    (i64.store (i32.const 40) (i64.const 0))"#;
+
 /// A 1.1 module whose `weir_tick` emits one record whose value is three
 /// i64: the watermark it was given, its WASI monotonic clock, and
 /// `weir.sink_topics()`.
@@ -25,18 +39,7 @@ const TICKER: &str = r#"
   (func (export "weir_input_buffer") (param i32) (result i32) (i32.const 1024))
   (func (export "weir_process") (param i32 i32) (result i32) (i32.const 0))
   (func (export "weir_tick") (param $wm i64) (param $pt i64) (result i32)
-    ;; batch header: count 1
-    (i32.store (i32.const 0) (i32.const 1))
-    (i32.store (i32.const 4) (i32.const 0))
-    ;; record: offset 0, no timestamp, any partition, topic 0, null key,
-    ;; 24-byte value, no headers
-    (i64.store (i32.const 8) (i64.const 0))
-    (i64.store (i32.const 16) (i64.const -1))
-    (i32.store (i32.const 24) (i32.const -1))
-    (i32.store (i32.const 28) (i32.const 0))
-    (i32.store (i32.const 32) (i32.const -1))
-    (i32.store (i32.const 36) (i32.const 24))
-    (i64.store (i32.const 40) (i64.const 0))
+    RECORD_HEADER
     (i64.store (i32.const 48) (local.get $wm))
     (drop (call $clock (i32.const 1) (i64.const 1) (i32.const 56)))
     (i64.store (i32.const 64) (i64.extend_i32_s (call $sinks)))
@@ -68,7 +71,7 @@ impl Ticks {
 fn load(text: &str) -> Result<PluginModule, PluginError> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ticker.wat");
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, text.replace("RECORD_HEADER", RECORD_HEADER)).unwrap();
     PluginModule::load(&PluginEngine::new().unwrap(), &path)
 }
 
@@ -155,15 +158,7 @@ const SLEEPER: &str = r#"
   (func (export "weir_input_buffer") (param i32) (result i32) (i32.const 1024))
   (func (export "weir_process") (param i32 i32) (result i32) (i32.const 0))
   (func (export "weir_tick") (param $ns i64) (param $pt i64) (result i32)
-    (i32.store (i32.const 0) (i32.const 1))
-    (i32.store (i32.const 4) (i32.const 0))
-    (i64.store (i32.const 8) (i64.const 0))
-    (i64.store (i32.const 16) (i64.const -1))
-    (i32.store (i32.const 24) (i32.const -1))
-    (i32.store (i32.const 28) (i32.const 0))
-    (i32.store (i32.const 32) (i32.const -1))
-    (i32.store (i32.const 36) (i32.const 24))
-    (i64.store (i32.const 40) (i64.const 0))
+    RECORD_HEADER
     (drop (call $clock (i32.const 1) (i64.const 1) (i32.const 56)))
     ;; subscription at 200: userdata 7, clock, monotonic, relative $ns
     (memory.fill (i32.const 200) (i32.const 0) (i32.const 48))

@@ -9,23 +9,18 @@
 use weir_e2e::windows::{
     WindowSpec, expected_windows, first_timestamp, judge_windows, windowed_input,
 };
-use weir_e2e::{Broker, job_config, run_job, topic};
+use weir_e2e::{Broker, Input, job_config, run_job, topic};
 
 const PARTITIONS: i32 = 4;
 
-async fn run_windows(batch_size: usize, input_label: &str) {
-    let broker = Broker::shared();
-    let spec = WindowSpec {
-        size_ms: 1_000,
-        max_out_of_orderness_ms: 500,
-    };
-    let input = windowed_input(first_timestamp(), 20_000, 60, PARTITIONS, 400, (97, 1_300));
-    let (want, late) = expected_windows(&input, spec);
-    assert!(late > 100, "the input has late records ({late})");
+/// Writes `input` to a new topic and returns the output topic and the
+/// config of a bounded tumbling-window job over it, with `extra`
+/// `[pipeline]` lines in place of `job_config`'s `batch_size`.
+fn window_job(broker: &Broker, input: &[Input], spec: WindowSpec, extra: &str) -> (String, String) {
     let (src, dst) = (topic("win-in"), topic("win-out"));
     broker.create_topic(&src, PARTITIONS).unwrap();
     broker.create_topic(&dst, PARTITIONS).unwrap();
-    broker.produce(&src, &input).unwrap();
+    broker.produce(&src, input).unwrap();
     let text = job_config(
         &broker.bootstrap(),
         &src,
@@ -36,8 +31,22 @@ async fn run_windows(batch_size: usize, input_label: &str) {
     )
     .replace(
         "batch_size = 256",
-        &format!("batch_size = {batch_size}\n{}", spec.pipeline_lines()),
+        &format!("{}\n{extra}", spec.pipeline_lines()),
     );
+    (dst, text)
+}
+
+async fn run_windows(batch_size: usize, input_label: &str) {
+    let broker = Broker::shared();
+    let spec = WindowSpec {
+        size_ms: 1_000,
+        max_out_of_orderness_ms: 500,
+    };
+    let input = windowed_input(first_timestamp(), 20_000, 60, PARTITIONS, 400, (97, 1_300));
+    let (want, late) = expected_windows(&input, spec);
+    assert!(late > 100, "the input has late records ({late})");
+    let batch = format!("batch_size = {batch_size}");
+    let (dst, text) = window_job(broker, &input, spec, &batch);
     let summary = run_job(&text).await.unwrap();
     assert_eq!(summary.records_in, input.len() as u64);
     let out = broker.read_all(&dst, PARTITIONS).unwrap();
@@ -79,26 +88,8 @@ async fn idle_partitions_close_their_windows_on_processing_time() {
     let input = windowed_input(now - 20_000, 2_000, 20, PARTITIONS, 400, (0, 0));
     let (want, late) = expected_windows(&input, spec);
     assert_eq!(late, 0);
-    let (src, dst) = (topic("win-idle-in"), topic("win-idle-out"));
-    broker.create_topic(&src, PARTITIONS).unwrap();
-    broker.create_topic(&dst, PARTITIONS).unwrap();
-    broker.produce(&src, &input).unwrap();
-    let text = job_config(
-        &broker.bootstrap(),
-        &src,
-        &dst,
-        "tumbling_window.wasm",
-        2,
-        &spec.plugin_table(),
-    )
-    .replace("bounded = true", "bounded = false")
-    .replace(
-        "batch_size = 256",
-        &format!(
-            "batch_size = 256\n{}\nidle_timeout = \"1s\"",
-            spec.pipeline_lines()
-        ),
-    );
+    let (dst, text) = window_job(broker, &input, spec, "idle_timeout = \"1s\"");
+    let text = text.replace("bounded = true", "bounded = false");
     weir_e2e::init_tracing();
     let config = weir_e2e::parse_config(&text).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -575,7 +575,7 @@ impl PartitionTask {
             // time it sets is snapshotted, so a restore does not repeat it.
             if self.instance.has_tick() && self.instance.event_time() != abi::WATERMARK_END {
                 self.instance.observe_event_time(abi::WATERMARK_END);
-                self.tick_tracked(Instant::now())?;
+                self.tick_alone(Instant::now())?;
             }
             self.finished = true;
             self.stats.finish();
@@ -678,8 +678,11 @@ impl PartitionTask {
         if self.instance.has_tick() {
             // The tick's output belongs to this batch: same ticket, same
             // checkpoint, same transaction.
-            self.clock.records_arrived(Instant::now());
-            emitted += self.tick_if_due(None)?;
+            let now = Instant::now();
+            self.clock.records_arrived(now);
+            let at = self.next_offset;
+            emitted += tick_if_due(&mut self.clock, &mut self.instance, now)
+                .map_err(|e| self.error(at, at, TaskFailure::Tick(e)))?;
         }
         if let Some((tracker, t)) = ticket {
             tracker.seal(t);
@@ -718,12 +721,15 @@ impl PartitionTask {
         {
             self.instance.observe_event_time(t);
         }
-        self.tick_tracked(now)
+        self.tick_alone(now)
     }
 
-    /// A tick outside a batch. Auto-commit tracks its output like a
-    /// batch's, at the unchanged position.
-    fn tick_tracked(&mut self, now: Instant) -> Result<(), TaskError> {
+    /// A tick outside a batch, if one is due at `now`. Auto-commit tracks
+    /// its output like a batch's, at the unchanged position.
+    fn tick_alone(&mut self, now: Instant) -> Result<(), TaskError> {
+        let Some(watermark) = self.clock.due(self.instance.event_time(), now) else {
+            return Ok(());
+        };
         let ticket = match &self.commit {
             TaskCommit::AutoCommit(tracker, cell) => {
                 let t = tracker.open(self.next_offset);
@@ -732,20 +738,16 @@ impl PartitionTask {
             }
             _ => None,
         };
-        let emitted = self.tick_if_due(Some(now))?;
+        let at = self.next_offset;
+        let emitted = self
+            .instance
+            .tick(watermark, event_clock::processing_time())
+            .map_err(|e| self.error(at, at, TaskFailure::Tick(e)))?;
         if let Some((tracker, t)) = ticket {
             tracker.seal(t);
         }
         self.stats.records_out.fetch_add(emitted, Ordering::Relaxed);
         Ok(())
-    }
-
-    /// [`tick_if_due`] at the task's position.
-    fn tick_if_due(&mut self, now: Option<Instant>) -> Result<u64, TaskError> {
-        let now = now.unwrap_or_else(Instant::now);
-        let at = self.next_offset;
-        tick_if_due(&mut self.clock, &mut self.instance, now)
-            .map_err(|e| self.error(at, at, TaskFailure::Tick(e)))
     }
 }
 
