@@ -1,6 +1,9 @@
 //! The job: wires config, Kafka and the runtime together and runs it.
 //!
-//! - [`partition_task`]: one partition's loop over batches.
+//! - [`partition_task`]: one partition's loop over batches; [`task_error`]:
+//!   how it fails.
+//! - [`event_clock`]: watermarks and ticks for plugins that export
+//!   `weir_tick`.
 //! - [`worker`]: the threads that run partition tasks.
 //! - [`assignment`]: which worker owns which partition (Flink's rule).
 //! - [`status`]: counters and the periodic status line.
@@ -18,6 +21,7 @@ pub mod event_clock;
 pub mod partition_task;
 mod startup;
 pub mod status;
+pub mod task_error;
 pub mod worker;
 pub mod worker_commit;
 
@@ -63,8 +67,22 @@ pub enum JobError {
     },
     #[error("wasmtime engine: {0}")]
     Engine(String),
-    #[error("worker thread: {0}")]
-    Worker(String),
+    /// A thread of the job could not be started.
+    #[error("starting the {what} thread: {cause}")]
+    Spawn {
+        what: &'static str,
+        cause: std::io::Error,
+    },
+    /// A blocking task of the job (start-up, a checkpoint's persistence,
+    /// the final flush or commit) panicked.
+    #[error("a blocking task of the job failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    /// The embedded demo's checkpoint directory could not be made.
+    #[error("demo checkpoint directory: {0}")]
+    DemoDirectory(std::io::Error),
+    /// The plugin emitted during `weir_init` and the producer refused it.
+    #[error("output of weir_init: {0}")]
+    InitOutput(#[from] crate::runtime::SinkError),
     #[error("metrics.listen = \"{addr}\": cannot listen there: {cause}")]
     MetricsListen {
         addr: std::net::SocketAddr,
@@ -141,7 +159,7 @@ pub async fn run(
         let dir = tempfile::Builder::new()
             .prefix("weir-demo-checkpoints-")
             .tempdir()
-            .map_err(|e| JobError::Worker(format!("demo checkpoint directory: {e}")))?;
+            .map_err(JobError::DemoDirectory)?;
         config.checkpoint.directory = dir.path().to_path_buf();
         Some(dir)
     } else {
@@ -168,7 +186,7 @@ pub async fn run(
         let (config, metrics) = (config.clone(), metrics.clone());
         tokio::task::spawn_blocking(move || startup::prepare(&config, &metrics))
             .await
-            .map_err(|e| JobError::Worker(e.to_string()))??
+            .map_err(JobError::from)??
     };
     let exactly_once = mode.transactional();
     let startup::Prepared {
@@ -197,7 +215,10 @@ pub async fn run(
                     }
                 }
             })
-            .map_err(|e| JobError::Worker(e.to_string()))?
+            .map_err(|cause| JobError::Spawn {
+                what: "consumer",
+                cause,
+            })?
     };
 
     let started = Instant::now();
@@ -288,7 +309,10 @@ pub async fn run(
                 let exit = worker.run(stop, link);
                 let _ = done.send(exit);
             })
-            .map_err(|e| JobError::Worker(e.to_string()))?;
+            .map_err(|cause| JobError::Spawn {
+                what: "worker",
+                cause,
+            })?;
     }
     drop(done_tx);
 
@@ -353,7 +377,7 @@ pub async fn run(
             result = async { persisting.as_mut().expect("guarded").await }, if persisting.is_some() => {
                 persisting = None;
                 coordinator.finish();
-                match result.map_err(|e| JobError::Worker(e.to_string())).and_then(|r| r) {
+                match result.map_err(JobError::from).and_then(|r| r) {
                     Ok(stats) => {
                         checkpoints += 1;
                         failed_checkpoints = 0;
@@ -425,7 +449,7 @@ pub async fn run(
         };
         tokio::task::spawn_blocking(move || producer::flush(&producer, limit, log_failures_only))
             .await
-            .map_err(|e| JobError::Worker(e.to_string()))?
+            .map_err(JobError::from)?
     };
     let _ = tokio::task::spawn_blocking(move || main_poller.join()).await;
     if let Some(e) = failure {
@@ -438,7 +462,7 @@ pub async fn run(
         if let Some((id, parts)) = coordinator.final_set() {
             let stats = persist(id, Duration::ZERO, parts)
                 .await
-                .map_err(|e| JobError::Worker(e.to_string()))??;
+                .map_err(JobError::from)??;
             checkpoints += 1;
             tracing::info!(
                 checkpoint = stats.id,
@@ -452,7 +476,7 @@ pub async fn run(
         let positions = positions.clone();
         tokio::task::spawn_blocking(move || consumer::commit(&consumer, &positions))
             .await
-            .map_err(|e| JobError::Worker(e.to_string()))??;
+            .map_err(JobError::from)??;
     }
     consumer.unassign().ok();
 

@@ -33,36 +33,7 @@ use std::time::Duration;
 use std::time::Instant;
 use weir_plugin_sdk::abi;
 
-/// A batch failed in a partition task: which one, where, and why.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "plugin `{plugin}` on {topic}/{partition}, offsets {first_offset}..={last_offset}: {failure}"
-)]
-pub struct TaskError {
-    pub plugin: String,
-    pub topic: String,
-    pub partition: i32,
-    pub first_offset: i64,
-    pub last_offset: i64,
-    pub failure: Box<TaskFailure>,
-}
-
-/// Why a partition task failed.
-#[derive(Debug, thiserror::Error)]
-pub enum TaskFailure {
-    /// A batch failed (plugin fault or output refused).
-    #[error(transparent)]
-    Batch(#[from] BatchError),
-    /// `weir_tick` failed (plugin fault or output refused).
-    #[error("weir_tick: {0}")]
-    Tick(BatchError),
-    /// Restarting the task after a failure failed.
-    #[error("restart: {0}")]
-    Restart(String),
-    /// A checkpoint failed because output was not delivered.
-    #[error("output after the last complete checkpoint was not delivered")]
-    Undelivered,
-}
+pub use super::task_error::{RestartError, TaskError, TaskFailure};
 
 /// What every partition task of a job shares, and what a restart needs.
 pub struct TaskEnv {
@@ -323,7 +294,7 @@ impl PartitionTask {
         self.retry_at = None;
         let (plugin, at) = (self.plugin.to_string(), self.next_offset);
         let (t_name, p_id) = (self.start.topic.clone(), self.start.partition);
-        let fail = |reason: String| TaskError {
+        let fail = |reason: RestartError| TaskError {
             plugin: plugin.clone(),
             topic: t_name.clone(),
             partition: p_id,
@@ -336,7 +307,7 @@ impl PartitionTask {
             // The worker aborted its transaction before (see `roll_back`).
             TaskCommit::Transaction(t) => match t.committed {
                 Some(c) => {
-                    let snap = t.state.load(c).map_err(|e| fail(e.to_string()))?;
+                    let snap = t.state.load(c).map_err(|e| fail(e.into()))?;
                     (c, snap)
                 }
                 None => (self.initial_offset, None),
@@ -358,7 +329,7 @@ impl PartitionTask {
                 }
             }
             TaskCommit::Checkpoint => match &self.env.store {
-                Some(store) => match store.latest().map_err(|e| fail(e.to_string()))? {
+                Some(store) => match store.latest().map_err(|e| fail(e.into()))? {
                     Some(c) => match c.partition(&topic, partition) {
                         Some((o, snap)) => (o, Some(snap.clone())),
                         None => (self.initial_offset, None),
@@ -373,19 +344,19 @@ impl PartitionTask {
             self.new_sink(),
             self.env.sink_topics.clone(),
         )
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| fail(e.into()))?;
         match &snapshot {
             Some(snap) => instance
                 .restore(snap, self.env.allow_module_change)
-                .map_err(|e| fail(e.to_string()))?,
+                .map_err(|e| fail(e.into()))?,
             None => instance
                 .init(&self.env.plugin_config)
-                .map_err(|e| fail(e.to_string()))?,
+                .map_err(|e| fail(e.into()))?,
         }
         self.env
             .consumer
             .seek(&topic, partition, Offset::Offset(offset), self.env.timeout)
-            .map_err(|e| fail(format!("seek to {offset}: {e}")))?;
+            .map_err(|cause| fail(RestartError::Seek { offset, cause }))?;
         self.clock = EventClock::new(self.env.time, instance.event_time(), Instant::now());
         self.instance = instance;
         self.next_offset = offset;

@@ -276,7 +276,7 @@ pub(super) fn prepare(config: &Config, metrics: &Arc<JobMetrics>) -> Result<Prep
                         fault,
                     })
                 }
-                crate::runtime::instance::BatchError::Sink(s) => JobError::Worker(s.to_string()),
+                crate::runtime::instance::BatchError::Sink(s) => JobError::InitOutput(s),
             })?,
         }
         let stats = Arc::new(TaskStats::new(&start.topic, start.partition, start.start));
