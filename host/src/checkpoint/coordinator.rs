@@ -201,3 +201,75 @@ where
         persist: started.elapsed(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::snapshot::{HostTime, Snapshot};
+    use crate::runtime::snapshot_delta::CapturedState;
+
+    fn part(id: u64, partition: i32, offset: i64) -> TaskCheckpoint {
+        TaskCheckpoint {
+            id,
+            topic: "in".into(),
+            partition,
+            offset,
+            capture: Capture {
+                instance: partition as u64,
+                seq: 1,
+                state: CapturedState::Full(Snapshot {
+                    module_sha256: [0; 32],
+                    globals: Vec::new(),
+                    time: HostTime {
+                        event_time: 0,
+                        clock_ns: 0,
+                    },
+                    memory: Vec::new(),
+                }),
+            },
+        }
+    }
+
+    fn offsets(set: &[TaskCheckpoint]) -> Vec<(i32, i64, u64)> {
+        let mut v: Vec<_> = set.iter().map(|t| (t.partition, t.offset, t.id)).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_checkpoint_is_complete_when_every_task_answered() {
+        let mut c = Coordinator::new(2, 5);
+        assert!(c.offer(part(5, 0, 10)).is_none(), "nothing in flight yet");
+        assert_eq!(c.start_next(), Some(5));
+        assert_eq!(c.start_next(), None, "one checkpoint at a time");
+        assert!(c.offer(part(5, 0, 10)).is_none());
+        assert!(c.offer(part(4, 1, 3)).is_none(), "an answer to an older id");
+        let (id, _, set) = c.offer(part(5, 1, 20)).expect("complete");
+        assert_eq!(id, 5);
+        assert_eq!(offsets(&set), vec![(0, 10, 5), (1, 20, 5)]);
+        assert!(c.offer(part(5, 1, 21)).is_none(), "sealed: persisted once");
+        c.finish();
+        assert_eq!(c.start_next(), Some(6));
+    }
+
+    #[test]
+    fn finished_tasks_count_with_their_final_state() {
+        let mut c = Coordinator::new(2, 1);
+        assert!(
+            c.task_finished(part(0, 1, 99)).is_none(),
+            "nothing in flight"
+        );
+        assert_eq!(c.start_next(), Some(1));
+        let (id, _, set) = c.offer(part(1, 0, 7)).expect("the finished task fills in");
+        assert_eq!(id, 1);
+        assert_eq!(offsets(&set), vec![(0, 7, 1), (1, 99, 1)]);
+        c.finish();
+        assert!(c.final_set().is_none(), "task 0 has not finished");
+        assert_eq!(c.start_next(), Some(2));
+        let (id, _, set) = c.task_finished(part(0, 0, 8)).expect("last task finished");
+        assert_eq!((id, offsets(&set)), (2, vec![(0, 8, 2), (1, 99, 2)]));
+        c.finish();
+        let (id, set) = c.final_set().expect("every task finished");
+        assert_eq!((id, offsets(&set)), (3, vec![(0, 8, 3), (1, 99, 3)]));
+    }
+}

@@ -1,0 +1,622 @@
+//! The running job: a struct with one method per event, and a `finish`
+//! that returns the job summary.
+//!
+//! [`JobDriver::start`] starts the threads a prepared job needs (the main
+//! queue's poller, the workers, the metrics endpoint); [`JobDriver::drive`]
+//! waits for events and hands each to its method: a worker ended, a
+//! checkpoint is due, a task's part of a checkpoint arrived, a checkpoint's
+//! persistence finished, the workers overstayed a failure, stop was asked.
+//! Job control (stop, failing, the first failure) lives in [`JobControl`],
+//! apart from the checkpoint traffic in [`Checkpoints`].
+
+use super::startup::Prepared;
+use super::status::{StatusReporter, TaskStats};
+use super::worker::{CheckpointLink, Worker, WorkerExit};
+use super::{FAILING_GRACE, FINAL_FLUSH, JobError, JobSummary, TaskSummary};
+use crate::checkpoint::coordinator::{self, CheckpointStats, Coordinator};
+use crate::checkpoint::{CheckpointStore, CheckpointTrigger, TaskCheckpoint};
+use crate::config::{Config, DeliveryMode};
+use crate::kafka::consumer::SourceConsumer;
+use crate::kafka::embedded::EmbeddedCluster;
+use crate::kafka::producer::SinkProducer;
+use crate::kafka::{KafkaError, consumer, producer};
+use crate::metrics::JobMetrics;
+use crate::metrics::server::Health;
+use rdkafka::consumer::Consumer;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinHandle;
+
+/// A checkpoint being made durable off the reactor.
+type Persisting = JoinHandle<Result<CheckpointStats, JobError>>;
+
+/// Stop, failing and the first failure: what ends the job.
+struct JobControl {
+    /// Tells the workers and the main poller to end.
+    stop: Arc<AtomicBool>,
+    /// Tells the workers the job failed: no final commit or checkpoint.
+    failing: Arc<AtomicBool>,
+    /// The shutdown future has resolved.
+    shutdown_seen: bool,
+    /// The first failure; the job returns it.
+    failure: Option<JobError>,
+    /// Set when the job starts failing: the workers' deadline to report.
+    give_up: Option<tokio::time::Instant>,
+}
+
+impl JobControl {
+    fn new() -> Self {
+        JobControl {
+            stop: Arc::new(AtomicBool::new(false)),
+            failing: Arc::new(AtomicBool::new(false)),
+            shutdown_seen: false,
+            failure: None,
+            give_up: None,
+        }
+    }
+
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// The job fails with `e` (the first failure wins) and stops.
+    fn fail(&mut self, e: JobError) {
+        self.failing.store(true, Ordering::Relaxed);
+        self.stop();
+        self.failure.get_or_insert(e);
+        self.give_up
+            .get_or_insert(tokio::time::Instant::now() + FAILING_GRACE);
+    }
+}
+
+/// Makes a set of task checkpoints durable: flush (when the mode asks for
+/// it), state files and metadata, then the offset commit.
+#[derive(Clone)]
+struct Persister {
+    store: CheckpointStore,
+    producer: Arc<SinkProducer>,
+    consumer: Arc<SourceConsumer>,
+    flush: bool,
+    log_failures_only: bool,
+    commit: bool,
+}
+
+impl Persister {
+    /// Persists checkpoint `id` on a blocking thread.
+    fn spawn(&self, id: u64, align: Duration, parts: Vec<TaskCheckpoint>) -> Persisting {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            coordinator::complete::<JobError>(
+                &this.store,
+                id,
+                align,
+                parts,
+                || {
+                    if this.flush {
+                        producer::flush(&this.producer, FINAL_FLUSH, this.log_failures_only)?;
+                    }
+                    Ok(())
+                },
+                |positions| {
+                    if this.commit {
+                        consumer::commit(&this.consumer, positions)?;
+                    }
+                    Ok(())
+                },
+            )
+        })
+    }
+}
+
+/// The checkpoint traffic: requests to the workers, their answers, the
+/// persistence of complete sets.
+struct Checkpoints {
+    coordinator: Coordinator,
+    trigger: Arc<CheckpointTrigger>,
+    /// Raised when a checkpoint fails because output was not delivered:
+    /// every task then restarts from the last complete checkpoint.
+    restarts: Arc<AtomicU64>,
+    /// The checkpoint store's persister (checkpoints on, not exactly-once).
+    persister: Option<Persister>,
+    persisting: Option<Persisting>,
+    /// Exactly-once: the id of the last commit requested of the workers.
+    eos_id: u64,
+    /// Checkpoints completed (exactly-once: requested of the workers).
+    completed: u64,
+    last: Option<CheckpointStats>,
+    /// Delivery failures since the last complete checkpoint.
+    failed_in_a_row: u32,
+    /// Every checkpoint interval (`None`: checkpoints off).
+    ticker: Option<tokio::time::Interval>,
+}
+
+impl Checkpoints {
+    /// Starts persisting a complete set, if one came and none is under way.
+    fn persist(&mut self, set: Option<(u64, Duration, Vec<TaskCheckpoint>)>) {
+        if let (Some((id, align, parts)), None, Some(p)) = (set, &self.persisting, &self.persister)
+        {
+            self.persisting = Some(p.spawn(id, align, parts));
+        }
+    }
+}
+
+/// A job whose workers are running.
+pub(super) struct JobDriver {
+    config: Arc<Config>,
+    mode: DeliveryMode,
+    metrics: Arc<JobMetrics>,
+    consumer: Arc<SourceConsumer>,
+    producer: Arc<SinkProducer>,
+    embedded: Option<Arc<EmbeddedCluster>>,
+    restored_from: Option<u64>,
+    assignments: Vec<(String, i32, usize)>,
+    /// One per partition task, in assignment order.
+    all_stats: Vec<Arc<TaskStats>>,
+    control: JobControl,
+    checkpoints: Checkpoints,
+    /// Workers still running.
+    running: usize,
+    exits: UnboundedReceiver<WorkerExit>,
+    answers: UnboundedReceiver<TaskCheckpoint>,
+    /// `(topic, partition, next offset)` of every task whose worker ended.
+    positions: Vec<(String, i32, i64)>,
+    /// Taken when the job finishes.
+    main_poller: Option<std::thread::JoinHandle<()>>,
+    reporter: StatusReporter,
+    status_ticker: Option<tokio::time::Interval>,
+    started: Instant,
+    _metrics_server: Option<AbortOnDrop>,
+}
+
+/// An interval whose first tick is one period away (`None`: never ticks).
+fn ticker(period: Option<Duration>) -> Option<tokio::time::Interval> {
+    let period = period.filter(|p| !p.is_zero())?;
+    Some(tokio::time::interval_at(
+        tokio::time::Instant::now() + period,
+        period,
+    ))
+}
+
+/// Waits for the next tick of `ticker`, or forever without one.
+async fn tick(ticker: &mut Option<tokio::time::Interval>) {
+    match ticker {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for the checkpoint under way, or forever without one.
+async fn persisted(
+    persisting: &mut Option<Persisting>,
+) -> Result<Result<CheckpointStats, JobError>, tokio::task::JoinError> {
+    match persisting {
+        Some(p) => p.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until `deadline`, or forever without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl JobDriver {
+    /// Starts the prepared job's threads and its metrics endpoint.
+    pub(super) fn start(
+        config: Arc<Config>,
+        metrics: Arc<JobMetrics>,
+        prepared: Prepared,
+        listener: Option<tokio::net::TcpListener>,
+    ) -> Result<Self, JobError> {
+        let mode = config.delivery_mode();
+        let control = JobControl::new();
+        let main_poller = spawn_main_poller(prepared.consumer.clone(), control.stop.clone())?;
+        metrics
+            .assigned_partitions
+            .set(prepared.all_stats.len() as i64);
+        metrics.job_started();
+        let metrics_server = listener.map(|l| serve_metrics(&config, &metrics, &prepared, l));
+        let checkpoints = Checkpoints {
+            coordinator: Coordinator::new(prepared.all_stats.len(), next_checkpoint_id(&prepared)?),
+            trigger: Arc::new(CheckpointTrigger::default()),
+            restarts: Arc::new(AtomicU64::new(0)),
+            persister: prepared.store.clone().map(|store| Persister {
+                store,
+                producer: prepared.producer.clone(),
+                consumer: prepared.consumer.clone(),
+                flush: mode.flushes_on_checkpoint(),
+                log_failures_only: config.sink.log_failures_only,
+                commit: config.checkpoint.commit_offsets_on_checkpoint,
+            }),
+            persisting: None,
+            eos_id: 0,
+            completed: 0,
+            last: None,
+            failed_in_a_row: 0,
+            ticker: ticker(mode.checkpoints().then_some(config.checkpoint.interval)),
+        };
+        let (answer_tx, answers) = tokio::sync::mpsc::unbounded_channel();
+        let link = mode.checkpoints().then(|| CheckpointLink {
+            trigger: checkpoints.trigger.clone(),
+            answers: answer_tx,
+            restarts: checkpoints.restarts.clone(),
+            failing: control.failing.clone(),
+        });
+        let Prepared {
+            workers,
+            consumer,
+            producer,
+            embedded,
+            restored_from,
+            assignments,
+            all_stats,
+            ..
+        } = prepared;
+        let (running, exits) = spawn_workers(workers, &control.stop, link)?;
+        Ok(JobDriver {
+            status_ticker: ticker(Some(config.status.interval)),
+            config,
+            mode,
+            metrics,
+            consumer,
+            producer,
+            embedded,
+            restored_from,
+            assignments,
+            all_stats,
+            control,
+            checkpoints,
+            running,
+            exits,
+            answers,
+            positions: Vec::new(),
+            main_poller: Some(main_poller),
+            reporter: StatusReporter::default(),
+            started: Instant::now(),
+            _metrics_server: metrics_server,
+        })
+    }
+
+    /// Hands events to their methods until every worker has ended (or
+    /// overstayed a failure).
+    pub(super) async fn drive(&mut self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let has_store = self.checkpoints.persister.is_some();
+        while self.running > 0 {
+            let may_checkpoint =
+                self.checkpoints.persisting.is_none() && self.control.failure.is_none();
+            tokio::select! {
+                _ = &mut shutdown, if !self.control.shutdown_seen => self.on_shutdown(),
+                exit = self.exits.recv() => match exit {
+                    Some(exit) => self.on_worker_exit(exit),
+                    None => break,
+                },
+                _ = tick(&mut self.checkpoints.ticker), if may_checkpoint => self.on_checkpoint_due(),
+                answer = self.answers.recv(), if has_store => {
+                    if let Some(tc) = answer {
+                        self.on_task_checkpoint(tc);
+                    }
+                }
+                result = persisted(&mut self.checkpoints.persisting) => self.on_persisted(result),
+                _ = until(self.control.give_up) => {
+                    self.on_give_up();
+                    break;
+                }
+                _ = tick(&mut self.status_ticker) => self.reporter.report(&self.all_stats),
+            }
+        }
+    }
+
+    /// The shutdown future resolved: the workers stop between batches.
+    fn on_shutdown(&mut self) {
+        tracing::info!("shutdown requested; stopping workers");
+        self.control.shutdown_seen = true;
+        self.control.stop();
+    }
+
+    /// A worker ended: keep its positions and its tasks' final states; a
+    /// worker that failed fails the job.
+    fn on_worker_exit(&mut self, exit: WorkerExit) {
+        self.running -= 1;
+        self.positions.extend(exit.positions);
+        for f in exit.finals {
+            let set = self.checkpoints.coordinator.task_finished(f);
+            self.checkpoints.persist(set);
+        }
+        if let Some(e) = exit.error {
+            tracing::error!(error = %e, "a worker failed; stopping the job");
+            self.control.fail(e);
+        }
+    }
+
+    /// The checkpoint interval passed: ask the workers for the next one.
+    fn on_checkpoint_due(&mut self) {
+        let c = &mut self.checkpoints;
+        if self.mode.transactional() {
+            // Each worker commits its own transaction between batches.
+            c.eos_id += 1;
+            c.completed += 1;
+            c.trigger.request(c.eos_id);
+        } else if let Some(id) = c.coordinator.start_next() {
+            c.trigger.request(id);
+        }
+    }
+
+    /// A task's part of the checkpoint in flight arrived.
+    fn on_task_checkpoint(&mut self, tc: TaskCheckpoint) {
+        let set = self.checkpoints.coordinator.offer(tc);
+        self.checkpoints.persist(set);
+    }
+
+    /// A checkpoint's persistence ended. A delivery failure restarts every
+    /// task from the last complete checkpoint (bounded by
+    /// `restart_attempts`); any other failure fails the job.
+    fn on_persisted(
+        &mut self,
+        result: Result<Result<CheckpointStats, JobError>, tokio::task::JoinError>,
+    ) {
+        let c = &mut self.checkpoints;
+        c.persisting = None;
+        c.coordinator.finish();
+        let attempts = self.config.pipeline.restart_attempts;
+        match result.map_err(JobError::from).and_then(|r| r) {
+            Ok(stats) => {
+                c.completed += 1;
+                c.failed_in_a_row = 0;
+                self.metrics
+                    .checkpoint_completed(stats.align + stats.persist, stats.bytes);
+                tracing::info!(
+                    checkpoint = stats.id,
+                    bytes = stats.bytes,
+                    align_ms = stats.align.as_millis() as u64,
+                    persist_ms = stats.persist.as_millis() as u64,
+                    "checkpoint complete"
+                );
+                c.last = Some(stats);
+            }
+            Err(JobError::Kafka(e @ KafkaError::Delivery { .. }))
+                if c.failed_in_a_row < attempts =>
+            {
+                self.metrics.checkpoints_failed.inc();
+                // Output of records after the last complete checkpoint
+                // was lost: replay them.
+                c.failed_in_a_row += 1;
+                tracing::warn!(
+                    error = %e,
+                    attempt = c.failed_in_a_row,
+                    of = attempts,
+                    "checkpoint failed; every task restarts from the last complete checkpoint"
+                );
+                c.restarts.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.metrics.checkpoints_failed.inc();
+                tracing::error!(error = %e, "checkpoint failed; stopping the job");
+                self.control.fail(e);
+            }
+        }
+    }
+
+    /// The job failed and some workers are still inside a Kafka call after
+    /// the grace: nothing they could still do matters.
+    fn on_give_up(&self) {
+        tracing::error!(
+            workers = self.running,
+            grace_ms = FAILING_GRACE.as_millis() as u64,
+            "workers still busy in a Kafka call after the job failed; not waiting for them"
+        );
+    }
+
+    /// Ends the job: the checkpoint under way, the final flush, then (if
+    /// nothing failed) the final checkpoint or offset commit, and the
+    /// summary.
+    pub(super) async fn finish(mut self) -> Result<JobSummary, JobError> {
+        self.control.stop();
+        if let Some(p) = self.checkpoints.persisting.take() {
+            // A checkpoint that was being written finishes (or fails) first.
+            let _ = p.await;
+            self.checkpoints.coordinator.finish();
+        }
+        let elapsed = self.started.elapsed();
+        self.reporter.report(&self.all_stats);
+        let flushed = self.final_flush().await?;
+        if let Some(poller) = self.main_poller.take() {
+            let _ = tokio::task::spawn_blocking(move || poller.join()).await;
+        }
+        if let Some(e) = self.control.failure.take() {
+            return Err(e);
+        }
+        flushed?;
+        self.positions.sort();
+        self.final_commit().await?;
+        self.consumer.unassign().ok();
+        self.summary(elapsed)
+    }
+
+    /// Delivers what is queued. Failing, the flush is best effort (nothing
+    /// is committed) and bounded like the wait for the workers.
+    async fn final_flush(&self) -> Result<Result<(), KafkaError>, JobError> {
+        let producer = self.producer.clone();
+        let limit = if self.control.failure.is_some() {
+            FAILING_GRACE
+        } else {
+            FINAL_FLUSH
+        };
+        let log_failures_only = self.config.sink.log_failures_only;
+        Ok(tokio::task::spawn_blocking(move || {
+            producer::flush(&producer, limit, log_failures_only)
+        })
+        .await?)
+    }
+
+    /// Commits only what was processed and delivered: the final checkpoint
+    /// (every task's state at the end) with a store, the end positions
+    /// without one (exactly-once workers committed their own).
+    async fn final_commit(&mut self) -> Result<(), JobError> {
+        let c = &mut self.checkpoints;
+        if let Some(persister) = &c.persister {
+            if let Some((id, parts)) = c.coordinator.final_set() {
+                let stats = persister.spawn(id, Duration::ZERO, parts).await??;
+                c.completed += 1;
+                tracing::info!(
+                    checkpoint = stats.id,
+                    bytes = stats.bytes,
+                    "final checkpoint complete"
+                );
+                c.last = Some(stats);
+            }
+        } else if !self.mode.transactional() {
+            let consumer = self.consumer.clone();
+            let positions = self.positions.clone();
+            tokio::task::spawn_blocking(move || consumer::commit(&consumer, &positions)).await??;
+        }
+        Ok(())
+    }
+
+    /// What the finished job reports.
+    fn summary(self, elapsed: Duration) -> Result<JobSummary, JobError> {
+        let load = |f: fn(&TaskStats) -> &AtomicU64| -> u64 {
+            self.all_stats
+                .iter()
+                .map(|s| f(s).load(Ordering::Relaxed))
+                .sum()
+        };
+        let records_in = load(|s| &s.records_in);
+        let records_out = load(|s| &s.records_out);
+        let tasks = self.all_stats.iter().map(|s| task_summary(s)).collect();
+        let embedded_output = match &self.embedded {
+            Some(c) => Some(c.read_output(&self.config.sink.topics[0])?),
+            None => None,
+        };
+        tracing::info!(
+            records_in,
+            records_out,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "job finished"
+        );
+        Ok(JobSummary {
+            records_in,
+            records_out,
+            positions: self.positions,
+            assignments: self.assignments,
+            elapsed,
+            embedded_output,
+            restored_from: self.restored_from,
+            checkpoints: self.checkpoints.completed,
+            last_checkpoint: self.checkpoints.last,
+            restarts: self.checkpoints.restarts.load(Ordering::Relaxed),
+            tasks,
+        })
+    }
+}
+
+/// One task's figures for the summary.
+fn task_summary(s: &TaskStats) -> TaskSummary {
+    TaskSummary {
+        topic: s.topic.clone(),
+        partition: s.partition,
+        records_in: s.records_in.load(Ordering::Relaxed),
+        faults: s.faults.load(Ordering::Relaxed),
+        skipped: s.skipped.load(Ordering::Relaxed),
+        dead_lettered: s.dead_lettered.load(Ordering::Relaxed),
+        finished_after: s.finished_after(),
+    }
+}
+
+/// The id the next checkpoint takes.
+fn next_checkpoint_id(prepared: &Prepared) -> Result<u64, JobError> {
+    Ok(match &prepared.store {
+        Some(s) => s.next_id()?,
+        None => 1,
+    })
+}
+
+/// Serves the consumer's main queue (errors, events) until `stop`;
+/// partitions deliver to their own queues.
+fn spawn_main_poller(
+    consumer: Arc<SourceConsumer>,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, JobError> {
+    std::thread::Builder::new()
+        .name("weir-consumer".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
+                    tracing::warn!(target: "weir::kafka", error = %e, "consumer error");
+                }
+            }
+        })
+        .map_err(|cause| JobError::Spawn {
+            what: "consumer",
+            cause,
+        })
+}
+
+/// Starts one thread per worker; returns how many run and where they
+/// report their end.
+fn spawn_workers(
+    workers: Vec<Worker>,
+    stop: &Arc<AtomicBool>,
+    link: Option<CheckpointLink>,
+) -> Result<(usize, UnboundedReceiver<WorkerExit>), JobError> {
+    let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut running = 0;
+    for worker in workers {
+        let (stop, done, link) = (stop.clone(), done_tx.clone(), link.clone());
+        std::thread::Builder::new()
+            .name(format!("weir-worker-{}", worker.id))
+            .spawn(move || {
+                let _ = done.send(worker.run(stop, link));
+            })
+            .map_err(|cause| JobError::Spawn {
+                what: "worker",
+                cause,
+            })?;
+        running += 1;
+    }
+    Ok((running, done_rx))
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until the job ends.
+fn serve_metrics(
+    config: &Config,
+    metrics: &Arc<JobMetrics>,
+    prepared: &Prepared,
+    listener: tokio::net::TcpListener,
+) -> AbortOnDrop {
+    let health = Arc::new(Health {
+        metrics: metrics.clone(),
+        tasks: prepared.all_stats.clone(),
+        consumer: prepared.consumer.clone(),
+        checkpoint_interval: config
+            .delivery_mode()
+            .checkpoints()
+            .then_some(config.checkpoint.interval),
+        ready_intervals: config.metrics.ready_checkpoint_intervals,
+        timeout: config.kafka.connect_timeout.min(Duration::from_secs(2)),
+    });
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, "metrics at /metrics, health at /healthz and /readyz");
+    }
+    AbortOnDrop(tokio::spawn(crate::metrics::server::serve(
+        listener, health,
+    )))
+}
+
+/// Aborts a spawned task when dropped (the metrics endpoint ends with the
+/// job).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
