@@ -9,11 +9,15 @@
 //!   sink, and the embedded mock cluster for the zero-setup demo.
 //! - [`checkpoint`]: the store on disk (state files, metadata written
 //!   last), the coordinator that makes a checkpoint complete, failpoints.
-//! - [`pipeline`]: the job: partition tasks (a loop over batches owning a
-//!   plugin instance and its offset), the worker threads that run them, and
-//!   the status line. [`run`] is the entry point `main.rs` and the tests call.
-//! - [`scaffold`]: `weir new-plugin`, a plugin folder in Rust, C or
-//!   AssemblyScript that builds and passes the smoke run as created.
+//! - [`pipeline`]: the job: its start-up, the job driver (one method per
+//!   event: a worker ends, a checkpoint is due or completes, a failure,
+//!   stop), partition tasks (a loop over batches owning a plugin instance
+//!   and its offset), the worker threads that run them, and the status
+//!   line. [`run`] is the entry point `main.rs` and the tests call.
+//! - [`metrics`]: Prometheus figures and the `/metrics`, `/healthz` and
+//!   `/readyz` endpoint.
+//! - [`scaffold`]: `weir new-plugin`, a plugin folder in Rust, C,
+//!   AssemblyScript or Go that builds and passes the smoke run as created.
 //!
 //! The ABI itself is defined once, in `weir_plugin_sdk::abi`, shared with the
 //! SDK; `docs/ABI.md` describes it byte by byte.
