@@ -330,11 +330,15 @@ impl WorkerTransaction {
                 Ok(())
             }
             Err(e) => {
-                let kind = classify(&e);
-                if matches!(kind, Failure::Fatal | Failure::Fenced) {
-                    self.fatal = true;
-                }
-                if kind == Failure::Fenced {
+                // Whatever the cause, this producer is not asked to abort
+                // again: an abort that timed out waits on the same stuck
+                // messages the next time too (librdkafka's mock, having
+                // refused a produce request, forgets the topic's partitions
+                // and never purges the 3 messages queued for them). It is
+                // replaced instead, and the new producer's
+                // `init_transactions` aborts what this one left open.
+                self.fatal = true;
+                if classify(&e) == Failure::Fenced {
                     return Err(TransactionError::Fenced {
                         id: self.id.clone(),
                         cause: format!("abort_transaction: {e}"),
