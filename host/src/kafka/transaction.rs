@@ -374,13 +374,12 @@ impl WorkerTransaction {
     /// `init_transactions` aborts whatever the old one left open. A fenced
     /// producer is not replaced: a newer instance owns the id.
     pub fn abort_and_begin(&mut self) -> Result<Arc<SinkProducer>, TransactionError> {
-        if !self.fatal {
-            match self.abort() {
-                Ok(()) => {}
-                Err(e @ TransactionError::Fenced { .. }) => return Err(e),
-                Err(e) if !self.fatal => return Err(e),
-                Err(_) => {}
-            }
+        // An abort that fails marks the producer for replacement (see
+        // `abort`); only fencing ends the roll-back here.
+        if !self.fatal
+            && let Err(e @ TransactionError::Fenced { .. }) = self.abort()
+        {
+            return Err(e);
         }
         if self.fatal {
             self.replace_producer()?;
