@@ -16,6 +16,7 @@
 //!   line. [`run`] is the entry point `main.rs` and the tests call.
 //! - [`metrics`]: Prometheus figures and the `/metrics`, `/healthz` and
 //!   `/readyz` endpoint.
+//! - [`topic_partition`]: a partition of a topic, the shared vocabulary.
 //! - [`scaffold`]: `weir new-plugin`, a plugin folder in Rust, C,
 //!   AssemblyScript or Go that builds and passes the smoke run as created.
 //!
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod runtime;
 pub mod scaffold;
+pub mod topic_partition;
 
 pub use config::Config;
 pub use pipeline::{JobSummary, run};

@@ -170,8 +170,8 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         secs,
         summary.records_in as f64 / secs
     );
-    for (topic, partition, offset) in &summary.positions {
-        println!("  {topic}/{partition}: next offset {offset}");
+    for (tp, offset) in &summary.positions {
+        println!("  {tp}: next offset {offset}");
     }
     for t in &summary.tasks {
         let took = t

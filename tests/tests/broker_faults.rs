@@ -697,8 +697,8 @@ fn judge_exactly_once(job: &Job, run: &Run) -> EosVerdict {
     // store them, so the group's committed offsets cannot say it here;
     // the crash tests on Apache Kafka read them.)
     let ends = job.ends();
-    for (t, p, o) in &summary.positions {
-        assert_eq!(*o, ends[*p as usize], "{t}/{p} final position");
+    for (tp, o) in &summary.positions {
+        assert_eq!(*o, ends[tp.partition as usize], "{tp} final position");
     }
     for p in 0..PARTITIONS {
         let dir = weir::checkpoint::transactional::PartitionStateDir::open(
@@ -815,7 +815,7 @@ fn check_exactly_once(name: &str, job: &Job, run: &Run) -> EosVerdict {
     let summary = run.summary();
     let v = judge_exactly_once(job, run);
     eprintln!(
-        "  {name} (exactly-once): {} input records, {} outputs read, replaced by a restart (aborted, visible on the mock) {}, replaced without a restart {}, keys with a wrong history {}; transactions requested {}, records processed {}; {}; elapsed {:.2}s",
+        "  {name} (exactly-once): {} input records, {} outputs read, replaced by a restart (aborted, visible on the mock) {}, replaced without a restart {}, keys with a wrong history {}; checkpoints committed by every worker {}, records processed {}; {}; elapsed {:.2}s",
         job.input.len(),
         v.outputs,
         v.replaced,

@@ -70,17 +70,17 @@ async fn running_count_at_parallelism_1_2_8() {
         assert_eq!(summary.records_out, input.len() as u64);
 
         // Exactly one worker per partition, by Flink's rule.
-        let mut seen: Vec<i32> = summary.assignments.iter().map(|a| a.1).collect();
+        let mut seen: Vec<i32> = summary.assignments.iter().map(|a| a.0.partition).collect();
         seen.sort();
         assert_eq!(seen, vec![0, 1, 2, 3]);
-        for (t, p, w) in &summary.assignments {
+        for (tp, w) in &summary.assignments {
             assert_eq!(
                 *w,
-                weir::pipeline::assignment::worker_for(t, *p, parallelism)
+                weir::pipeline::assignment::worker_for(&tp.topic, tp.partition, parallelism)
             );
         }
         let busy: std::collections::BTreeSet<usize> =
-            summary.assignments.iter().map(|a| a.2).collect();
+            summary.assignments.iter().map(|a| a.1).collect();
         assert_eq!(busy.len(), parallelism.min(4), "parallelism {parallelism}");
 
         // Per key: 1, 2, ..., n in order (the fold of the input).

@@ -18,6 +18,7 @@
 use super::failpoint;
 use super::store::{CheckpointError, CheckpointStore};
 use crate::runtime::snapshot_delta::Capture;
+use crate::topic_partition::{Position, TopicPartition};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -43,8 +44,7 @@ impl CheckpointTrigger {
 #[derive(Debug, Clone)]
 pub struct TaskCheckpoint {
     pub id: u64,
-    pub topic: String,
-    pub partition: i32,
+    pub tp: TopicPartition,
     /// Next offset to read.
     pub offset: i64,
     /// The instance's state, or what changed since its previous capture.
@@ -58,8 +58,8 @@ pub struct Coordinator {
     in_flight: Option<(u64, Instant)>,
     /// The in-flight checkpoint has all its parts and is being persisted.
     sealed: bool,
-    collected: BTreeMap<(String, i32), TaskCheckpoint>,
-    finals: BTreeMap<(String, i32), TaskCheckpoint>,
+    collected: BTreeMap<TopicPartition, TaskCheckpoint>,
+    finals: BTreeMap<TopicPartition, TaskCheckpoint>,
 }
 
 /// What a completed checkpoint cost.
@@ -106,16 +106,26 @@ impl Coordinator {
         if tc.id != id {
             return None;
         }
-        self.collected.insert((tc.topic.clone(), tc.partition), tc);
+        self.collected.insert(tc.tp.clone(), tc);
         self.ready()
     }
 
-    /// Records the final state of a task whose worker has exited.
+    /// A partition task joins the job: the next checkpoints wait for its
+    /// answer too. (A partition that left and comes back answers again
+    /// instead of its final state.)
+    pub fn add_task(&mut self, tp: &TopicPartition) {
+        if self.finals.remove(tp).is_none() {
+            self.tasks += 1;
+        }
+    }
+
+    /// Records the final state of a task whose worker has exited, or
+    /// which left the job: later checkpoints carry it as it is.
     pub fn task_finished(
         &mut self,
         tc: TaskCheckpoint,
     ) -> Option<(u64, Duration, Vec<TaskCheckpoint>)> {
-        self.finals.insert((tc.topic.clone(), tc.partition), tc);
+        self.finals.insert(tc.tp.clone(), tc);
         self.ready()
     }
 
@@ -136,10 +146,7 @@ impl Coordinator {
         let mut all: Vec<TaskCheckpoint> =
             std::mem::take(&mut self.collected).into_values().collect();
         for (k, f) in &self.finals {
-            if !all
-                .iter()
-                .any(|t| (t.topic.as_str(), t.partition) == (k.0.as_str(), k.1))
-            {
+            if !all.iter().any(|t| &t.tp == k) {
                 all.push(TaskCheckpoint { id, ..f.clone() });
             }
         }
@@ -179,19 +186,24 @@ pub fn complete<E>(
     align: Duration,
     parts: Vec<TaskCheckpoint>,
     flush: impl FnOnce() -> Result<(), E>,
-    commit: impl FnOnce(&[(String, i32, i64)]) -> Result<(), E>,
+    commit: impl FnOnce(&[Position]) -> Result<(), E>,
 ) -> Result<CheckpointStats, E>
 where
     E: From<CheckpointError>,
 {
     let started = Instant::now();
-    let positions: Vec<(String, i32, i64)> = parts
-        .iter()
-        .map(|t| (t.topic.clone(), t.partition, t.offset))
-        .collect();
-    store.absorb(parts.into_iter().map(|t| (t.topic, t.partition, t.capture)))?;
+    let positions: Vec<Position> = parts.iter().map(|t| (t.tp.clone(), t.offset)).collect();
+    store.absorb(
+        parts
+            .into_iter()
+            .map(|t| (t.tp.topic, t.tp.partition, t.capture)),
+    )?;
     flush()?;
-    let bytes = store.write_mirrored(id, &positions)?;
+    let rows: Vec<(String, i32, i64)> = positions
+        .iter()
+        .map(|(tp, o)| (tp.topic.clone(), tp.partition, *o))
+        .collect();
+    let bytes = store.write_mirrored(id, &rows)?;
     failpoint::hit(failpoint::AFTER_METADATA);
     commit(&positions)?;
     Ok(CheckpointStats {
@@ -211,8 +223,7 @@ mod tests {
     fn part(id: u64, partition: i32, offset: i64) -> TaskCheckpoint {
         TaskCheckpoint {
             id,
-            topic: "in".into(),
-            partition,
+            tp: TopicPartition::new("in", partition),
             offset,
             capture: Capture {
                 instance: partition as u64,
@@ -231,7 +242,10 @@ mod tests {
     }
 
     fn offsets(set: &[TaskCheckpoint]) -> Vec<(i32, i64, u64)> {
-        let mut v: Vec<_> = set.iter().map(|t| (t.partition, t.offset, t.id)).collect();
+        let mut v: Vec<_> = set
+            .iter()
+            .map(|t| (t.tp.partition, t.offset, t.id))
+            .collect();
         v.sort();
         v
     }
@@ -271,5 +285,34 @@ mod tests {
         c.finish();
         let (id, set) = c.final_set().expect("every task finished");
         assert_eq!((id, offsets(&set)), (3, vec![(0, 8, 3), (1, 99, 3)]));
+    }
+
+    #[test]
+    fn tasks_join_and_leave_between_checkpoints() {
+        let mut c = Coordinator::new(1, 1);
+        c.add_task(&TopicPartition::new("in", 1));
+        assert_eq!(c.start_next(), Some(1));
+        assert!(
+            c.offer(part(1, 0, 5)).is_none(),
+            "the added task must answer"
+        );
+        let (_, _, set) = c.offer(part(1, 1, 6)).expect("both answered");
+        assert_eq!(offsets(&set), vec![(0, 5, 1), (1, 6, 1)]);
+        c.finish();
+        // Partition 1 leaves with its final state: later checkpoints carry it.
+        assert!(c.task_finished(part(0, 1, 9)).is_none());
+        assert_eq!(c.start_next(), Some(2));
+        let (_, _, set) = c.offer(part(2, 0, 7)).expect("the one left answered");
+        assert_eq!(offsets(&set), vec![(0, 7, 2), (1, 9, 2)]);
+        c.finish();
+        // It comes back: its answers replace the final state again.
+        c.add_task(&TopicPartition::new("in", 1));
+        assert_eq!(c.start_next(), Some(3));
+        assert!(
+            c.offer(part(3, 0, 8)).is_none(),
+            "partition 1 answers again"
+        );
+        let (_, _, set) = c.offer(part(3, 1, 10)).expect("both answered");
+        assert_eq!(offsets(&set), vec![(0, 8, 3), (1, 10, 3)]);
     }
 }

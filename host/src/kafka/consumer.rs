@@ -10,6 +10,7 @@ use super::KafkaError;
 use super::connect::{self, ClientFaults};
 use super::start_position::{self, PartitionFacts, ResetPolicy};
 use crate::config::Config;
+use crate::topic_partition::{Position, TopicPartition};
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::RDKafkaErrorCode;
@@ -40,10 +41,9 @@ pub type SourceQueue = PartitionQueue<SourceContext>;
 /// Where one partition starts and, for a bounded job, where it stops.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionStart {
-    pub topic: String,
+    pub tp: TopicPartition,
     /// Index of the topic in `source.topics`.
     pub topic_index: u32,
-    pub partition: i32,
     /// First offset to read.
     pub start: i64,
     /// Stop before this offset (bounded jobs only).
@@ -210,9 +210,8 @@ pub fn resolve_starts(
             "start position resolved"
         );
         starts.push(PartitionStart {
-            topic,
+            tp: TopicPartition::new(topic, partition),
             topic_index,
-            partition,
             start,
             end: config.source.bounded.then_some(high),
             committed: facts.committed,
@@ -265,13 +264,13 @@ pub fn assign(
     let mut tpl = TopicPartitionList::new();
     for s in starts {
         let q = consumer
-            .split_partition_queue(&s.topic, s.partition)
+            .split_partition_queue(&s.tp.topic, s.tp.partition)
             .ok_or_else(|| KafkaError::Request {
-                what: format!("split queue of {}/{}", s.topic, s.partition),
+                what: format!("split queue of {}", s.tp),
                 cause: rdkafka::error::KafkaError::Subscription("split".into()),
             })?;
         queues.push(q);
-        tpl.add_partition_offset(&s.topic, s.partition, Offset::Offset(s.start))
+        tpl.add_partition_offset(&s.tp.topic, s.tp.partition, Offset::Offset(s.start))
             .expect("valid offset");
     }
     consumer.assign(&tpl).map_err(|cause| KafkaError::Request {
@@ -279,6 +278,45 @@ pub fn assign(
         cause,
     })?;
     Ok(queues)
+}
+
+/// Adds one partition to a running consumer's assignment, at its start
+/// offset, with its own queue (split off first, so that none of its
+/// records reach the main queue).
+pub fn assign_one(
+    consumer: &Arc<SourceConsumer>,
+    start: &PartitionStart,
+) -> Result<SourceQueue, KafkaError> {
+    let tp = &start.tp;
+    let queue = consumer
+        .split_partition_queue(&tp.topic, tp.partition)
+        .ok_or_else(|| KafkaError::Request {
+            what: format!("split queue of {tp}"),
+            cause: rdkafka::error::KafkaError::Subscription("split".into()),
+        })?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(start.start))
+        .expect("valid offset");
+    consumer
+        .incremental_assign(&tpl)
+        .map_err(|cause| KafkaError::Request {
+            what: format!("assign {tp}"),
+            cause,
+        })?;
+    Ok(queue)
+}
+
+/// Takes one partition out of a running consumer's assignment: nothing
+/// more is fetched for it.
+pub fn unassign_one(consumer: &SourceConsumer, tp: &TopicPartition) -> Result<(), KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&tp.topic, tp.partition);
+    consumer
+        .incremental_unassign(&tpl)
+        .map_err(|cause| KafkaError::Request {
+            what: format!("unassign {tp}"),
+            cause,
+        })
 }
 
 /// How long [`commit`] keeps retrying an offset commit that failed with a
@@ -305,7 +343,7 @@ fn retriable_commit(code: RDKafkaErrorCode) -> bool {
     )
 }
 
-/// Commits `(topic, partition, next offset)` to the group, synchronously.
+/// Commits each partition's next offset to the group, synchronously.
 ///
 /// librdkafka retries NOT_COORDINATOR and COORDINATOR_NOT_AVAILABLE
 /// itself but hands other retriable errors of a synchronous commit back to
@@ -313,13 +351,10 @@ fn retriable_commit(code: RDKafkaErrorCode) -> bool {
 /// which failed a checkpoint and so the whole job); they are retried here
 /// with backoff for up to [`COMMIT_RETRY_FOR`]. Other errors are returned
 /// at once.
-pub fn commit(
-    consumer: &SourceConsumer,
-    positions: &[(String, i32, i64)],
-) -> Result<(), KafkaError> {
+pub fn commit(consumer: &SourceConsumer, positions: &[Position]) -> Result<(), KafkaError> {
     let mut tpl = TopicPartitionList::new();
-    for (t, p, o) in positions {
-        tpl.add_partition_offset(t, *p, Offset::Offset(*o))
+    for (tp, o) in positions {
+        tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*o))
             .expect("valid offset");
     }
     if tpl.count() == 0 {

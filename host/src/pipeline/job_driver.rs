@@ -9,9 +9,10 @@
 //! Job control (stop, failing, the first failure) lives in [`JobControl`],
 //! apart from the checkpoint traffic in [`Checkpoints`].
 
+use super::plan::PlanEntry;
 use super::startup::Prepared;
 use super::status::{StatusReporter, TaskStats};
-use super::worker::{CheckpointLink, Worker, WorkerExit};
+use super::worker::{Adoption, CheckpointLink, Released, Worker, WorkerCommand, WorkerExit};
 use super::{FAILING_GRACE, FINAL_FLUSH, JobError, JobSummary, TaskSummary};
 use crate::checkpoint::coordinator::{self, CheckpointStats, Coordinator};
 use crate::checkpoint::{CheckpointStore, CheckpointTrigger, TaskCheckpoint};
@@ -22,7 +23,10 @@ use crate::kafka::producer::SinkProducer;
 use crate::kafka::{KafkaError, consumer, producer};
 use crate::metrics::JobMetrics;
 use crate::metrics::server::Health;
+use crate::runtime::snapshot::Snapshot;
+use crate::topic_partition::{Position, TopicPartition};
 use rdkafka::consumer::Consumer;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -124,7 +128,12 @@ struct Checkpoints {
     persisting: Option<Persisting>,
     /// Exactly-once: the id of the last commit requested of the workers.
     eos_id: u64,
-    /// Checkpoints completed (exactly-once: requested of the workers).
+    /// Exactly-once: the workers with a transaction, and the last
+    /// checkpoint each committed.
+    eos_workers: BTreeMap<usize, u64>,
+    /// Exactly-once: the last checkpoint every worker has committed.
+    eos_complete: u64,
+    /// Checkpoints completed (exactly-once: committed by every worker).
     completed: u64,
     last: Option<CheckpointStats>,
     /// Delivery failures since the last complete checkpoint.
@@ -152,17 +161,23 @@ pub(super) struct JobDriver {
     producer: Arc<SinkProducer>,
     embedded: Option<Arc<EmbeddedCluster>>,
     restored_from: Option<u64>,
-    assignments: Vec<(String, i32, usize)>,
+    /// Which worker runs each partition task.
+    assignments: Vec<(TopicPartition, usize)>,
     /// One per partition task, in assignment order.
     all_stats: Vec<Arc<TaskStats>>,
     control: JobControl,
     checkpoints: Checkpoints,
     /// Workers still running.
     running: usize,
+    /// Each worker's commands (partitions to adopt or release).
+    #[cfg_attr(not(test), allow(dead_code))]
+    commands: Vec<std::sync::mpsc::Sender<WorkerCommand>>,
     exits: UnboundedReceiver<WorkerExit>,
     answers: UnboundedReceiver<TaskCheckpoint>,
-    /// `(topic, partition, next offset)` of every task whose worker ended.
-    positions: Vec<(String, i32, i64)>,
+    /// Exactly-once: `(worker, checkpoint id)` committed.
+    committed: UnboundedReceiver<(usize, u64)>,
+    /// The next offset of every task that ended or left.
+    positions: Vec<Position>,
     /// Taken when the job finishes.
     main_poller: Option<std::thread::JoinHandle<()>>,
     reporter: StatusReporter,
@@ -238,15 +253,24 @@ impl JobDriver {
             }),
             persisting: None,
             eos_id: 0,
+            eos_workers: prepared
+                .workers
+                .iter()
+                .filter(|w| w.commit.is_some())
+                .map(|w| (w.id, 0))
+                .collect(),
+            eos_complete: 0,
             completed: 0,
             last: None,
             failed_in_a_row: 0,
             ticker: ticker(mode.checkpoints().then_some(config.checkpoint.interval)),
         };
         let (answer_tx, answers) = tokio::sync::mpsc::unbounded_channel();
+        let (committed_tx, committed) = tokio::sync::mpsc::unbounded_channel();
         let link = mode.checkpoints().then(|| CheckpointLink {
             trigger: checkpoints.trigger.clone(),
             answers: answer_tx,
+            committed: committed_tx,
             restarts: checkpoints.restarts.clone(),
             failing: control.failing.clone(),
         });
@@ -260,7 +284,7 @@ impl JobDriver {
             all_stats,
             ..
         } = prepared;
-        let (running, exits) = spawn_workers(workers, &control.stop, link)?;
+        let (commands, exits) = spawn_workers(workers, &control.stop, link)?;
         Ok(JobDriver {
             status_ticker: ticker(Some(config.status.interval)),
             config,
@@ -274,9 +298,11 @@ impl JobDriver {
             all_stats,
             control,
             checkpoints,
-            running,
+            running: commands.len(),
+            commands,
             exits,
             answers,
+            committed,
             positions: Vec::new(),
             main_poller: Some(main_poller),
             reporter: StatusReporter::default(),
@@ -305,6 +331,7 @@ impl JobDriver {
                         self.on_task_checkpoint(tc);
                     }
                 }
+                Some((worker, id)) = self.committed.recv() => self.on_transaction_committed(worker, id),
                 result = persisted(&mut self.checkpoints.persisting) => self.on_persisted(result),
                 _ = until(self.control.give_up) => {
                     self.on_give_up();
@@ -326,6 +353,11 @@ impl JobDriver {
     /// worker that failed fails the job.
     fn on_worker_exit(&mut self, exit: WorkerExit) {
         self.running -= 1;
+        if exit.final_committed {
+            self.checkpoints.eos_workers.insert(exit.id, u64::MAX);
+        } else {
+            self.checkpoints.eos_workers.remove(&exit.id);
+        }
         self.positions.extend(exit.positions);
         for f in exit.finals {
             let set = self.checkpoints.coordinator.task_finished(f);
@@ -341,13 +373,107 @@ impl JobDriver {
     fn on_checkpoint_due(&mut self) {
         let c = &mut self.checkpoints;
         if self.mode.transactional() {
-            // Each worker commits its own transaction between batches.
+            // Each worker commits its own transaction between batches;
+            // the checkpoint counts once every worker has committed it.
             c.eos_id += 1;
-            c.completed += 1;
             c.trigger.request(c.eos_id);
         } else if let Some(id) = c.coordinator.start_next() {
             c.trigger.request(id);
         }
+    }
+
+    /// Exactly-once: `worker` committed checkpoint `id`. A checkpoint is
+    /// complete once every worker with a transaction committed it (or a
+    /// later one).
+    fn on_transaction_committed(&mut self, worker: usize, id: u64) {
+        let c = &mut self.checkpoints;
+        if let Some(last) = c.eos_workers.get_mut(&worker) {
+            *last = (*last).max(id);
+        }
+        let all = c.eos_workers.values().copied().min().unwrap_or(0);
+        if all > c.eos_complete && all != u64::MAX {
+            c.eos_complete = all;
+            c.completed += 1;
+        }
+    }
+
+    /// Starts running the partition of `entry` (on the worker the entry
+    /// names, which builds its task): it is split off and assigned at its
+    /// start, its task restored from `snapshot` (a checkpoint's state for
+    /// it) or as the entry's state origin says, and from now on every
+    /// checkpoint waits for it.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(super) fn add_partition(
+        &mut self,
+        entry: PlanEntry,
+        snapshot: Option<Snapshot>,
+    ) -> Result<(), JobError> {
+        let (tp, worker) = (entry.start.tp.clone(), entry.worker);
+        let sender = self
+            .commands
+            .get(worker)
+            .ok_or(JobError::WorkerGone { worker })?;
+        let queue = consumer::assign_one(&self.consumer, &entry.start)?;
+        let stats = Arc::new(TaskStats::new(&tp.topic, tp.partition, entry.start.start));
+        let adoption = Adoption {
+            entry,
+            queue,
+            snapshot,
+            stats: stats.clone(),
+        };
+        sender
+            .send(WorkerCommand::Adopt(Box::new(adoption)))
+            .map_err(|_| JobError::WorkerGone { worker })?;
+        self.checkpoints.coordinator.add_task(&tp);
+        self.positions.retain(|(t, _)| t != &tp);
+        tracing::info!(partition = %tp, worker, "partition added");
+        self.assignments.push((tp, worker));
+        self.all_stats.push(stats);
+        self.metrics
+            .assigned_partitions
+            .set(self.all_stats.len() as i64);
+        Ok(())
+    }
+
+    /// Lets a partition go: nothing more is fetched for it, its worker
+    /// makes its progress durable (exactly-once: commits its transaction;
+    /// with the checkpoint store: hands over its final state, which later
+    /// checkpoints carry) and drops its task.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(super) async fn remove_partition(
+        &mut self,
+        tp: &TopicPartition,
+    ) -> Result<Released, JobError> {
+        let i = self
+            .assignments
+            .iter()
+            .position(|(t, _)| t == tp)
+            .ok_or_else(|| JobError::NotAssigned(tp.clone()))?;
+        let worker = self.assignments[i].1;
+        consumer::unassign_one(&self.consumer, tp)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let release = WorkerCommand::Release {
+            tp: tp.clone(),
+            reply,
+        };
+        self.commands[worker]
+            .send(release)
+            .map_err(|_| JobError::WorkerGone { worker })?;
+        let released = answer.await.map_err(|_| JobError::WorkerGone { worker })?;
+        if let Some(f) = released.final_state.clone() {
+            let set = self.checkpoints.coordinator.task_finished(f);
+            self.checkpoints.persist(set);
+        }
+        if let Some(p) = released.position {
+            self.positions.push((tp.clone(), p));
+        }
+        self.assignments.remove(i);
+        self.all_stats.remove(i);
+        self.metrics
+            .assigned_partitions
+            .set(self.all_stats.len() as i64);
+        tracing::info!(partition = %tp, worker, position = ?released.position, "partition removed");
+        Ok(released)
     }
 
     /// A task's part of the checkpoint in flight arrived.
@@ -473,7 +599,12 @@ impl JobDriver {
                 );
                 c.last = Some(stats);
             }
-        } else if !self.mode.transactional() {
+        } else if self.mode.transactional() {
+            // Every worker's last transaction committed.
+            if c.eos_workers.values().all(|&last| last == u64::MAX) && !c.eos_workers.is_empty() {
+                c.completed += 1;
+            }
+        } else {
             let consumer = self.consumer.clone();
             let positions = self.positions.clone();
             tokio::task::spawn_blocking(move || consumer::commit(&consumer, &positions)).await??;
@@ -560,29 +691,37 @@ fn spawn_main_poller(
         })
 }
 
-/// Starts one thread per worker; returns how many run and where they
-/// report their end.
+/// Starts one thread per worker; returns each worker's command sender
+/// and where they report their end.
+#[allow(clippy::type_complexity)]
 fn spawn_workers(
     workers: Vec<Worker>,
     stop: &Arc<AtomicBool>,
     link: Option<CheckpointLink>,
-) -> Result<(usize, UnboundedReceiver<WorkerExit>), JobError> {
+) -> Result<
+    (
+        Vec<std::sync::mpsc::Sender<WorkerCommand>>,
+        UnboundedReceiver<WorkerExit>,
+    ),
+    JobError,
+> {
     let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut running = 0;
+    let mut commands = Vec::with_capacity(workers.len());
     for worker in workers {
         let (stop, done, link) = (stop.clone(), done_tx.clone(), link.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name(format!("weir-worker-{}", worker.id))
             .spawn(move || {
-                let _ = done.send(worker.run(stop, link));
+                let _ = done.send(worker.run(stop, link, rx));
             })
             .map_err(|cause| JobError::Spawn {
                 what: "worker",
                 cause,
             })?;
-        running += 1;
+        commands.push(tx);
     }
-    Ok((running, done_rx))
+    Ok((commands, done_rx))
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` until the job ends.

@@ -19,12 +19,17 @@
 //! flushes the producer and commits the processed offsets.
 
 pub mod assignment;
+pub mod durability;
 pub mod event_clock;
 mod job_driver;
+#[cfg(test)]
+mod job_driver_tests;
 pub mod partition_task;
+pub mod plan;
 mod startup;
 pub mod status;
 pub mod task_error;
+pub mod task_factory;
 pub mod worker;
 pub mod worker_commit;
 
@@ -36,6 +41,7 @@ use crate::kafka::embedded::OutputSummary;
 use crate::metrics::JobMetrics;
 use crate::runtime::PluginError;
 use crate::runtime::snapshot::SnapshotError;
+use crate::topic_partition::{Position, TopicPartition};
 use job_driver::JobDriver;
 use partition_task::TaskError;
 use std::future::Future;
@@ -65,6 +71,20 @@ pub enum JobError {
         partition: i32,
         cause: SnapshotError,
     },
+    /// A partition's task could not be built.
+    #[error("starting the task of {tp}: {cause}")]
+    Build {
+        tp: crate::topic_partition::TopicPartition,
+        cause: Box<task_factory::BuildError>,
+    },
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
+    /// A partition to remove is not assigned to this job.
+    #[error("{0} is not assigned to this job")]
+    NotAssigned(crate::topic_partition::TopicPartition),
+    /// A worker ended while the job asked something of it.
+    #[error("worker {worker} has ended")]
+    WorkerGone { worker: usize },
     #[error("wasmtime engine: {0}")]
     Engine(String),
     /// A thread of the job could not be started.
@@ -97,10 +117,10 @@ pub struct JobSummary {
     pub records_in: u64,
     /// Records the plugin emitted.
     pub records_out: u64,
-    /// `(topic, partition, next offset)` at the end.
-    pub positions: Vec<(String, i32, i64)>,
-    /// `(topic, partition, worker)`: which worker ran each partition.
-    pub assignments: Vec<(String, i32, usize)>,
+    /// Each partition's next offset at the end.
+    pub positions: Vec<Position>,
+    /// Which worker ran each partition.
+    pub assignments: Vec<(TopicPartition, usize)>,
     /// Wall time from the first record to the end.
     pub elapsed: Duration,
     /// For the embedded demo: what the sink topic holds.

@@ -7,59 +7,32 @@
 //! Checkpoints (a capture of the instance plus the offset) are taken
 //! between steps, when no guest frame is on the stack.
 
-use super::event_clock::{self, EventClock, TimeConfig};
+use super::durability::{CheckpointPart, Durability, RestorePoint};
+use super::event_clock::{self, EventClock};
 use super::status::TaskStats;
-use crate::checkpoint::CheckpointStore;
+use super::task_factory::TaskEnv;
 use crate::checkpoint::TaskCheckpoint;
 use crate::checkpoint::store::CheckpointError;
-use crate::checkpoint::transactional::PartitionStateDir;
 use crate::config::FaultPolicy;
-use crate::kafka::consumer::SourceConsumer;
 use crate::kafka::consumer::{PartitionStart, SourceQueue};
 use crate::kafka::dead_letter;
-use crate::kafka::delivery::DeliveryTracker;
-use crate::kafka::producer::{KafkaSink, SinkProducer};
+use crate::kafka::producer::SinkProducer;
 use crate::runtime::PluginInstance;
 use crate::runtime::instance::BatchError;
-use crate::runtime::{OutputSink, PluginFault, PluginModule, SinkError};
+use crate::runtime::{PluginFault, SinkError};
+use crate::topic_partition::TopicPartition;
 use rdkafka::Message;
+use rdkafka::Offset;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Headers};
-use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 use weir_plugin_sdk::abi;
 
 pub use super::task_error::{RestartError, TaskError, TaskFailure};
-
-/// What every partition task of a job shares, and what a restart needs.
-pub struct TaskEnv {
-    pub module: PluginModule,
-    /// Most records per plugin call.
-    pub batch_size: usize,
-    pub sink_topics: Arc<[String]>,
-    pub plugin_config: Vec<(String, String)>,
-    pub allow_module_change: bool,
-    /// The checkpoint store (at-least-once / none with checkpoints on).
-    pub store: Option<CheckpointStore>,
-    pub consumer: Arc<SourceConsumer>,
-    /// The shared (non-transactional) producer.
-    pub producer: Arc<SinkProducer>,
-    pub timeout: Duration,
-    pub restart_attempts: u32,
-    pub restart_backoff: Duration,
-    /// What a plugin fault does.
-    pub on_fault: FaultPolicy,
-    /// `on_fault = "dead-letter"`: where faulted records go.
-    pub dead_letter_topic: Option<String>,
-    /// The job's metrics (plugin call times, faults, restarts).
-    pub metrics: Arc<crate::metrics::JobMetrics>,
-    /// Watermarks and ticks, for plugins that export `weir_tick`.
-    pub time: TimeConfig,
-}
 
 /// What one step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +49,7 @@ pub enum Step {
 pub struct PartitionTask {
     /// Topic, partition, start and (bounded) end.
     pub start: PartitionStart,
-    queue: SourceQueue,
+    queue: Arc<SourceQueue>,
     instance: PluginInstance,
     /// When the plugin is ticked (`weir_tick`), and with what watermark.
     clock: EventClock,
@@ -90,7 +63,7 @@ pub struct PartitionTask {
     /// The last checkpoint id this task answered.
     checkpointed: u64,
     /// How this task's progress becomes durable.
-    commit: TaskCommit,
+    durability: Box<dyn Durability>,
     env: Arc<TaskEnv>,
     /// Where the task first started (restart point without a checkpoint).
     initial_offset: i64,
@@ -109,45 +82,6 @@ pub struct PartitionTask {
     suspects: Vec<(i64, i64)>,
 }
 
-/// How a partition task's offsets (and state) become durable.
-pub enum TaskCommit {
-    /// Checkpoints, or a final commit when the job ends: nothing per batch.
-    Checkpoint,
-    /// Exactly-once: the task's part of its worker's Kafka transaction.
-    Transaction(TaskTransaction),
-    /// Auto-commit: the delivery tracker, and the cell holding the ticket of
-    /// the open batch that the task's sink stamps on every output.
-    AutoCommit(Arc<DeliveryTracker>, Arc<AtomicUsize>),
-}
-
-/// Exactly-once: what a partition task keeps of its worker's transaction.
-pub struct TaskTransaction {
-    /// The partition's state files, keyed by offset.
-    state: PartitionStateDir,
-    /// The offset the last committed transaction reached for the partition.
-    committed: Option<i64>,
-    /// The worker's transactional producer: the task's output goes into
-    /// the worker's open transaction.
-    producer: Arc<SinkProducer>,
-    buf: Vec<u8>,
-}
-
-impl TaskTransaction {
-    /// A task's part, with the group's committed offset read at start.
-    pub fn new(
-        state: PartitionStateDir,
-        committed: Option<i64>,
-        producer: Arc<SinkProducer>,
-    ) -> Self {
-        TaskTransaction {
-            state,
-            committed,
-            producer,
-            buf: Vec::new(),
-        }
-    }
-}
-
 impl PartitionTask {
     /// A task over `queue`, with an instance already initialised.
     pub fn new(
@@ -155,20 +89,20 @@ impl PartitionTask {
         queue: SourceQueue,
         instance: PluginInstance,
         stats: Arc<TaskStats>,
-        commit: TaskCommit,
+        durability: Box<dyn Durability>,
         env: Arc<TaskEnv>,
     ) -> Self {
         let plugin = env.module.name.clone();
         let batch_size = env.batch_size;
         let initial_offset = start.start;
         let span = tracing::info_span!(
-            "task", plugin = %plugin, topic = %start.topic, partition = start.partition
+            "task", plugin = %plugin, topic = %start.tp.topic, partition = start.tp.partition
         );
         let clock = EventClock::new(env.time, instance.event_time(), Instant::now());
         PartitionTask {
             next_offset: start.start,
             start,
-            queue,
+            queue: Arc::new(queue),
             clock,
             instance,
             plugin,
@@ -178,7 +112,7 @@ impl PartitionTask {
             finished: false,
             checkpointed: 0,
             initial_offset,
-            commit,
+            durability,
             env,
             failures: 0,
             fail_mark: None,
@@ -186,17 +120,6 @@ impl PartitionTask {
             poison: BTreeMap::new(),
             suspects: Vec::new(),
         }
-    }
-
-    /// The sink for a (new) instance of this task.
-    fn new_sink(&self) -> Box<dyn OutputSink> {
-        Box::new(match &self.commit {
-            TaskCommit::Transaction(t) => KafkaSink::new(t.producer.clone()),
-            TaskCommit::AutoCommit(tracker, cell) => {
-                KafkaSink::tracked(self.env.producer.clone(), tracker.clone(), cell.clone())
-            }
-            TaskCommit::Checkpoint => KafkaSink::new(self.env.producer.clone()),
-        })
     }
 
     /// Handles a failure: schedules a restart with backoff, or gives up
@@ -271,9 +194,7 @@ impl PartitionTask {
     /// restarts from its last commit, not before `at` (a later restart
     /// already scheduled stays). From now on it sends through `producer`.
     pub fn roll_back(&mut self, producer: &Arc<SinkProducer>, at: Instant) {
-        if let TaskCommit::Transaction(t) = &mut self.commit {
-            t.producer = producer.clone();
-        }
+        self.durability.use_producer(producer);
         self.wait_until(self.retry_at.map_or(at, |r| r.max(at)));
     }
 
@@ -284,79 +205,46 @@ impl PartitionTask {
     }
 
     /// Restarts the task if its backoff has passed: fresh instance, state
-    /// and offset from the last checkpoint (or the committed offset), the
-    /// partition re-read from there. Other partitions are not touched.
+    /// and offset from its durability's restore point (the last
+    /// checkpoint, the last commit, the committed offset), the partition
+    /// re-read from there. Other partitions are not touched.
     pub fn restart_if_due(&mut self) -> Result<bool, TaskError> {
         match self.retry_at {
             Some(at) if Instant::now() >= at => {}
             _ => return Ok(false),
         }
         self.retry_at = None;
-        let (plugin, at) = (self.plugin.to_string(), self.next_offset);
-        let (t_name, p_id) = (self.start.topic.clone(), self.start.partition);
-        let fail = |reason: RestartError| TaskError {
-            plugin: plugin.clone(),
-            topic: t_name.clone(),
-            partition: p_id,
-            first_offset: at,
-            last_offset: at,
-            failure: Box::new(TaskFailure::Restart(reason)),
-        };
-        let (topic, partition) = (self.start.topic.clone(), self.start.partition);
-        let (offset, snapshot) = match &mut self.commit {
-            // The worker aborted its transaction before (see `roll_back`).
-            TaskCommit::Transaction(t) => match t.committed {
-                Some(c) => {
-                    let snap = t.state.load(c).map_err(|e| fail(e.into()))?;
-                    (c, snap)
-                }
-                None => (self.initial_offset, None),
-            },
-            TaskCommit::AutoCommit(tracker, _) => {
-                tracker.reset();
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition(&topic, partition);
-                let committed = crate::kafka::consumer::committed_offsets(
-                    &self.env.consumer,
-                    &tpl,
-                    self.env.timeout,
-                )
-                .ok()
-                .and_then(|t| t.find_partition(&topic, partition).map(|e| e.offset()));
-                match committed {
-                    Some(Offset::Offset(o)) if o >= 0 => (o, None),
-                    _ => (self.initial_offset, None),
-                }
-            }
-            TaskCommit::Checkpoint => match &self.env.store {
-                Some(store) => match store.latest().map_err(|e| fail(e.into()))? {
-                    Some(c) => match c.partition(&topic, partition) {
-                        Some((o, snap)) => (o, Some(snap.clone())),
-                        None => (self.initial_offset, None),
-                    },
-                    None => (self.initial_offset, None),
-                },
-                None => (self.initial_offset, None),
-            },
-        };
-        let mut instance = PluginInstance::new(
-            &self.env.module,
-            self.new_sink(),
-            self.env.sink_topics.clone(),
-        )
-        .map_err(|e| fail(e.into()))?;
-        match &snapshot {
-            Some(snap) => instance
-                .restore(snap, self.env.allow_module_change)
-                .map_err(|e| fail(e.into()))?,
-            None => instance
-                .init(&self.env.plugin_config)
-                .map_err(|e| fail(e.into()))?,
-        }
+        let at = self.next_offset;
+        self.restart()
+            .map_err(|e| self.error(at, at, TaskFailure::Restart(e)))?;
+        Ok(true)
+    }
+
+    /// Restarts the task now, whatever its backoff (a partition released
+    /// while it waits leaves at its last durable point).
+    pub fn restart_now(&mut self) -> Result<(), TaskError> {
+        self.retry_at = Some(Instant::now());
+        self.restart_if_due().map(|_| ())
+    }
+
+    /// The restart itself (see [`restart_if_due`](Self::restart_if_due)).
+    fn restart(&mut self) -> Result<(), RestartError> {
+        let point = self.durability.restore_point(&self.start.tp)?;
+        let RestorePoint { offset, snapshot } = point.unwrap_or(RestorePoint {
+            offset: self.initial_offset,
+            snapshot: None,
+        });
+        let instance = self.env.instance(&*self.durability, snapshot.as_ref())?;
+        let tp = &self.start.tp;
         self.env
             .consumer
-            .seek(&topic, partition, Offset::Offset(offset), self.env.timeout)
-            .map_err(|cause| fail(RestartError::Seek { offset, cause }))?;
+            .seek(
+                &tp.topic,
+                tp.partition,
+                Offset::Offset(offset),
+                self.env.timeout,
+            )
+            .map_err(|cause| RestartError::Seek { offset, cause })?;
         self.clock = EventClock::new(self.env.time, instance.event_time(), Instant::now());
         self.instance = instance;
         self.next_offset = offset;
@@ -366,7 +254,7 @@ impl PartitionTask {
         self.env
             .metrics
             .task_restarts
-            .with_label_values(&[self.start.topic.as_str(), &self.start.partition.to_string()])
+            .with_label_values(&[tp.topic.as_str(), &tp.partition.to_string()])
             .inc();
         let _enter = self.span.clone().entered();
         tracing::info!(
@@ -374,14 +262,14 @@ impl PartitionTask {
             restored = snapshot.is_some(),
             "partition task restarted"
         );
-        Ok(true)
+        Ok(())
     }
 
     fn error(&self, first_offset: i64, last_offset: i64, source: TaskFailure) -> TaskError {
         TaskError {
             plugin: self.plugin.to_string(),
-            topic: self.start.topic.clone(),
-            partition: self.start.partition,
+            topic: self.start.tp.topic.clone(),
+            partition: self.start.tp.partition,
             first_offset,
             last_offset,
             failure: Box::new(source),
@@ -407,17 +295,15 @@ impl PartitionTask {
         &self,
         m: &BorrowedMessage<'_>,
         fault: &PluginFault,
-        tracking: Option<(&DeliveryTracker, usize)>,
+        ticket: Option<usize>,
     ) -> Result<(), TaskFailure> {
         let offset = m.offset();
         match &self.env.dead_letter_topic {
             Some(dlq) if self.env.on_fault == FaultPolicy::DeadLetter => {
-                let producer = match &self.commit {
-                    TaskCommit::Transaction(t) => t.producer.clone(),
-                    _ => self.env.producer.clone(),
-                };
+                let producer = self.durability.producer();
+                let tracking = self.durability.tracker().zip(ticket);
                 let why = dead_letter::DeadLetter {
-                    topic: &self.start.topic,
+                    topic: &self.start.tp.topic,
                     plugin: &self.plugin,
                     fault,
                 };
@@ -437,71 +323,41 @@ impl PartitionTask {
         Ok(())
     }
 
-    /// Exactly-once: whether [`prepare_commit`](Self::prepare_commit) would
-    /// write a state file now (input read since the last commit, and no
-    /// restart pending).
+    /// Whether a checkpoint would have something to make durable now
+    /// (input read since the last one, and no restart pending).
     pub fn has_uncommitted(&self) -> bool {
-        self.retry_at.is_none()
-            && matches!(&self.commit, TaskCommit::Transaction(t) if t.committed != Some(self.next_offset))
+        self.retry_at.is_none() && self.durability.has_uncommitted(self.next_offset)
     }
 
-    /// Exactly-once checkpoint `id`, before the worker commits: writes
-    /// the state file for the task's next offset and returns that offset
-    /// and the file's size.
-    /// `None` when nothing was read since the last commit, or when the
-    /// task waits for a restart (its instance is not to be trusted, and
-    /// its output went with an aborted transaction).
-    pub fn prepare_commit(&mut self, id: u64) -> Result<Option<(i64, u64)>, CheckpointError> {
-        self.checkpointed = id;
-        let next = self.next_offset;
-        let TaskCommit::Transaction(txn) = &self.commit else {
-            return Ok(None);
-        };
-        if self.retry_at.is_some() || txn.committed == Some(next) {
-            return Ok(None);
+    /// The task's part of checkpoint `id`, taken between batches (no guest
+    /// frame on the stack): a capture for the coordinator, or (exactly-once)
+    /// the state file for the task's next offset, which its worker's
+    /// transaction then commits. Nothing while the task waits for a
+    /// restart: its instance is not to be trusted, and (exactly-once) its
+    /// output went with an aborted transaction.
+    pub fn checkpoint(&mut self, id: u64) -> Result<CheckpointPart, CheckpointError> {
+        if self.retry_at.is_some() {
+            // Answered once restarted (the worker asks only tasks that run).
+            return Ok(CheckpointPart::Nothing);
         }
+        self.checkpointed = id;
         let _enter = self.span.clone().entered();
-        // A delta on top of the last state file, unless the chain must be
-        // compacted or does not hold this instance's previous capture.
-        let full = txn.state.wants_full(
-            self.instance.capture_position(),
-            self.instance.memory_size(),
-        );
-        let capture = self.instance.capture(full);
-        let TaskCommit::Transaction(txn) = &mut self.commit else {
-            unreachable!("checked above")
-        };
-        let bytes = txn.state.write(next, &capture, &mut txn.buf)?;
-        tracing::debug!(offset = next, bytes, "state file written");
-        Ok(Some((next, bytes)))
-    }
-
-    /// Exactly-once: the worker's transaction committed `offset` for this
-    /// task. State files below it are no longer needed.
-    pub fn committed(&mut self, offset: i64) {
-        self.forget_before(offset);
-        if let TaskCommit::Transaction(txn) = &mut self.commit {
-            txn.committed = Some(offset);
-            if let Err(e) = txn.state.prune_below(offset) {
-                let _enter = self.span.clone().entered();
-                tracing::warn!(error = %e, "pruning old state files failed; retried at the next commit");
-            }
+        let part =
+            self.durability
+                .checkpoint(id, &self.start.tp, self.next_offset, &mut self.instance)?;
+        if let CheckpointPart::Capture(c) = &part {
+            self.forget_before(c.offset);
         }
+        Ok(part)
     }
 
-    /// The task's part of checkpoint `id`: its next offset and a capture
-    /// of its state (the pages written since its previous capture). Taken
-    /// between batches, so no guest frame is on the stack; the copy is the
-    /// whole pause, encoding and writing happen in the checkpoint writer.
-    pub fn checkpoint(&mut self, id: u64) -> TaskCheckpoint {
-        self.checkpointed = id;
-        self.forget_before(self.next_offset);
-        TaskCheckpoint {
-            id,
-            topic: self.start.topic.clone(),
-            partition: self.start.partition,
-            offset: self.next_offset,
-            capture: self.instance.capture(false),
+    /// The part [`checkpoint`](Self::checkpoint) returned is durable at
+    /// `offset` (exactly-once: the worker's transaction committed it).
+    pub fn completed(&mut self, offset: i64) {
+        self.forget_before(offset);
+        if let Err(e) = self.durability.completed(offset) {
+            let _enter = self.span.clone().entered();
+            tracing::warn!(error = %e, "pruning old state files failed; retried at the next commit");
         }
     }
 
@@ -513,11 +369,15 @@ impl PartitionTask {
         self.forget_before(self.next_offset);
         TaskCheckpoint {
             id: 0,
-            topic: self.start.topic.clone(),
-            partition: self.start.partition,
+            tp: self.start.tp.clone(),
             offset: self.next_offset,
             capture: self.instance.capture(true),
         }
+    }
+
+    /// The task's partition.
+    pub fn tp(&self) -> &TopicPartition {
+        &self.start.tp
     }
 
     /// The last checkpoint id this task answered.
@@ -542,24 +402,60 @@ impl PartitionTask {
     /// Processes what is waiting; blocks up to `wait` for the first record.
     pub fn step(&mut self, wait: Duration) -> Result<Step, TaskError> {
         if self.finished || self.at_end(self.next_offset) {
-            // The final watermark closes every window, once: the event
-            // time it sets is snapshotted, so a restore does not repeat it.
-            if self.instance.has_tick() && self.instance.event_time() != abi::WATERMARK_END {
-                self.instance.observe_event_time(abi::WATERMARK_END);
-                self.tick_alone(Instant::now())?;
-            }
-            self.finished = true;
-            self.stats.finish();
-            return Ok(Step::Finished);
+            return self.finish();
         }
         let _enter = self.span.clone().entered();
-        let mut batch: Vec<BorrowedMessage<'_>> = Vec::with_capacity(self.batch_size.min(4096));
+        // The batch borrows the queue, not the task.
+        let queue = self.queue.clone();
+        let batch = self.poll_batch(&queue, wait);
+        let Some(last) = batch.last() else {
+            drop(batch);
+            if self.instance.has_tick() {
+                self.tick_idle()?;
+            }
+            return Ok(Step::Idle);
+        };
+        let next = last.offset() + 1;
+        let ticket = self.durability.begin_batch(next);
+        let mut emitted = self.process(&batch, ticket)?;
+        let n = batch.len();
+        drop(batch);
+        self.next_offset = next;
+        if self.instance.has_tick() {
+            // The tick's output belongs to this batch: same ticket, same
+            // checkpoint, same transaction.
+            let now = Instant::now();
+            self.clock.records_arrived(now);
+            emitted += self.tick_if_due(now, next)?;
+        }
+        self.durability.end_batch(ticket);
+        self.batch_done(n, emitted);
+        Ok(Step::Processed(n))
+    }
+
+    /// The end of a bounded task: the final watermark closes every window,
+    /// once (the event time it sets is snapshotted, so a restore does not
+    /// repeat it).
+    fn finish(&mut self) -> Result<Step, TaskError> {
+        if self.instance.has_tick() && self.instance.event_time() != abi::WATERMARK_END {
+            self.instance.observe_event_time(abi::WATERMARK_END);
+            self.tick_alone(Instant::now())?;
+        }
+        self.finished = true;
+        self.stats.finish();
+        Ok(Step::Finished)
+    }
+
+    /// The records waiting in `queue`, up to `batch_size` and the end of a
+    /// bounded task; waits up to `wait` for the first.
+    fn poll_batch<'q>(&self, queue: &'q SourceQueue, wait: Duration) -> Vec<BorrowedMessage<'q>> {
+        let mut batch = Vec::with_capacity(self.batch_size.min(4096));
         let mut timeout = wait;
         while batch.len() < self.batch_size {
-            match self.queue.poll(timeout) {
+            match queue.poll(timeout) {
                 None => break,
                 Some(Ok(m)) => {
-                    if self.start.end.is_some_and(|end| m.offset() >= end) {
+                    if self.at_end(m.offset()) {
                         break;
                     }
                     batch.push(m);
@@ -572,53 +468,32 @@ impl PartitionTask {
             }
             timeout = Duration::ZERO;
         }
-        let Some(last) = batch.last() else {
-            drop(batch);
-            if self.instance.has_tick() {
-                self.tick_idle()?;
-            }
-            return Ok(Step::Idle);
-        };
-        let last_offset = last.offset();
-        let ticket = match &self.commit {
-            TaskCommit::AutoCommit(tracker, cell) => {
-                let t = tracker.open(last_offset + 1);
-                cell.store(t, Ordering::Relaxed);
-                Some((tracker.clone(), t))
-            }
-            _ => None,
-        };
-        // Usually one plugin call for the whole batch. Records known to
-        // fault go to the policy instead, and records of a batch that
-        // faulted go one per call (see `failed`).
+        batch
+    }
+
+    /// Hands a batch to the plugin: usually in one call. Records known to
+    /// fault go to the policy instead, records of a batch that faulted go
+    /// one per call (see `failed`), and a late record waits until the
+    /// plugin was given the watermark it is late against (see
+    /// `event_clock`). Returns what the plugin emitted.
+    fn process(
+        &mut self,
+        batch: &[BorrowedMessage<'_>],
+        ticket: Option<usize>,
+    ) -> Result<u64, TaskError> {
         let mut emitted = 0;
-        let mut rest = &batch[..];
+        let mut rest = batch;
         while let Some(m) = rest.first() {
-            if let Some(fault) = self.poison.get(&m.offset()) {
-                let tracking = ticket.as_ref().map(|(t, id)| (&**t, *id));
-                self.divert(m, &fault.clone(), tracking)
-                    .map_err(|e| self.error(m.offset(), m.offset(), e))?;
+            let at = m.offset();
+            if let Some(fault) = self.poison.get(&at).cloned() {
+                self.divert(m, &fault, ticket)
+                    .map_err(|e| self.error(at, at, e))?;
                 rest = &rest[1..];
                 continue;
             }
-            let mut len = if self.poison.is_empty() && self.suspects.is_empty() {
-                // The usual case: no fault bookkeeping, one call per batch.
-                rest.len()
-            } else if self.is_suspect(m.offset()) {
-                1
-            } else {
-                rest.iter()
-                    .position(|m| {
-                        self.poison.contains_key(&m.offset()) || self.is_suspect(m.offset())
-                    })
-                    .unwrap_or(rest.len())
-            };
+            let mut len = self.clean_run(rest);
             if self.instance.has_tick() {
-                // A late record waits until the plugin was given the
-                // watermark it is late against (see `event_clock`).
-                let at = m.offset();
-                emitted += tick_if_due(&mut self.clock, &mut self.instance, Instant::now())
-                    .map_err(|e| self.error(at, at, TaskFailure::Tick(e)))?;
+                emitted += self.tick_if_due(Instant::now(), at)?;
                 let timestamps = rest.iter().map(|m| m.timestamp().to_millis());
                 len = len.min(
                     self.clock
@@ -626,38 +501,49 @@ impl PartitionTask {
                 );
             }
             let (chunk, tail) = rest.split_at(len);
-            let topic_index = self.start.topic_index;
-            let called = Instant::now();
-            let result = self
-                .instance
-                .process(batch_size_of(chunk), |buf| encode(chunk, topic_index, buf));
-            self.env
-                .metrics
-                .plugin_call
-                .observe(called.elapsed().as_secs_f64());
-            let first = chunk[0].offset();
-            let last = chunk[len - 1].offset();
-            emitted += result.map_err(|e| self.error(first, last, e.into()))?;
-            if let Some(t) = chunk.iter().filter_map(|m| m.timestamp().to_millis()).max() {
-                self.instance.observe_event_time(t);
-            }
+            emitted += self.call(chunk)?;
             rest = tail;
         }
-        let n = batch.len();
-        drop(batch);
-        self.next_offset = last_offset + 1;
-        if self.instance.has_tick() {
-            // The tick's output belongs to this batch: same ticket, same
-            // checkpoint, same transaction.
-            let now = Instant::now();
-            self.clock.records_arrived(now);
-            let at = self.next_offset;
-            emitted += tick_if_due(&mut self.clock, &mut self.instance, now)
-                .map_err(|e| self.error(at, at, TaskFailure::Tick(e)))?;
+        Ok(emitted)
+    }
+
+    /// How many records from the start of `rest` may go in one call: all
+    /// of them unless fault bookkeeping says otherwise.
+    fn clean_run(&self, rest: &[BorrowedMessage<'_>]) -> usize {
+        if self.poison.is_empty() && self.suspects.is_empty() {
+            return rest.len();
         }
-        if let Some((tracker, t)) = ticket {
-            tracker.seal(t);
+        if self.is_suspect(rest[0].offset()) {
+            return 1;
         }
+        rest.iter()
+            .position(|m| self.poison.contains_key(&m.offset()) || self.is_suspect(m.offset()))
+            .unwrap_or(rest.len())
+    }
+
+    /// One plugin call over `chunk`; returns what it emitted.
+    fn call(&mut self, chunk: &[BorrowedMessage<'_>]) -> Result<u64, TaskError> {
+        let topic_index = self.start.topic_index;
+        let called = Instant::now();
+        let result = self
+            .instance
+            .process(batch_size_of(chunk), |buf| encode(chunk, topic_index, buf));
+        self.env
+            .metrics
+            .plugin_call
+            .observe(called.elapsed().as_secs_f64());
+        let first = chunk[0].offset();
+        let last = chunk[chunk.len() - 1].offset();
+        let emitted = result.map_err(|e| self.error(first, last, e.into()))?;
+        if let Some(t) = chunk.iter().filter_map(|m| m.timestamp().to_millis()).max() {
+            self.instance.observe_event_time(t);
+        }
+        Ok(emitted)
+    }
+
+    /// Counts a processed batch; a task that got past the batch that
+    /// failed last has its failures forgiven.
+    fn batch_done(&mut self, n: usize, emitted: u64) {
         if self.fail_mark.is_some_and(|m| self.next_offset > m) {
             self.failures = 0;
             self.fail_mark = None;
@@ -675,7 +561,6 @@ impl PartitionTask {
         if self.at_end(self.next_offset) {
             self.finished = true;
         }
-        Ok(Step::Processed(n))
     }
 }
 
@@ -701,37 +586,27 @@ impl PartitionTask {
         let Some(watermark) = self.clock.due(self.instance.event_time(), now) else {
             return Ok(());
         };
-        let ticket = match &self.commit {
-            TaskCommit::AutoCommit(tracker, cell) => {
-                let t = tracker.open(self.next_offset);
-                cell.store(t, Ordering::Relaxed);
-                Some((tracker.clone(), t))
-            }
-            _ => None,
-        };
+        let ticket = self.durability.begin_batch(self.next_offset);
         let at = self.next_offset;
         let emitted = self
             .instance
             .tick(watermark, event_clock::processing_time())
             .map_err(|e| self.error(at, at, TaskFailure::Tick(e)))?;
-        if let Some((tracker, t)) = ticket {
-            tracker.seal(t);
-        }
+        self.durability.end_batch(ticket);
         self.stats.records_out.fetch_add(emitted, Ordering::Relaxed);
         Ok(())
     }
-}
 
-/// Calls `weir_tick` if the watermark advanced or the tick interval passed
-/// at `now`. Returns what it emitted.
-fn tick_if_due(
-    clock: &mut EventClock,
-    instance: &mut PluginInstance,
-    now: Instant,
-) -> Result<u64, BatchError> {
-    match clock.due(instance.event_time(), now) {
-        Some(watermark) => instance.tick(watermark, event_clock::processing_time()),
-        None => Ok(0),
+    /// Calls `weir_tick` inside a batch if the watermark advanced or the
+    /// tick interval passed at `now`; a failure is reported at offset
+    /// `at`. Returns what it emitted.
+    fn tick_if_due(&mut self, now: Instant, at: i64) -> Result<u64, TaskError> {
+        let Some(watermark) = self.clock.due(self.instance.event_time(), now) else {
+            return Ok(0);
+        };
+        self.instance
+            .tick(watermark, event_clock::processing_time())
+            .map_err(|e| self.error(at, at, TaskFailure::Tick(e)))
     }
 }
 

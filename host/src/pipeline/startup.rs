@@ -9,9 +9,11 @@
 //! [`prepare`] through `spawn_blocking`: the reactor stays free for the
 //! shutdown signal and the timers.
 
+use super::durability;
 use super::event_clock::TimeConfig;
-use super::partition_task::{PartitionTask, TaskCommit, TaskEnv, TaskTransaction};
+use super::plan::{self, PlanEntry, Recovered, StateOrigin};
 use super::status::TaskStats;
+use super::task_factory::{TaskEnv, TaskFactory};
 use super::worker::Worker;
 use super::worker_commit::{CommitError, TransactionFailure, WorkerCommit};
 use super::{JobError, assignment};
@@ -19,17 +21,15 @@ use crate::checkpoint::CheckpointStore;
 use crate::checkpoint::CompletedCheckpoint;
 use crate::checkpoint::transactional::{self, PartitionStateDir};
 use crate::config::{Config, DeliveryMode};
-use crate::kafka::consumer::SourceConsumer;
+use crate::kafka::consumer::{PartitionStart, SourceConsumer, SourceQueue};
 use crate::kafka::embedded::EmbeddedCluster;
 use crate::kafka::producer::SinkProducer;
 use crate::kafka::transaction::{self, WorkerTransaction};
 use crate::kafka::{consumer, producer};
 use crate::metrics::JobMetrics;
-use crate::runtime::instance::BatchError;
 use crate::runtime::snapshot::Snapshot;
-use crate::runtime::snapshot::SnapshotError;
-use crate::runtime::{PluginEngine, PluginError, PluginInstance, PluginModule};
-use rdkafka::producer::Producer;
+use crate::runtime::{PluginEngine, PluginModule};
+use crate::topic_partition::TopicPartition;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -47,10 +47,10 @@ pub(super) struct Prepared {
     pub producer: Arc<SinkProducer>,
     /// The workers, each with its partition tasks.
     pub workers: Vec<Worker>,
-    /// One per partition task, in assignment order.
+    /// One per partition task, in plan order.
     pub all_stats: Vec<Arc<TaskStats>>,
-    /// `(topic, partition, worker)` for each partition task.
-    pub assignments: Vec<(String, i32, usize)>,
+    /// Which worker runs each partition task.
+    pub assignments: Vec<(TopicPartition, usize)>,
 }
 
 /// Sets the job up; blocking (see the module docs).
@@ -67,66 +67,32 @@ pub(super) fn prepare(config: &Config, metrics: &Arc<JobMetrics>) -> Result<Prep
     let consumer = consumer::create(config, &bootstrap)?;
     check_output_topics(config, &consumer)?;
     // Exactly-once: fence every zombie before reading committed offsets.
-    let mut commits = if mode.transactional() {
+    let commits = if mode.transactional() {
         start_transactions(config, &bootstrap, &consumer, metrics)?
     } else {
         Vec::new()
     };
-    let mut starts = consumer::resolve_starts(config, &consumer)?;
-    if let Some(c) = &restored {
-        for s in &mut starts {
-            if let Some((offset, _)) = c.partition(&s.topic, s.partition) {
-                s.start = offset;
-            }
-        }
-    }
-    // Exactly-once: found before assigning, because the restored state's
-    // offset is where reading resumes.
-    let mut transactional_restores = if mode.transactional() {
-        transactional_restores(config, &mut starts)?
-    } else {
-        HashMap::new()
-    };
+    let starts = consumer::resolve_starts(config, &consumer)?;
+    let recovered = recovered(config, mode, restored.as_ref(), &starts)?;
+    let plan = plan::plan(starts, &recovered, config.pipeline.parallelism)?;
     let producer = producer::create(config, &bootstrap)?;
-    let queues = consumer::assign(&consumer, &starts)?;
+    let planned: Vec<PartitionStart> = plan.iter().map(|e| e.start.clone()).collect();
+    let queues = consumer::assign(&consumer, &planned)?;
     if mode.auto_commit() {
         tracing::info!("checkpoints off: offsets of delivered output are auto-committed");
     }
-    let env = Arc::new(task_env(
-        config, &module, &store, &consumer, &producer, metrics,
-    ));
-    let parallelism = config.pipeline.parallelism;
-    let mut workers: Vec<Worker> = (0..parallelism)
-        .map(|id| Worker {
-            id,
-            tasks: Vec::new(),
-            commit: commits.get_mut(id).and_then(Option::take),
-        })
-        .collect();
-    let mut all_stats = Vec::new();
-    let mut assignments = Vec::new();
-    for (start, queue) in starts.into_iter().zip(queues) {
-        let w = assignment::worker_for(&start.topic, start.partition, parallelism);
-        // Where the state comes from: the checkpoint store (at-least-once,
-        // none), the snapshot recorded for the group's committed offset
-        // (exactly-once), or a fresh start with the plugin's config.
-        let from_checkpoint = restored.as_ref().and_then(|c| {
-            c.partition(&start.topic, start.partition)
-                .map(|(offset, snap)| StateSource::new(c.id, offset, snap.clone()))
-        });
-        let from_transaction =
-            transactional_restores.remove(&(start.topic.clone(), start.partition));
-        let state = from_checkpoint.or(from_transaction);
-        let commit = task_commit(config, &env, &workers[w], &start, mode.auto_commit())?;
-        assignments.push((start.topic.clone(), start.partition, w));
-        tracing::info!(topic = %start.topic, partition = start.partition, worker = w, start = start.start, end = ?start.end, "partition assigned");
-        let (task, stats) = build_task(config, &env, start, queue, commit, state)?;
-        all_stats.push(stats);
-        workers[w].tasks.push(task);
-    }
+    let env = Arc::new(task_env(config, &module, &consumer, metrics));
+    let factory = Arc::new(TaskFactory {
+        env,
+        durability: durability::factory(config, mode, store.clone(), &consumer, &producer),
+        plugin_path: config.plugin_path(),
+    });
+    let restored_from = restored.as_ref().map(|c| c.id);
+    let (workers, all_stats, assignments) =
+        build_workers(config, &factory, commits, plan, queues, restored)?;
     Ok(Prepared {
         store,
-        restored_from: restored.map(|c| c.id),
+        restored_from,
         embedded,
         consumer,
         producer,
@@ -134,6 +100,95 @@ pub(super) fn prepare(config: &Config, metrics: &Arc<JobMetrics>) -> Result<Prep
         all_stats,
         assignments,
     })
+}
+
+/// What is durable from earlier runs, for the plan: the store's latest
+/// checkpoint (at-least-once, none), or the partitions' exactly-once state
+/// files.
+fn recovered(
+    config: &Config,
+    mode: DeliveryMode,
+    restored: Option<&CompletedCheckpoint>,
+    starts: &[PartitionStart],
+) -> Result<Recovered, JobError> {
+    if mode.transactional() {
+        let mut files = HashMap::new();
+        for s in starts {
+            let dir =
+                PartitionStateDir::open(&config.checkpoint_dir(), &s.tp.topic, s.tp.partition)?;
+            files.insert(s.tp.clone(), dir.offsets()?);
+        }
+        return Ok(Recovered::StateFiles(files));
+    }
+    Ok(match restored {
+        Some(c) => Recovered::Checkpoint {
+            id: c.id,
+            offsets: c
+                .partitions
+                .iter()
+                .map(|(t, p, o, _)| (TopicPartition::new(t.clone(), *p), *o))
+                .collect(),
+        },
+        None => Recovered::Nothing,
+    })
+}
+
+/// The workers with their tasks, built from the plan: each task's
+/// instance restored from its state (see `TaskFactory::build`).
+#[allow(clippy::type_complexity)]
+fn build_workers(
+    config: &Config,
+    factory: &Arc<TaskFactory>,
+    mut commits: Vec<Option<WorkerCommit>>,
+    plan: Vec<PlanEntry>,
+    queues: Vec<SourceQueue>,
+    restored: Option<CompletedCheckpoint>,
+) -> Result<
+    (
+        Vec<Worker>,
+        Vec<Arc<TaskStats>>,
+        Vec<(TopicPartition, usize)>,
+    ),
+    JobError,
+> {
+    let mut snapshots: HashMap<TopicPartition, Snapshot> = restored
+        .map(|c| c.partitions)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(t, p, _, s)| (TopicPartition::new(t, p), s))
+        .collect();
+    let mut workers: Vec<Worker> = (0..config.pipeline.parallelism)
+        .map(|id| Worker {
+            id,
+            tasks: Vec::new(),
+            commit: commits.get_mut(id).and_then(Option::take),
+            factory: factory.clone(),
+            bounded: config.source.bounded,
+        })
+        .collect();
+    let mut all_stats = Vec::new();
+    let mut assignments = Vec::new();
+    for (entry, queue) in plan.into_iter().zip(queues) {
+        let (start, w) = (&entry.start, entry.worker);
+        tracing::info!(topic = %start.tp.topic, partition = start.tp.partition, worker = w, start = start.start, end = ?start.end, "partition assigned");
+        let snapshot = match entry.state {
+            StateOrigin::Checkpoint { .. } => snapshots.remove(&start.tp),
+            _ => None,
+        };
+        let stats = Arc::new(TaskStats::new(
+            &start.tp.topic,
+            start.tp.partition,
+            start.start,
+        ));
+        let producer = workers[w].commit.as_ref().map(WorkerCommit::producer);
+        let task = factory
+            .build(&entry, queue, snapshot, producer.as_ref(), stats.clone())
+            .map_err(|e| factory.job_error(e, &entry))?;
+        assignments.push((start.tp.clone(), w));
+        all_stats.push(stats);
+        workers[w].tasks.push(task);
+    }
+    Ok((workers, all_stats, assignments))
 }
 
 /// Compiles the configured plugin.
@@ -203,51 +258,11 @@ fn check_output_topics(config: &Config, consumer: &SourceConsumer) -> Result<(),
     Ok(())
 }
 
-/// Exactly-once: for each partition with a committed offset, the snapshot
-/// recorded for exactly that offset; its start moves there.
-fn transactional_restores(
-    config: &Config,
-    starts: &mut [consumer::PartitionStart],
-) -> Result<HashMap<(String, i32), StateSource>, JobError> {
-    let mut restores = HashMap::new();
-    for s in starts {
-        let dir = PartitionStateDir::open(&config.checkpoint_dir(), &s.topic, s.partition)?;
-        let Some(committed) = s.committed else {
-            continue;
-        };
-        match dir.load(committed)? {
-            Some(snap) => {
-                s.start = committed;
-                let source = StateSource::new(committed as u64, committed, snap);
-                restores.insert((s.topic.clone(), s.partition), source);
-            }
-            None if dir.offsets()?.is_empty() => tracing::warn!(
-                topic = %s.topic, partition = s.partition, committed,
-                "the group has a committed offset but no exactly-once state exists; the plugin starts fresh"
-            ),
-            None => {
-                return Err(JobError::Restore {
-                    id: committed as u64,
-                    topic: s.topic.clone(),
-                    partition: s.partition,
-                    cause: SnapshotError::Shape(format!(
-                        "no state file for the group's committed offset {committed} (state exists for offsets {:?})",
-                        dir.offsets()?
-                    )),
-                });
-            }
-        }
-    }
-    Ok(restores)
-}
-
 /// What every partition task of the job shares.
-fn task_env(
+pub(super) fn task_env(
     config: &Config,
     module: &PluginModule,
-    store: &Option<CheckpointStore>,
     consumer: &Arc<SourceConsumer>,
-    producer: &Arc<SinkProducer>,
     metrics: &Arc<JobMetrics>,
 ) -> TaskEnv {
     TaskEnv {
@@ -256,9 +271,7 @@ fn task_env(
         sink_topics: config.sink.topics.clone().into(),
         plugin_config: config.plugin_config_entries(),
         allow_module_change: config.checkpoint.allow_module_change,
-        store: store.clone(),
         consumer: consumer.clone(),
-        producer: producer.clone(),
         timeout: config.kafka.connect_timeout,
         restart_attempts: config.pipeline.restart_attempts,
         restart_backoff: config.pipeline.restart_backoff,
@@ -271,109 +284,6 @@ fn task_env(
             idle_timeout: config.pipeline.idle_timeout,
         },
     }
-}
-
-/// Where a restored task's state comes from: checkpoint (or committed
-/// offset) `id`, the offset it reflects, and the snapshot.
-struct StateSource {
-    id: u64,
-    offset: i64,
-    snapshot: Snapshot,
-}
-
-impl StateSource {
-    fn new(id: u64, offset: i64, snapshot: Snapshot) -> Self {
-        StateSource {
-            id,
-            offset,
-            snapshot,
-        }
-    }
-}
-
-/// How a task makes its progress durable: its worker's transaction
-/// (exactly-once), delivery-tracked auto-commit (checkpoints off), or the
-/// checkpoint store; and the producer its output goes through.
-fn task_commit(
-    config: &Config,
-    env: &TaskEnv,
-    worker: &Worker,
-    start: &consumer::PartitionStart,
-    auto_commit: bool,
-) -> Result<(TaskCommit, Arc<SinkProducer>), JobError> {
-    if let Some(commit) = &worker.commit {
-        let dir = PartitionStateDir::open(&config.checkpoint_dir(), &start.topic, start.partition)?
-            .with_full_snapshot_every(config.checkpoint.full_snapshot_every);
-        // The offset the last committed transaction reached.
-        let transaction = TaskTransaction::new(dir, start.committed, commit.producer());
-        return Ok((TaskCommit::Transaction(transaction), commit.producer()));
-    }
-    if auto_commit {
-        let tracker = env.producer.context().trackers.register(
-            &start.topic,
-            start.partition,
-            env.consumer.clone(),
-        );
-        let cell = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        return Ok((TaskCommit::AutoCommit(tracker, cell), env.producer.clone()));
-    }
-    Ok((TaskCommit::Checkpoint, env.producer.clone()))
-}
-
-/// A partition task with its own plugin instance, restored from `state` or
-/// initialised with the plugin's config.
-fn build_task(
-    config: &Config,
-    env: &Arc<TaskEnv>,
-    start: consumer::PartitionStart,
-    queue: consumer::SourceQueue,
-    (commit, sink_producer): (TaskCommit, Arc<SinkProducer>),
-    state: Option<StateSource>,
-) -> Result<(PartitionTask, Arc<TaskStats>), JobError> {
-    let plugin_path = config.plugin_path();
-    let sink = Box::new(match &commit {
-        TaskCommit::AutoCommit(tracker, cell) => {
-            producer::KafkaSink::tracked(sink_producer, tracker.clone(), cell.clone())
-        }
-        _ => producer::KafkaSink::new(sink_producer),
-    });
-    let mut instance =
-        PluginInstance::new(&env.module, sink, env.sink_topics.clone()).map_err(|fault| {
-            PluginError::Start {
-                path: plugin_path.clone(),
-                stage: "instantiation",
-                fault,
-            }
-        })?;
-    match state {
-        Some(StateSource {
-            id,
-            offset,
-            snapshot,
-        }) => {
-            debug_assert_eq!(start.start, offset);
-            instance
-                .restore(&snapshot, config.checkpoint.allow_module_change)
-                .map_err(|cause| JobError::Restore {
-                    id,
-                    topic: start.topic.clone(),
-                    partition: start.partition,
-                    cause,
-                })?;
-            tracing::info!(topic = %start.topic, partition = start.partition, offset, "state restored");
-        }
-        None => instance.init(&env.plugin_config).map_err(|e| match e {
-            BatchError::Fault(fault) => JobError::Plugin(PluginError::Start {
-                path: plugin_path.clone(),
-                stage: "weir_init",
-                fault,
-            }),
-            BatchError::Sink(s) => JobError::InitOutput(s),
-        })?,
-    }
-    let stats = Arc::new(TaskStats::new(&start.topic, start.partition, start.start));
-    let task = PartitionTask::new(start, queue, instance, stats.clone(), commit, env.clone());
-    Ok((task, stats))
 }
 
 /// Exactly-once: fences every transactional id a zombie could hold (this

@@ -3,7 +3,6 @@
 //! a restart that could not be made.
 
 use crate::checkpoint::store::CheckpointError;
-use crate::runtime::PluginFault;
 use crate::runtime::instance::BatchError;
 
 /// A batch failed in a partition task: which one, where, and why.
@@ -43,15 +42,9 @@ pub enum RestartError {
     /// Its last checkpoint or state file could not be read.
     #[error("reading its last state: {0}")]
     State(#[from] CheckpointError),
-    /// A fresh instance could not be made.
-    #[error("instantiating the plugin: {0}")]
-    Instantiate(#[from] PluginFault),
-    /// The state does not fit the module.
-    #[error("restoring its state: {0}")]
-    Restore(#[from] crate::runtime::snapshot::SnapshotError),
-    /// `weir_init` failed on a fresh start.
-    #[error("weir_init: {0}")]
-    Init(#[from] BatchError),
+    /// A fresh instance could not be made (or restored, or initialised).
+    #[error(transparent)]
+    Instance(#[from] super::task_factory::InstanceError),
     /// The partition could not be re-read from the restart offset.
     #[error("seeking to offset {offset}: {cause}")]
     Seek {

@@ -4,17 +4,33 @@
 //! reactor. A worker never blocks on one partition while another has data:
 //! it polls every task without waiting and only waits (briefly, on one
 //! queue) when a whole round found nothing.
+//!
+//! Partitions come and go between rounds, by [`WorkerCommand`]: `Adopt`
+//! builds a task here (instantiating and restoring are CPU work too) and
+//! runs it from then on; `Release` makes the partition's progress durable
+//! and lets it go. Start-up adopts every planned partition the same way.
 
 use super::JobError;
+use super::durability::CheckpointPart;
 use super::partition_task::{PartitionTask, Step};
+use super::plan::PlanEntry;
+use super::status::TaskStats;
+use super::task_factory::TaskFactory;
 use super::worker_commit::WorkerCommit;
 use crate::checkpoint::{CheckpointTrigger, TaskCheckpoint};
+use crate::kafka::consumer::SourceQueue;
+use crate::runtime::snapshot::Snapshot;
+use crate::topic_partition::{Position, TopicPartition};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 /// How long an idle worker waits on one queue before the next round.
 const IDLE_WAIT: Duration = Duration::from_millis(5);
+
+/// How long a worker without partitions waits for a command per round.
+const NO_TASKS_WAIT: Duration = Duration::from_millis(50);
 
 /// A worker and the tasks assigned to it.
 pub struct Worker {
@@ -22,6 +38,44 @@ pub struct Worker {
     pub tasks: Vec<PartitionTask>,
     /// Exactly-once: the worker's transaction over its tasks.
     pub commit: Option<WorkerCommit>,
+    /// Builds the tasks the worker adopts.
+    pub factory: Arc<TaskFactory>,
+    /// A bounded job's worker ends once all its tasks have finished; an
+    /// unbounded job's worker waits for partitions when it has none.
+    pub bounded: bool,
+}
+
+/// What the job asks of a running worker, between two rounds.
+pub enum WorkerCommand {
+    /// Build this partition's task and run it.
+    Adopt(Box<Adoption>),
+    /// Make the partition's progress durable and let it go.
+    Release {
+        tp: TopicPartition,
+        reply: tokio::sync::oneshot::Sender<Released>,
+    },
+}
+
+/// A partition for a worker: its plan entry, its queue (split off before
+/// the partition was assigned), the state a checkpoint recorded for it
+/// (`StateOrigin::Checkpoint`), and the stats its task reports into.
+pub struct Adoption {
+    pub entry: PlanEntry,
+    pub queue: SourceQueue,
+    pub snapshot: Option<Snapshot>,
+    pub stats: Arc<TaskStats>,
+}
+
+/// A partition a worker let go.
+pub struct Released {
+    pub tp: TopicPartition,
+    /// Its next offset when it left (`None`: the worker did not run it).
+    pub position: Option<i64>,
+    /// With the checkpoint store: its final state (a full capture).
+    pub final_state: Option<TaskCheckpoint>,
+    /// Exactly-once: the commit before it left failed; its progress since
+    /// the last commit is not durable (the next owner replays it).
+    pub error: Option<JobError>,
 }
 
 /// How a worker talks to the checkpoint coordinator.
@@ -29,6 +83,9 @@ pub struct Worker {
 pub struct CheckpointLink {
     pub trigger: Arc<CheckpointTrigger>,
     pub answers: tokio::sync::mpsc::UnboundedSender<TaskCheckpoint>,
+    /// Exactly-once: `(worker, checkpoint id)` once the worker's
+    /// transaction committed that checkpoint.
+    pub committed: tokio::sync::mpsc::UnboundedSender<(usize, u64)>,
     /// Bumped when a checkpoint failed because output was not delivered:
     /// every task restarts from the last complete checkpoint.
     pub restarts: Arc<AtomicU64>,
@@ -40,172 +97,272 @@ pub struct CheckpointLink {
     pub failing: Arc<AtomicBool>,
 }
 
-/// Final positions of a worker's tasks: `(topic, partition, next offset)`.
-pub type Positions = Vec<(String, i32, i64)>;
-
 /// How a worker ended.
 pub struct WorkerExit {
-    pub positions: Positions,
+    pub id: usize,
+    pub positions: Vec<Position>,
     pub error: Option<JobError>,
     /// With checkpoints on and no error: each task's final state.
     pub finals: Vec<TaskCheckpoint>,
+    /// Exactly-once: the final transaction committed.
+    pub final_committed: bool,
+}
+
+/// A worker's pacing between rounds.
+#[derive(Default)]
+struct Pace {
+    /// The last round found nothing.
+    idle: bool,
+    /// Which task's queue the next idle round waits on.
+    next_wait: usize,
+    /// The last `CheckpointLink::restarts` acted on.
+    restarts_seen: u64,
 }
 
 impl Worker {
     /// Runs until every task is finished (bounded jobs), `stop` is set, or a
     /// task fails.
-    pub fn run(mut self, stop: Arc<AtomicBool>, link: Option<CheckpointLink>) -> WorkerExit {
+    pub fn run(
+        mut self,
+        stop: Arc<AtomicBool>,
+        link: Option<CheckpointLink>,
+        commands: Receiver<WorkerCommand>,
+    ) -> WorkerExit {
         let _span = tracing::info_span!("worker", id = self.id).entered();
-        tracing::debug!(tasks = self.tasks.len(), "worker started");
-        let mut idle = false;
-        let mut restarts_seen = 0u64;
-        let mut next_wait = 0usize;
+        let link = link.as_ref();
+        let mut pace = Pace::default();
         let error = loop {
             if stop.load(Ordering::Relaxed) {
                 break None;
             }
-            if let Some(link) = &link {
-                let wanted = link.restarts.load(Ordering::Relaxed);
-                if wanted > restarts_seen {
-                    restarts_seen = wanted;
-                    let mut failed = None;
-                    for task in &mut self.tasks {
-                        if let Err(e) = task.failed(task.undelivered()) {
-                            failed = Some(e);
-                            break;
-                        }
-                    }
-                    if let Some(e) = failed {
-                        break Some(e.into());
-                    }
+            if let Err(e) = self.between_rounds(&commands, link, &stop, &mut pace) {
+                break Some(e);
+            }
+            match self.round(&stop, &mut pace) {
+                Err(e) => break Some(e),
+                // Every task finished (bounded job), or this worker owns
+                // no partition (more workers than partitions).
+                Ok(0) if self.bounded => break None,
+                Ok(_) => {}
+            }
+        };
+        self.exit(error, link)
+    }
+
+    /// Commands, restarts asked by the job, a rollback to retry, and the
+    /// answer to a checkpoint request: everything between two rounds.
+    fn between_rounds(
+        &mut self,
+        commands: &Receiver<WorkerCommand>,
+        link: Option<&CheckpointLink>,
+        stop: &AtomicBool,
+        pace: &mut Pace,
+    ) -> Result<(), JobError> {
+        self.take_commands(commands, link)?;
+        if let Some(link) = link {
+            let wanted = link.restarts.load(Ordering::Relaxed);
+            if wanted > pace.restarts_seen {
+                pace.restarts_seen = wanted;
+                for task in &mut self.tasks {
+                    task.failed(task.undelivered())?;
                 }
             }
-            if let Some(commit) = &mut self.commit
-                && let Err(e) = commit.retry_if_due(&mut self.tasks)
-            {
-                break Some(e);
+        }
+        if let Some(commit) = &mut self.commit {
+            commit.retry_if_due(&mut self.tasks)?;
+        }
+        // Answer a checkpoint request between batches. (Ending, a clean
+        // stop commits at exit; a failed job starts no other commit.)
+        match link {
+            Some(link) if !stop.load(Ordering::Relaxed) => self.checkpoint(link),
+            _ => Ok(()),
+        }
+    }
+
+    /// Carries out the commands waiting (a worker without tasks waits a
+    /// little for one).
+    fn take_commands(
+        &mut self,
+        commands: &Receiver<WorkerCommand>,
+        link: Option<&CheckpointLink>,
+    ) -> Result<(), JobError> {
+        let mut wait = if self.tasks.is_empty() && !self.bounded {
+            NO_TASKS_WAIT
+        } else {
+            Duration::ZERO
+        };
+        loop {
+            let command = match commands.recv_timeout(wait) {
+                Ok(c) => c,
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return Ok(()),
+            };
+            wait = Duration::ZERO;
+            match command {
+                WorkerCommand::Adopt(a) => self.adopt(*a)?,
+                WorkerCommand::Release { tp, reply } => {
+                    let _ = reply.send(self.release(tp, link));
+                }
             }
-            // Answer a checkpoint request between batches. (Ending, a clean
-            // stop commits at exit; a failed job starts no other commit.)
-            if let Some(link) = &link
-                && !stop.load(Ordering::Relaxed)
-                && let Err(e) = self.checkpoint(link)
-            {
-                break Some(e);
+        }
+    }
+
+    /// Builds an adopted partition's task (restoring its state) and runs
+    /// it from the next round.
+    fn adopt(&mut self, a: Adoption) -> Result<(), JobError> {
+        let producer = self.commit.as_ref().map(WorkerCommit::producer);
+        let task = self
+            .factory
+            .build(&a.entry, a.queue, a.snapshot, producer.as_ref(), a.stats)
+            .map_err(|e| self.factory.job_error(e, &a.entry))?;
+        tracing::debug!(partition = %a.entry.start.tp, start = a.entry.start.start, "partition adopted");
+        self.tasks.push(task);
+        Ok(())
+    }
+
+    /// Lets a partition go: a task waiting for a restart is restarted
+    /// first (back to its last durable point); exactly-once commits the
+    /// worker's transaction, the checkpoint store gets the final state.
+    fn release(&mut self, tp: TopicPartition, link: Option<&CheckpointLink>) -> Released {
+        let mut released = Released {
+            tp,
+            position: None,
+            final_state: None,
+            error: None,
+        };
+        let Some(i) = self.tasks.iter().position(|t| t.tp() == &released.tp) else {
+            return released;
+        };
+        if self.tasks[i].is_waiting()
+            && let Err(e) = self.tasks[i].restart_now()
+        {
+            released.error = Some(e.into());
+        }
+        match &mut self.commit {
+            Some(commit) if released.error.is_none() => {
+                let id = link.map_or(0, |l| l.trigger.requested());
+                if let Err(e) = commit.checkpoint(&mut self.tasks, id) {
+                    released.error = Some(e);
+                }
             }
-            let mut progressed = false;
-            let mut open = 0;
-            let n = self.tasks.len();
-            let mut failed = None;
-            let mut rolled_back = false;
-            for (i, task) in self.tasks.iter_mut().enumerate() {
-                let wait = if idle && i == next_wait % n.max(1) {
-                    IDLE_WAIT
-                } else {
-                    Duration::ZERO
-                };
-                if task.is_waiting() {
-                    // A failed task restarts after its backoff; the others
-                    // keep running meanwhile. A stopping worker starts no
-                    // restart.
-                    open += 1;
-                    if stop.load(Ordering::Relaxed) {
-                        continue;
-                    }
-                    if let Err(e) = task.restart_if_due() {
-                        match task.failed(e) {
-                            Ok(()) => rolled_back = true,
-                            Err(e) => {
-                                failed = Some(e);
-                                break;
-                            }
-                        }
-                    }
+            None if link.is_some() && released.error.is_none() => {
+                released.final_state = Some(self.tasks[i].final_checkpoint());
+            }
+            _ => {}
+        }
+        let task = self.tasks.remove(i);
+        released.position = Some(task.position());
+        tracing::debug!(partition = %released.tp, position = task.position(), "partition released");
+        released
+    }
+
+    /// One round over the tasks: each steps once, or restarts if its
+    /// backoff has passed. Returns how many tasks are still open.
+    fn round(&mut self, stop: &AtomicBool, pace: &mut Pace) -> Result<usize, JobError> {
+        let (mut progressed, mut open, mut rolled_back) = (false, 0, false);
+        let n = self.tasks.len().max(1);
+        for (i, task) in self.tasks.iter_mut().enumerate() {
+            let wait = if pace.idle && i == pace.next_wait % n {
+                IDLE_WAIT
+            } else {
+                Duration::ZERO
+            };
+            let result = if task.is_waiting() {
+                // A failed task restarts after its backoff; the others keep
+                // running meanwhile. A stopping worker starts no restart.
+                open += 1;
+                if stop.load(Ordering::Relaxed) {
                     continue;
                 }
+                task.restart_if_due().map(|_| ())
+            } else {
                 match task.step(wait) {
                     Ok(Step::Processed(_)) => {
                         progressed = true;
                         open += 1;
+                        Ok(())
                     }
-                    Ok(Step::Idle) => open += 1,
-                    Ok(Step::Finished) => {}
+                    Ok(Step::Idle) => {
+                        open += 1;
+                        Ok(())
+                    }
+                    Ok(Step::Finished) => Ok(()),
                     Err(e) => {
                         open += 1;
-                        match task.failed(e) {
-                            Ok(()) => rolled_back = true,
-                            Err(e) => {
-                                failed = Some(e);
-                                break;
-                            }
-                        }
+                        Err(e)
                     }
                 }
+            };
+            if let Err(e) = result {
+                task.failed(e)?;
+                rolled_back = true;
             }
-            if let Some(e) = failed {
-                break Some(e.into());
-            }
-            // Exactly-once: a task that restarts takes the worker's
-            // transaction, and so its neighbours' progress, with it.
-            if rolled_back
-                && let Some(commit) = &mut self.commit
-                && let Err(e) = commit.task_failed(&mut self.tasks)
-            {
-                break Some(e);
-            }
-            if open == 0 {
-                // Every task finished (bounded job), or this worker owns no
-                // partition (more workers than partitions).
-                break None;
-            }
-            idle = !progressed;
-            if idle {
-                next_wait += 1;
-            }
-        };
+        }
+        // Exactly-once: a task that restarts takes the worker's
+        // transaction, and so its neighbours' progress, with it.
+        if rolled_back && let Some(commit) = &mut self.commit {
+            commit.task_failed(&mut self.tasks)?;
+        }
+        pace.idle = !progressed;
+        if pace.idle {
+            pace.next_wait += 1;
+        }
+        Ok(open)
+    }
+
+    /// The worker's report: positions, and (no failure) the final commit
+    /// or every task's final state.
+    fn exit(mut self, error: Option<JobError>, link: Option<&CheckpointLink>) -> WorkerExit {
         let positions = self
             .tasks
             .iter()
-            .map(|t| (t.start.topic.clone(), t.start.partition, t.position()))
+            .map(|t| (t.tp().clone(), t.position()))
             .collect();
-        let mut error = error;
-        let mut finals = Vec::new();
-        if let (Some(link), None) = (&link, &error)
-            && !link.failing.load(Ordering::Relaxed)
-        {
-            match &mut self.commit {
-                // The last transaction commits everything processed.
-                Some(commit) => error = commit.final_commit(&mut self.tasks).err(),
-                None => {
-                    finals = self
-                        .tasks
-                        .iter_mut()
-                        .map(|t| t.final_checkpoint())
-                        .collect()
-                }
-            }
-        }
-        WorkerExit {
+        let mut exit = WorkerExit {
+            id: self.id,
             positions,
             error,
-            finals,
+            finals: Vec::new(),
+            final_committed: false,
+        };
+        let clean = link.is_some_and(|l| !l.failing.load(Ordering::Relaxed));
+        if exit.error.is_some() || !clean {
+            return exit;
         }
+        match &mut self.commit {
+            // The last transaction commits everything processed.
+            Some(commit) => match commit.final_commit(&mut self.tasks) {
+                Ok(()) => exit.final_committed = true,
+                Err(e) => exit.error = Some(e),
+            },
+            None => {
+                exit.finals = self
+                    .tasks
+                    .iter_mut()
+                    .map(|t| t.final_checkpoint())
+                    .collect()
+            }
+        }
+        exit
     }
 
-    /// Answers checkpoint request: each task's capture to the coordinator,
-    /// or (exactly-once) the worker's transaction committed.
+    /// Answers a checkpoint request: each task's capture to the
+    /// coordinator, or (exactly-once) the worker's transaction committed.
     fn checkpoint(&mut self, link: &CheckpointLink) -> Result<(), JobError> {
         let requested = link.trigger.requested();
+        let due = |t: &PartitionTask| t.checkpointed() < requested && !t.is_waiting();
+        if !self.tasks.iter().any(due) {
+            return Ok(());
+        }
         match &mut self.commit {
             Some(commit) => {
-                if self.tasks.iter().any(|t| t.checkpointed() < requested) {
-                    commit.checkpoint(&mut self.tasks, requested)?;
+                if commit.checkpoint(&mut self.tasks, requested)? {
+                    let _ = link.committed.send((self.id, requested));
                 }
             }
             None => {
-                for task in &mut self.tasks {
-                    if task.checkpointed() < requested && !task.is_waiting() {
-                        let _ = link.answers.send(task.checkpoint(requested));
+                for task in self.tasks.iter_mut().filter(|t| due(t)) {
+                    if let CheckpointPart::Capture(tc) = task.checkpoint(requested)? {
+                        let _ = link.answers.send(tc);
                     }
                 }
             }

@@ -9,6 +9,7 @@
 //! back to its last commit with it.
 
 use super::JobError;
+use super::durability::CheckpointPart;
 use super::partition_task::PartitionTask;
 use crate::checkpoint::failpoint;
 use crate::checkpoint::store::CheckpointError;
@@ -46,7 +47,7 @@ pub struct TransactionFailure {
 const STATE_WRITERS: usize = 4;
 
 /// Writes every task's state file for checkpoint `id` (see
-/// [`PartitionTask::prepare_commit`]); per task, its next offset and the
+/// [`PartitionTask::checkpoint`]); per task, its next offset and the
 /// file's size, or `None` when it has nothing to commit.
 ///
 /// The worker waits for this at every commit (no record may be produced
@@ -59,12 +60,14 @@ fn write_states(
     tasks: &mut [PartitionTask],
     id: u64,
 ) -> Result<Vec<Option<(i64, u64)>>, CommitError> {
-    let write = |t: &mut PartitionTask| {
-        t.prepare_commit(id).map_err(|cause| CommitError::State {
-            topic: t.start.topic.clone(),
-            partition: t.start.partition,
+    let write = |t: &mut PartitionTask| match t.checkpoint(id) {
+        Ok(CheckpointPart::StateWritten { offset, bytes }) => Ok(Some((offset, bytes))),
+        Ok(_) => Ok(None),
+        Err(cause) => Err(CommitError::State {
+            topic: t.tp().topic.clone(),
+            partition: t.tp().partition,
             cause,
-        })
+        }),
     };
     // Tasks with nothing new only record the checkpoint: no thread for
     // them (an idle worker would otherwise start threads every interval).
@@ -127,19 +130,20 @@ impl WorkerCommit {
     }
 
     /// Checkpoint `id`: commits every task's progress since the last one.
-    /// A failure rolls the tasks back (and they retry after a backoff);
-    /// only fencing or running out of attempts is returned.
-    pub fn checkpoint(&mut self, tasks: &mut [PartitionTask], id: u64) -> Result<(), JobError> {
+    /// Returns whether it committed (or had nothing to commit). A failure
+    /// rolls the tasks back (and they retry after a backoff); only fencing
+    /// or running out of attempts is returned as an error.
+    pub fn checkpoint(&mut self, tasks: &mut [PartitionTask], id: u64) -> Result<bool, JobError> {
         if self.pending.is_some() {
             // The transaction is not open until the rollback succeeds.
-            return Ok(());
+            return Ok(false);
         }
         match self.commit(tasks, id) {
             Ok(()) => {
                 self.failures = 0;
-                Ok(())
+                Ok(true)
             }
-            Err(cause) => self.failed(tasks, cause),
+            Err(cause) => self.failed(tasks, cause).map(|()| false),
         }
     }
 
@@ -185,9 +189,9 @@ impl WorkerCommit {
         };
         for (i, state) in states.into_iter().enumerate() {
             if let Some((next, size)) = state {
-                let t = &tasks[i];
+                let tp = tasks[i].tp();
                 offsets
-                    .add_partition_offset(&t.start.topic, t.start.partition, Offset::Offset(next))
+                    .add_partition_offset(&tp.topic, tp.partition, Offset::Offset(next))
                     .expect("a valid offset");
                 written.push((i, next));
                 bytes += size;
@@ -200,7 +204,7 @@ impl WorkerCommit {
         failpoint::hit(failpoint::AFTER_SNAPSHOT_BEFORE_COMMIT);
         self.txn.commit(&offsets)?;
         for (i, next) in written {
-            tasks[i].committed(next);
+            tasks[i].completed(next);
         }
         self.metrics.transactions_committed.inc();
         self.metrics.checkpoint_completed(started.elapsed(), bytes);
@@ -238,10 +242,7 @@ impl WorkerCommit {
             Ok(producer) => {
                 self.pending = None;
                 self.metrics.transactions_aborted.inc();
-                let partitions: Vec<String> = tasks
-                    .iter()
-                    .map(|t| format!("{}/{}", t.start.topic, t.start.partition))
-                    .collect();
+                let partitions: Vec<String> = tasks.iter().map(|t| t.tp().to_string()).collect();
                 tracing::warn!(
                     transactional_id = %self.txn.id(),
                     partitions = %partitions.join(","),
