@@ -134,6 +134,14 @@ pub struct SourceConfig {
     /// started (a bounded job, like Flink's `setBounded(latest())`).
     #[serde(default)]
     pub bounded: bool,
+    /// How often a running (unbounded) job looks for new partitions of its
+    /// topics; each is read from its first offset, like Flink's partition
+    /// discovery (whose default is also 5 minutes). `"0s"` turns it off.
+    #[serde(
+        default = "default_partition_discovery_interval",
+        with = "humantime_serde"
+    )]
+    pub partition_discovery_interval: Duration,
 }
 
 /// Start position, as Flink's Kafka source defines it.
@@ -446,6 +454,9 @@ fn default_batch_size() -> usize {
 }
 fn default_restart_attempts() -> u32 {
     3
+}
+fn default_partition_discovery_interval() -> Duration {
+    Duration::from_secs(300)
 }
 fn default_tick_interval() -> Duration {
     Duration::from_secs(1)

@@ -5,7 +5,7 @@
 use crate::broker::Broker;
 use crate::{Input, Output, log_view};
 use anyhow::{Result, bail};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -46,6 +46,27 @@ impl Broker {
         .map_err(|_| anyhow::anyhow!("create_topics thread panicked"))??;
         for r in res {
             r.map_err(|(t, e)| anyhow::anyhow!("create topic {t}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Grows `topic` to `total` partitions.
+    pub fn add_partitions(&self, topic: &str, total: usize) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
+        let topic_name = topic.to_string();
+        let res = std::thread::spawn(move || -> Result<_> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Ok(rt.block_on(admin.create_partitions(
+                &[NewPartitions::new(&topic_name, total)],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            ))?)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("create_partitions thread panicked"))??;
+        for r in res {
+            r.map_err(|(t, e)| anyhow::anyhow!("add partitions to {t}: {e}"))?;
         }
         Ok(())
     }

@@ -280,6 +280,40 @@ pub fn assign(
     Ok(queues)
 }
 
+/// Partitions of the source topics that `known` lacks (Flink's partition
+/// discovery): each starts at its first offset, since all its records are
+/// new to the job.
+pub fn discover(
+    config: &Config,
+    consumer: &SourceConsumer,
+    known: &std::collections::HashSet<TopicPartition>,
+) -> Result<Vec<PartitionStart>, KafkaError> {
+    let timeout = config.kafka.connect_timeout;
+    let mut found = Vec::new();
+    for (index, topic) in config.source.topics.iter().enumerate() {
+        for p in partitions_of(consumer, topic, "source", timeout)? {
+            let tp = TopicPartition::new(topic.clone(), p);
+            if known.contains(&tp) {
+                continue;
+            }
+            let (low, _) = consumer
+                .fetch_watermarks(topic, p, timeout)
+                .map_err(|cause| KafkaError::Request {
+                    what: format!("watermarks of {tp}"),
+                    cause,
+                })?;
+            found.push(PartitionStart {
+                tp,
+                topic_index: index as u32,
+                start: low,
+                end: None,
+                committed: None,
+            });
+        }
+    }
+    Ok(found)
+}
+
 /// Adds one partition to a running consumer's assignment, at its start
 /// offset, with its own queue (split off first, so that none of its
 /// records reach the main queue).

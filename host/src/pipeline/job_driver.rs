@@ -9,7 +9,7 @@
 //! Job control (stop, failing, the first failure) lives in [`JobControl`],
 //! apart from the checkpoint traffic in [`Checkpoints`].
 
-use super::plan::PlanEntry;
+use super::plan::{self, PlanEntry, Recovered};
 use super::startup::Prepared;
 use super::status::{StatusReporter, TaskStats};
 use super::worker::{Adoption, CheckpointLink, Released, Worker, WorkerCommand, WorkerExit};
@@ -17,7 +17,7 @@ use super::{FAILING_GRACE, FINAL_FLUSH, JobError, JobSummary, TaskSummary};
 use crate::checkpoint::coordinator::{self, CheckpointStats, Coordinator};
 use crate::checkpoint::{CheckpointStore, CheckpointTrigger, TaskCheckpoint};
 use crate::config::{Config, DeliveryMode};
-use crate::kafka::consumer::SourceConsumer;
+use crate::kafka::consumer::{PartitionStart, SourceConsumer};
 use crate::kafka::embedded::EmbeddedCluster;
 use crate::kafka::producer::SinkProducer;
 use crate::kafka::{KafkaError, consumer, producer};
@@ -26,7 +26,7 @@ use crate::metrics::server::Health;
 use crate::runtime::snapshot::Snapshot;
 use crate::topic_partition::{Position, TopicPartition};
 use rdkafka::consumer::Consumer;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,6 +36,9 @@ use tokio::task::JoinHandle;
 
 /// A checkpoint being made durable off the reactor.
 type Persisting = JoinHandle<Result<CheckpointStats, JobError>>;
+
+/// New partitions being looked for off the reactor.
+type Discovering = JoinHandle<Result<Vec<PartitionStart>, KafkaError>>;
 
 /// Stop, failing and the first failure: what ends the job.
 struct JobControl {
@@ -170,7 +173,6 @@ pub(super) struct JobDriver {
     /// Workers still running.
     running: usize,
     /// Each worker's commands (partitions to adopt or release).
-    #[cfg_attr(not(test), allow(dead_code))]
     commands: Vec<std::sync::mpsc::Sender<WorkerCommand>>,
     exits: UnboundedReceiver<WorkerExit>,
     answers: UnboundedReceiver<TaskCheckpoint>,
@@ -178,6 +180,12 @@ pub(super) struct JobDriver {
     committed: UnboundedReceiver<(usize, u64)>,
     /// The next offset of every task that ended or left.
     positions: Vec<Position>,
+    /// Every partition the job has run: what discovery does not add again.
+    known: HashSet<TopicPartition>,
+    /// Every `source.partition_discovery_interval` (unbounded jobs).
+    discovery: Option<tokio::time::Interval>,
+    /// A look for new partitions, under way off the reactor.
+    discovering: Option<Discovering>,
     /// Taken when the job finishes.
     main_poller: Option<std::thread::JoinHandle<()>>,
     reporter: StatusReporter,
@@ -211,6 +219,16 @@ async fn persisted(
 ) -> Result<Result<CheckpointStats, JobError>, tokio::task::JoinError> {
     match persisting {
         Some(p) => p.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for the look for new partitions under way, or forever without one.
+async fn discovered(
+    discovering: &mut Option<Discovering>,
+) -> Result<Result<Vec<PartitionStart>, KafkaError>, tokio::task::JoinError> {
+    match discovering {
+        Some(d) => d.await,
         None => std::future::pending().await,
     }
 }
@@ -256,7 +274,7 @@ impl JobDriver {
             eos_workers: prepared
                 .workers
                 .iter()
-                .filter(|w| w.commit.is_some())
+                .filter(|w| w.commit.is_some() && !w.tasks.is_empty())
                 .map(|w| (w.id, 0))
                 .collect(),
             eos_complete: 0,
@@ -284,10 +302,11 @@ impl JobDriver {
             all_stats,
             ..
         } = prepared;
+        let known = assignments.iter().map(|(tp, _)| tp.clone()).collect();
         let (commands, exits) = spawn_workers(workers, &control.stop, link)?;
         Ok(JobDriver {
+            config: config.clone(),
             status_ticker: ticker(Some(config.status.interval)),
-            config,
             mode,
             metrics,
             consumer,
@@ -304,6 +323,11 @@ impl JobDriver {
             answers,
             committed,
             positions: Vec::new(),
+            known,
+            discovery: ticker(
+                (!config.source.bounded).then_some(config.source.partition_discovery_interval),
+            ),
+            discovering: None,
             main_poller: Some(main_poller),
             reporter: StatusReporter::default(),
             started: Instant::now(),
@@ -338,6 +362,8 @@ impl JobDriver {
                     break;
                 }
                 _ = tick(&mut self.status_ticker) => self.reporter.report(&self.all_stats),
+                _ = tick(&mut self.discovery), if self.discovering.is_none() && self.control.failure.is_none() => self.on_discovery_due(),
+                found = discovered(&mut self.discovering) => self.on_discovered(found),
             }
         }
     }
@@ -397,12 +423,56 @@ impl JobDriver {
         }
     }
 
+    /// The discovery interval passed: look for new partitions (blocking
+    /// metadata requests, off the reactor).
+    fn on_discovery_due(&mut self) {
+        let (config, consumer, known) = (
+            self.config.clone(),
+            self.consumer.clone(),
+            self.known.clone(),
+        );
+        self.discovering = Some(tokio::task::spawn_blocking(move || {
+            consumer::discover(&config, &consumer, &known)
+        }));
+    }
+
+    /// New partitions were found: each is planned like a partition at
+    /// start-up (fresh state, from its first offset) and added. A failed
+    /// look is tried again at the next interval.
+    fn on_discovered(
+        &mut self,
+        found: Result<Result<Vec<PartitionStart>, KafkaError>, tokio::task::JoinError>,
+    ) {
+        self.discovering = None;
+        let starts = match found.map_err(JobError::from) {
+            Ok(Ok(starts)) => starts,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "looking for new partitions failed; trying again at the next interval");
+                return;
+            }
+            Err(e) => return self.control.fail(e),
+        };
+        let parallelism = self.config.pipeline.parallelism;
+        for start in starts {
+            tracing::warn!(
+                partition = %start.tp, start = start.start,
+                "new partition found; it is read from its first offset. A key's new records may now go to another partition than its earlier ones, so per-key state of a keyed plugin splits between them"
+            );
+            self.known.insert(start.tp.clone());
+            let entry = plan::entry(start, &Recovered::Nothing, parallelism)
+                .expect("a plan without durable state cannot fail");
+            if let Err(e) = self.add_partition(entry, None) {
+                tracing::error!(error = %e, "adding a new partition failed; stopping the job");
+                return self.control.fail(e);
+            }
+        }
+    }
+
     /// Starts running the partition of `entry` (on the worker the entry
     /// names, which builds its task): it is split off and assigned at its
     /// start, its task restored from `snapshot` (a checkpoint's state for
     /// it) or as the entry's state origin says, and from now on every
     /// checkpoint waits for it.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(super) fn add_partition(
         &mut self,
         entry: PlanEntry,
@@ -425,6 +495,14 @@ impl JobDriver {
             .send(WorkerCommand::Adopt(Box::new(adoption)))
             .map_err(|_| JobError::WorkerGone { worker })?;
         self.checkpoints.coordinator.add_task(&tp);
+        if self.mode.transactional() {
+            // Its worker's commits now count for the job's checkpoints.
+            let complete = self.checkpoints.eos_complete;
+            self.checkpoints
+                .eos_workers
+                .entry(worker)
+                .or_insert(complete);
+        }
         self.positions.retain(|(t, _)| t != &tp);
         tracing::info!(partition = %tp, worker, "partition added");
         self.assignments.push((tp, worker));

@@ -306,7 +306,10 @@ fn start_transactions(
 ) -> Result<Vec<Option<WorkerCommit>>, JobError> {
     let root = config.checkpoint_dir();
     let parallelism = config.pipeline.parallelism;
-    let mut busy = vec![false; parallelism];
+    // With partition discovery every worker gets a transaction, partitions
+    // or not: a partition found while running may go to any of them.
+    let discovers = !config.source.bounded && !config.source.partition_discovery_interval.is_zero();
+    let mut busy = vec![discovers; parallelism];
     for topic in &config.source.topics {
         let timeout = config.kafka.connect_timeout;
         for p in consumer::partitions_of(consumer, topic, "source", timeout)? {
