@@ -9,10 +9,9 @@
 //! Job control (stop, failing, the first failure) lives in [`JobControl`],
 //! apart from the checkpoint traffic in [`Checkpoints`].
 
-use super::plan::{self, PlanEntry, Recovered};
 use super::startup::Prepared;
 use super::status::{StatusReporter, TaskStats};
-use super::worker::{Adoption, CheckpointLink, Released, Worker, WorkerCommand, WorkerExit};
+use super::worker::{CheckpointLink, Worker, WorkerCommand, WorkerExit};
 use super::{FAILING_GRACE, FINAL_FLUSH, JobError, JobSummary, TaskSummary};
 use crate::checkpoint::coordinator::{self, CheckpointStats, Coordinator};
 use crate::checkpoint::{CheckpointStore, CheckpointTrigger, TaskCheckpoint};
@@ -23,7 +22,6 @@ use crate::kafka::producer::SinkProducer;
 use crate::kafka::{KafkaError, consumer, producer};
 use crate::metrics::JobMetrics;
 use crate::metrics::server::Health;
-use crate::runtime::snapshot::Snapshot;
 use crate::topic_partition::{Position, TopicPartition};
 use rdkafka::consumer::Consumer;
 use std::collections::{BTreeMap, HashSet};
@@ -33,6 +31,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
+
+mod membership;
+#[cfg(test)]
+mod tests;
+
+use membership::discovered;
 
 /// A checkpoint being made durable off the reactor.
 type Persisting = JoinHandle<Result<CheckpointStats, JobError>>;
@@ -146,6 +150,38 @@ struct Checkpoints {
 }
 
 impl Checkpoints {
+    /// The checkpoint traffic of a prepared job: numbering continues after
+    /// the store's newest checkpoint; exactly-once waits for every worker
+    /// that has a transaction and partitions.
+    fn new(config: &Config, mode: DeliveryMode, prepared: &Prepared) -> Result<Self, JobError> {
+        Ok(Checkpoints {
+            coordinator: Coordinator::new(prepared.all_stats.len(), next_checkpoint_id(prepared)?),
+            trigger: Arc::new(CheckpointTrigger::default()),
+            restarts: Arc::new(AtomicU64::new(0)),
+            persister: prepared.store.clone().map(|store| Persister {
+                store,
+                producer: prepared.producer.clone(),
+                consumer: prepared.consumer.clone(),
+                flush: mode.flushes_on_checkpoint(),
+                log_failures_only: config.sink.log_failures_only,
+                commit: config.checkpoint.commit_offsets_on_checkpoint,
+            }),
+            persisting: None,
+            eos_id: 0,
+            eos_workers: prepared
+                .workers
+                .iter()
+                .filter(|w| w.commit.is_some() && !w.tasks.is_empty())
+                .map(|w| (w.id, 0))
+                .collect(),
+            eos_complete: 0,
+            completed: 0,
+            last: None,
+            failed_in_a_row: 0,
+            ticker: ticker(mode.checkpoints().then_some(config.checkpoint.interval)),
+        })
+    }
+
     /// Starts persisting a complete set, if one came and none is under way.
     fn persist(&mut self, set: Option<(u64, Duration, Vec<TaskCheckpoint>)>) {
         if let (Some((id, align, parts)), None, Some(p)) = (set, &self.persisting, &self.persister)
@@ -223,16 +259,6 @@ async fn persisted(
     }
 }
 
-/// Waits for the look for new partitions under way, or forever without one.
-async fn discovered(
-    discovering: &mut Option<Discovering>,
-) -> Result<Result<Vec<PartitionStart>, KafkaError>, tokio::task::JoinError> {
-    match discovering {
-        Some(d) => d.await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Waits until `deadline`, or forever without one.
 async fn until(deadline: Option<tokio::time::Instant>) {
     match deadline {
@@ -257,32 +283,7 @@ impl JobDriver {
             .set(prepared.all_stats.len() as i64);
         metrics.job_started();
         let metrics_server = listener.map(|l| serve_metrics(&config, &metrics, &prepared, l));
-        let checkpoints = Checkpoints {
-            coordinator: Coordinator::new(prepared.all_stats.len(), next_checkpoint_id(&prepared)?),
-            trigger: Arc::new(CheckpointTrigger::default()),
-            restarts: Arc::new(AtomicU64::new(0)),
-            persister: prepared.store.clone().map(|store| Persister {
-                store,
-                producer: prepared.producer.clone(),
-                consumer: prepared.consumer.clone(),
-                flush: mode.flushes_on_checkpoint(),
-                log_failures_only: config.sink.log_failures_only,
-                commit: config.checkpoint.commit_offsets_on_checkpoint,
-            }),
-            persisting: None,
-            eos_id: 0,
-            eos_workers: prepared
-                .workers
-                .iter()
-                .filter(|w| w.commit.is_some() && !w.tasks.is_empty())
-                .map(|w| (w.id, 0))
-                .collect(),
-            eos_complete: 0,
-            completed: 0,
-            last: None,
-            failed_in_a_row: 0,
-            ticker: ticker(mode.checkpoints().then_some(config.checkpoint.interval)),
-        };
+        let checkpoints = Checkpoints::new(&config, mode, &prepared)?;
         let (answer_tx, answers) = tokio::sync::mpsc::unbounded_channel();
         let (committed_tx, committed) = tokio::sync::mpsc::unbounded_channel();
         let link = mode.checkpoints().then(|| CheckpointLink {
@@ -421,137 +422,6 @@ impl JobDriver {
             c.eos_complete = all;
             c.completed += 1;
         }
-    }
-
-    /// The discovery interval passed: look for new partitions (blocking
-    /// metadata requests, off the reactor).
-    fn on_discovery_due(&mut self) {
-        let (config, consumer, known) = (
-            self.config.clone(),
-            self.consumer.clone(),
-            self.known.clone(),
-        );
-        self.discovering = Some(tokio::task::spawn_blocking(move || {
-            consumer::discover(&config, &consumer, &known)
-        }));
-    }
-
-    /// New partitions were found: each is planned like a partition at
-    /// start-up (fresh state, from its first offset) and added. A failed
-    /// look is tried again at the next interval.
-    fn on_discovered(
-        &mut self,
-        found: Result<Result<Vec<PartitionStart>, KafkaError>, tokio::task::JoinError>,
-    ) {
-        self.discovering = None;
-        let starts = match found.map_err(JobError::from) {
-            Ok(Ok(starts)) => starts,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "looking for new partitions failed; trying again at the next interval");
-                return;
-            }
-            Err(e) => return self.control.fail(e),
-        };
-        let parallelism = self.config.pipeline.parallelism;
-        for start in starts {
-            tracing::warn!(
-                partition = %start.tp, start = start.start,
-                "new partition found; it is read from its first offset. A key's new records may now go to another partition than its earlier ones, so per-key state of a keyed plugin splits between them"
-            );
-            self.known.insert(start.tp.clone());
-            let entry = plan::entry(start, &Recovered::Nothing, parallelism)
-                .expect("a plan without durable state cannot fail");
-            if let Err(e) = self.add_partition(entry, None) {
-                tracing::error!(error = %e, "adding a new partition failed; stopping the job");
-                return self.control.fail(e);
-            }
-        }
-    }
-
-    /// Starts running the partition of `entry` (on the worker the entry
-    /// names, which builds its task): it is split off and assigned at its
-    /// start, its task restored from `snapshot` (a checkpoint's state for
-    /// it) or as the entry's state origin says, and from now on every
-    /// checkpoint waits for it.
-    pub(super) fn add_partition(
-        &mut self,
-        entry: PlanEntry,
-        snapshot: Option<Snapshot>,
-    ) -> Result<(), JobError> {
-        let (tp, worker) = (entry.start.tp.clone(), entry.worker);
-        let sender = self
-            .commands
-            .get(worker)
-            .ok_or(JobError::WorkerGone { worker })?;
-        let queue = consumer::assign_one(&self.consumer, &entry.start)?;
-        let stats = Arc::new(TaskStats::new(&tp.topic, tp.partition, entry.start.start));
-        let adoption = Adoption {
-            entry,
-            queue,
-            snapshot,
-            stats: stats.clone(),
-        };
-        sender
-            .send(WorkerCommand::Adopt(Box::new(adoption)))
-            .map_err(|_| JobError::WorkerGone { worker })?;
-        self.checkpoints.coordinator.add_task(&tp);
-        if self.mode.transactional() {
-            // Its worker's commits now count for the job's checkpoints.
-            let complete = self.checkpoints.eos_complete;
-            self.checkpoints
-                .eos_workers
-                .entry(worker)
-                .or_insert(complete);
-        }
-        self.positions.retain(|(t, _)| t != &tp);
-        tracing::info!(partition = %tp, worker, "partition added");
-        self.assignments.push((tp, worker));
-        self.all_stats.push(stats);
-        self.metrics
-            .assigned_partitions
-            .set(self.all_stats.len() as i64);
-        Ok(())
-    }
-
-    /// Lets a partition go: nothing more is fetched for it, its worker
-    /// makes its progress durable (exactly-once: commits its transaction;
-    /// with the checkpoint store: hands over its final state, which later
-    /// checkpoints carry) and drops its task.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(super) async fn remove_partition(
-        &mut self,
-        tp: &TopicPartition,
-    ) -> Result<Released, JobError> {
-        let i = self
-            .assignments
-            .iter()
-            .position(|(t, _)| t == tp)
-            .ok_or_else(|| JobError::NotAssigned(tp.clone()))?;
-        let worker = self.assignments[i].1;
-        consumer::unassign_one(&self.consumer, tp)?;
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let release = WorkerCommand::Release {
-            tp: tp.clone(),
-            reply,
-        };
-        self.commands[worker]
-            .send(release)
-            .map_err(|_| JobError::WorkerGone { worker })?;
-        let released = answer.await.map_err(|_| JobError::WorkerGone { worker })?;
-        if let Some(f) = released.final_state.clone() {
-            let set = self.checkpoints.coordinator.task_finished(f);
-            self.checkpoints.persist(set);
-        }
-        if let Some(p) = released.position {
-            self.positions.push((tp.clone(), p));
-        }
-        self.assignments.remove(i);
-        self.all_stats.remove(i);
-        self.metrics
-            .assigned_partitions
-            .set(self.all_stats.len() as i64);
-        tracing::info!(partition = %tp, worker, position = ?released.position, "partition removed");
-        Ok(released)
     }
 
     /// A task's part of the checkpoint in flight arrived.

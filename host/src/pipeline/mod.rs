@@ -1,33 +1,42 @@
 //! The job: wires config, Kafka and the runtime together and runs it.
 //!
+//! - [`plan`]: per partition, where it starts, which worker runs it and
+//!   where its state comes from (a pure function of what start-up found).
+//! - [`durability`]: how a task's progress becomes durable, one
+//!   implementation per delivery mode behind one interface.
+//! - [`task_env`]: what every task shares, and the one way to make a
+//!   task's instance; [`task_factory`]: a plan entry in, a task out.
 //! - [`partition_task`]: one partition's loop over batches; [`task_error`]:
 //!   how it fails.
 //! - [`event_clock`]: watermarks and ticks for plugins that export
 //!   `weir_tick`.
-//! - [`worker`]: the threads that run partition tasks.
+//! - [`worker`]: the threads that run partition tasks, adopting and
+//!   releasing partitions between rounds; [`worker_commit`]: a worker's
+//!   exactly-once transaction.
 //! - [`assignment`]: which worker owns which partition (Flink's rule).
 //! - [`status`]: counters and the periodic status line.
 //! - `startup`: everything before the workers start (blocking work, run
 //!   off the reactor).
 //! - `job_driver`: the running job, one method per event (a worker ends, a
-//!   checkpoint is due or completes, a failure, stop) and its `finish`.
+//!   checkpoint is due or completes, a failure, stop, new partitions) and
+//!   its `finish`; `job_driver::membership`: adding and removing a
+//!   partition of the running job.
 //!
-//! [`run`] is the entry point: `startup` resolves start positions, assigns
-//! and splits partitions and creates one plugin instance per partition;
-//! the driver spreads the tasks over `parallelism` worker threads, waits
-//! for the end (bounded jobs), a failure, or the shutdown future, then
-//! flushes the producer and commits the processed offsets.
+//! [`run`] is the entry point: `startup` resolves start positions, plans,
+//! assigns and splits partitions and builds one task per partition; the
+//! driver runs the tasks on `parallelism` worker threads, waits for the
+//! end (bounded jobs), a failure, or the shutdown future, then flushes the
+//! producer and commits the processed offsets.
 
 pub mod assignment;
 pub mod durability;
 pub mod event_clock;
 mod job_driver;
-#[cfg(test)]
-mod job_driver_tests;
 pub mod partition_task;
 pub mod plan;
 mod startup;
 pub mod status;
+pub mod task_env;
 pub mod task_error;
 pub mod task_factory;
 pub mod worker;

@@ -10,7 +10,7 @@
 use super::durability::{CheckpointPart, Durability, RestorePoint};
 use super::event_clock::{self, EventClock};
 use super::status::TaskStats;
-use super::task_factory::TaskEnv;
+use super::task_env::TaskEnv;
 use crate::checkpoint::TaskCheckpoint;
 use crate::checkpoint::store::CheckpointError;
 use crate::config::FaultPolicy;

@@ -44,7 +44,7 @@ pub enum RestartError {
     State(#[from] CheckpointError),
     /// A fresh instance could not be made (or restored, or initialised).
     #[error(transparent)]
-    Instance(#[from] super::task_factory::InstanceError),
+    Instance(#[from] super::task_env::InstanceError),
     /// The partition could not be re-read from the restart offset.
     #[error("seeking to offset {offset}: {cause}")]
     Seek {

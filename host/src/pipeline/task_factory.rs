@@ -1,81 +1,22 @@
-//! Building partition tasks: what every task of a job shares ([`TaskEnv`]),
-//! the one way to make a task's plugin instance (restored from a state or
-//! initialised with the plugin's config, used at start-up, on restart after
-//! a fault and for a partition added to a running job), and the
-//! [`TaskFactory`] that turns a plan entry into a running task.
+//! The [`TaskFactory`]: a plan entry, a queue and a state in, a partition
+//! task out (its durability from the mode's factory, its instance made the
+//! one way `task_env` defines). Start-up and adopting workers use it; a
+//! restart after a fault makes its new instance the same way.
 
 use super::JobError;
-use super::durability::{Durability, DurabilityError, DurabilityFactory};
-use super::event_clock::TimeConfig;
+use super::durability::{DurabilityError, DurabilityFactory};
 use super::partition_task::PartitionTask;
 use super::plan::{PlanEntry, StateOrigin};
 use super::status::TaskStats;
+use super::task_env::{InstanceError, TaskEnv};
 use super::task_error::RestartError;
-use crate::config::FaultPolicy;
-use crate::kafka::consumer::{SourceConsumer, SourceQueue};
+use crate::kafka::consumer::SourceQueue;
 use crate::kafka::producer::SinkProducer;
-use crate::metrics::JobMetrics;
+use crate::runtime::PluginError;
 use crate::runtime::instance::BatchError;
-use crate::runtime::snapshot::{Snapshot, SnapshotError};
-use crate::runtime::{PluginError, PluginFault, PluginInstance, PluginModule};
+use crate::runtime::snapshot::Snapshot;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// What every partition task of a job shares, and what a restart needs.
-pub struct TaskEnv {
-    pub module: PluginModule,
-    /// Most records per plugin call.
-    pub batch_size: usize,
-    pub sink_topics: Arc<[String]>,
-    pub plugin_config: Vec<(String, String)>,
-    pub allow_module_change: bool,
-    /// Seeks a restarted task back to its restore point.
-    pub consumer: Arc<SourceConsumer>,
-    pub timeout: Duration,
-    pub restart_attempts: u32,
-    pub restart_backoff: Duration,
-    /// What a plugin fault does.
-    pub on_fault: FaultPolicy,
-    /// `on_fault = "dead-letter"`: where faulted records go.
-    pub dead_letter_topic: Option<String>,
-    /// The job's metrics (plugin call times, faults, restarts).
-    pub metrics: Arc<JobMetrics>,
-    /// Watermarks and ticks, for plugins that export `weir_tick`.
-    pub time: TimeConfig,
-}
-
-/// Why a task's plugin instance could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum InstanceError {
-    /// Instantiating the module failed.
-    #[error("instantiating the plugin: {0}")]
-    Instantiate(#[from] PluginFault),
-    /// The state does not fit the module.
-    #[error("restoring its state: {0}")]
-    Restore(#[from] SnapshotError),
-    /// `weir_init` failed on a fresh start.
-    #[error("weir_init: {0}")]
-    Init(#[from] BatchError),
-}
-
-impl TaskEnv {
-    /// A new instance writing through `durability`'s sink, restored from
-    /// `state`, or initialised with the plugin's config without one.
-    pub fn instance(
-        &self,
-        durability: &dyn Durability,
-        state: Option<&Snapshot>,
-    ) -> Result<PluginInstance, InstanceError> {
-        let mut instance =
-            PluginInstance::new(&self.module, durability.sink(), self.sink_topics.clone())?;
-        match state {
-            Some(snapshot) => instance.restore(snapshot, self.allow_module_change)?,
-            None => instance.init(&self.plugin_config)?,
-        }
-        Ok(instance)
-    }
-}
 
 /// Why a task could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -2,20 +2,20 @@
 //! workers, over a fake durability: no broker (librdkafka clients that
 //! point nowhere give the tasks their queues, which stay empty).
 
-use super::JobError;
-use super::durability::{
-    CheckpointPart, Durability, DurabilityError, DurabilityFactory, RestartError, RestorePoint,
-};
-use super::job_driver::JobDriver;
-use super::plan::{PlanEntry, StateOrigin};
-use super::startup::{Prepared, task_env};
-use super::task_factory::TaskFactory;
-use super::worker::Worker;
+use super::JobDriver;
 use crate::checkpoint::{CheckpointError, CheckpointStore, TaskCheckpoint};
 use crate::config::Config;
 use crate::kafka::consumer::{PartitionStart, SourceConsumer, SourceContext};
 use crate::kafka::producer::{DeliveryContext, SinkProducer};
 use crate::metrics::JobMetrics;
+use crate::pipeline::JobError;
+use crate::pipeline::durability::{
+    CheckpointPart, Durability, DurabilityError, DurabilityFactory, RestartError, RestorePoint,
+};
+use crate::pipeline::plan::{PlanEntry, StateOrigin};
+use crate::pipeline::startup::{Prepared, task_env};
+use crate::pipeline::task_factory::TaskFactory;
+use crate::pipeline::worker::Worker;
 use crate::runtime::snapshot_delta::CapturedState;
 use crate::runtime::{OutputSink, PluginEngine, PluginInstance, PluginModule, SinkError};
 use crate::topic_partition::TopicPartition;
@@ -138,10 +138,10 @@ fn wait_for_tasks(log: &Log, n: usize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partitions_join_and_leave_a_running_job_with_their_state() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Arc::new(config(dir.path()));
+/// A started driver over two workers without partitions, clients that
+/// point nowhere, the fake durability (and its log) and a checkpoint store.
+fn driver(dir: &std::path::Path) -> (JobDriver, Log, CheckpointStore) {
+    let config = Arc::new(config(dir));
     let metrics = Arc::new(JobMetrics::new("mirror.wat"));
     let client = |group: bool| {
         let mut cc = ClientConfig::new();
@@ -172,7 +172,7 @@ async fn partitions_join_and_leave_a_running_job_with_their_state() {
         }),
         plugin_path: config.plugin_path(),
     });
-    let store = CheckpointStore::open(dir.path(), 3).unwrap();
+    let store = CheckpointStore::open(dir, 3).unwrap();
     let workers = (0..2)
         .map(|id| Worker {
             id,
@@ -192,7 +192,14 @@ async fn partitions_join_and_leave_a_running_job_with_their_state() {
         all_stats: Vec::new(),
         assignments: Vec::new(),
     };
-    let mut driver = JobDriver::start(config, metrics, prepared, None).unwrap();
+    let driver = JobDriver::start(config, metrics, prepared, None).unwrap();
+    (driver, log, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_join_and_leave_a_running_job_with_their_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut driver, log, store) = driver(dir.path());
 
     // Two partitions join, one per worker.
     driver
