@@ -93,14 +93,17 @@ pub trait Durability: Send {
         false
     }
 
-    /// The task's part of checkpoint `id`, taken between batches.
+    /// The task's part of checkpoint `id`, taken between batches (nothing
+    /// without checkpoints).
     fn checkpoint(
         &mut self,
-        id: u64,
-        tp: &TopicPartition,
-        next_offset: i64,
-        instance: &mut PluginInstance,
-    ) -> Result<CheckpointPart, CheckpointError>;
+        _id: u64,
+        _tp: &TopicPartition,
+        _next_offset: i64,
+        _instance: &mut PluginInstance,
+    ) -> Result<CheckpointPart, CheckpointError> {
+        Ok(CheckpointPart::Nothing)
+    }
 
     /// The part [`checkpoint`](Self::checkpoint) returned is durable at
     /// `offset` (exactly-once: the worker's transaction committed).
@@ -374,16 +377,6 @@ impl Durability for AutoCommit {
             _ => None,
         })
     }
-
-    fn checkpoint(
-        &mut self,
-        _id: u64,
-        _tp: &TopicPartition,
-        _next_offset: i64,
-        _instance: &mut PluginInstance,
-    ) -> Result<CheckpointPart, CheckpointError> {
-        Ok(CheckpointPart::Nothing)
-    }
 }
 
 struct AutoCommitFactory {
@@ -432,16 +425,6 @@ impl Durability for FinalCommit {
         _tp: &TopicPartition,
     ) -> Result<Option<RestorePoint>, RestartError> {
         Ok(None)
-    }
-
-    fn checkpoint(
-        &mut self,
-        _id: u64,
-        _tp: &TopicPartition,
-        _next_offset: i64,
-        _instance: &mut PluginInstance,
-    ) -> Result<CheckpointPart, CheckpointError> {
-        Ok(CheckpointPart::Nothing)
     }
 }
 
