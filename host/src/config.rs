@@ -142,6 +142,24 @@ pub struct SourceConfig {
         with = "humantime_serde"
     )]
     pub partition_discovery_interval: Duration,
+    /// Who decides which partitions this process reads: `"manual"` (this
+    /// process reads every partition of its topics, as Flink's source
+    /// does) or `"group"` (the processes of the consumer group share them,
+    /// as Kafka Streams does, each partition's state following it).
+    #[serde(default)]
+    pub assignment: Assignment,
+}
+
+/// Who assigns partitions to the process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Assignment {
+    /// Every partition of the source topics, assigned at start.
+    #[default]
+    Manual,
+    /// The consumer group's assignment, changing as processes join and
+    /// leave.
+    Group,
 }
 
 /// Start position, as Flink's Kafka source defines it.
@@ -568,6 +586,60 @@ impl Config {
     }
 
     /// Checks what serde cannot: non-empty lists, ranges, cross-field rules.
+    /// The transaction timeout Weir sets when the user does not: librdkafka's
+    /// 60 s; with group assignment the shortest that validation accepts,
+    /// and at least 15 s. A process killed mid-transaction leaves its
+    /// transaction open until this timeout, and its partitions' next owner
+    /// waits that long for their committed offsets to become stable
+    /// (Kafka Streams shortens it to 10 s for the same reason).
+    pub fn default_transaction_timeout_ms(&self) -> u64 {
+        if self.source.assignment != Assignment::Group {
+            return 60_000;
+        }
+        let interval_ms = u64::try_from(self.checkpoint.interval.as_millis()).unwrap_or(u64::MAX);
+        interval_ms
+            .saturating_mul(2)
+            .saturating_add(10_000)
+            .max(15_000)
+    }
+
+    /// The transaction timeout in effect (the user's, or the default).
+    pub fn transaction_timeout(&self) -> Duration {
+        let key = "transaction.timeout.ms";
+        let ms = self
+            .kafka
+            .producer_options
+            .get(key)
+            .or_else(|| self.kafka.options.get(key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| self.default_transaction_timeout_ms());
+        Duration::from_millis(ms)
+    }
+
+    /// `source.assignment = "group"`: what it needs for now.
+    fn validate_group(&self) -> Result<(), ConfigError> {
+        let field = "source.assignment";
+        if self.sink.semantics != DeliveryGuarantee::ExactlyOnce {
+            return Err(self.invalid(
+                field,
+                "\"group\" needs sink.semantics = \"exactly-once\" for now: its state files are per partition and Kafka fences a previous owner; at-least-once needs per-partition checkpoints in a shared store, not built yet",
+            ));
+        }
+        if self.source.bounded {
+            return Err(self.invalid(
+                field,
+                "\"group\" cannot be bounded: the group's assignment changes while it runs",
+            ));
+        }
+        if self.source.start != StartPosition::GroupOffsets {
+            return Err(self.invalid(
+                field,
+                "\"group\" starts every partition at the group's committed offset (source.start = { mode = \"group-offsets\" })",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.kafka.bootstrap_servers.trim().is_empty() {
             return Err(self.invalid("kafka.bootstrap_servers", "must not be empty"));
@@ -609,6 +681,9 @@ impl Config {
                 "must be at least 1 (1 writes full snapshots only)",
             ));
         }
+        if self.source.assignment == Assignment::Group {
+            self.validate_group()?;
+        }
         if self.sink.semantics == DeliveryGuarantee::ExactlyOnce {
             if !self.checkpoint.enabled {
                 return Err(self.invalid(
@@ -617,13 +692,17 @@ impl Config {
                 ));
             }
             let key = "transaction.timeout.ms";
+            let default_timeout = self.default_transaction_timeout_ms().to_string();
             let (field, value) = match (
                 self.kafka.producer_options.get(key),
                 self.kafka.options.get(key),
             ) {
                 (Some(v), _) => (format!("kafka.producer_options.\"{key}\""), v.as_str()),
                 (None, Some(v)) => (format!("kafka.options.\"{key}\""), v.as_str()),
-                (None, None) => (format!("kafka.producer_options.\"{key}\""), "60000"),
+                (None, None) => (
+                    format!("kafka.producer_options.\"{key}\""),
+                    &*default_timeout,
+                ),
             };
             let ms: u64 = value.parse().map_err(|_| {
                 self.invalid(&field, format!("{value:?} is not a number of milliseconds"))

@@ -2,7 +2,9 @@
 //!
 //! Partitions are assigned manually (`assign`), as Flink's Kafka source
 //! does: the job decides which partitions it reads and from where, and the
-//! group is used only for committed offsets. Each assigned partition is
+//! group is used only for committed offsets; or, with `source.assignment =
+//! "group"`, the consumer group assigns them (see [`super::group`]). Each
+//! assigned partition is
 //! split into its own queue (`split_partition_queue`) so that its partition
 //! task reads it alone, in order, without a shared dispatcher.
 
@@ -23,6 +25,9 @@ use std::time::{Duration, Instant};
 #[derive(Default)]
 pub struct SourceContext {
     pub faults: ClientFaults,
+    /// Group assignment: what the rebalance callback needs (set once the
+    /// job runs, before the consumer subscribes).
+    pub group: std::sync::OnceLock<super::group::GroupHooks>,
 }
 
 impl ClientContext for SourceContext {
@@ -31,7 +36,22 @@ impl ClientContext for SourceContext {
         self.faults.record(&error, reason);
     }
 }
-impl ConsumerContext for SourceContext {}
+impl ConsumerContext for SourceContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match self.group.get() {
+            Some(hooks) => hooks.rebalance(consumer, err, tpl),
+            // Manual assignment never rebalances.
+            None => {
+                tracing::warn!(target: "weir::kafka", ?err, "rebalance without group assignment; ignored")
+            }
+        }
+    }
+}
 
 /// The consumer type.
 pub type SourceConsumer = BaseConsumer<SourceContext>;
@@ -62,6 +82,19 @@ pub fn create(config: &Config, bootstrap: &str) -> Result<Arc<SourceConsumer>, K
     if mode.transactional() {
         // Never process records of aborted transactions.
         cc.set("isolation.level", "read_committed");
+    }
+    let group = config.source.assignment == crate::config::Assignment::Group;
+    let consumer_protocol = config
+        .kafka
+        .consumer_options
+        .get("group.protocol")
+        .is_some_and(|p| p == "consumer");
+    if group && !consumer_protocol {
+        // The classic protocol, rebalancing incrementally: partitions that
+        // stay are not revoked (and committed, and restored) on every
+        // rebalance. (KIP-848's `group.protocol = "consumer"` is
+        // incremental by itself.)
+        cc.set("partition.assignment.strategy", "cooperative-sticky");
     }
     for (k, v) in &config.kafka.consumer_options {
         cc.set(k, v);
@@ -135,6 +168,23 @@ pub fn resolve_starts(
     consumer: &SourceConsumer,
 ) -> Result<Vec<PartitionStart>, KafkaError> {
     let timeout = config.kafka.connect_timeout;
+    let mut list = Vec::new();
+    for (index, topic) in config.source.topics.iter().enumerate() {
+        for p in partitions_of(consumer, topic, "source", timeout)? {
+            list.push((index as u32, topic.clone(), p));
+        }
+    }
+    resolve_partitions(config, consumer, list)
+}
+
+/// Resolves the start of each of `list` (`(topic index, topic,
+/// partition)`), as [`resolve_starts`] does for all.
+pub fn resolve_partitions(
+    config: &Config,
+    consumer: &SourceConsumer,
+    list: Vec<(u32, String, i32)>,
+) -> Result<Vec<PartitionStart>, KafkaError> {
+    let timeout = config.kafka.connect_timeout;
     let reset_value = config
         .kafka
         .consumer_options
@@ -142,14 +192,9 @@ pub fn resolve_starts(
         .or_else(|| config.kafka.options.get("auto.offset.reset"));
     let reset = ResetPolicy::parse(reset_value.map(String::as_str))
         .map_err(|reason| KafkaError::Option { reason })?;
-
     let mut all = TopicPartitionList::new();
-    let mut list = Vec::new();
-    for (index, topic) in config.source.topics.iter().enumerate() {
-        for p in partitions_of(consumer, topic, "source", timeout)? {
-            all.add_partition(topic, p);
-            list.push((index as u32, topic.clone(), p));
-        }
+    for (_, topic, p) in &list {
+        all.add_partition(topic, *p);
     }
     let committed =
         committed_offsets(consumer, &all, timeout).map_err(|cause| KafkaError::Request {
@@ -260,6 +305,10 @@ pub fn assign(
     consumer: &Arc<SourceConsumer>,
     starts: &[PartitionStart],
 ) -> Result<Vec<SourceQueue>, KafkaError> {
+    if starts.is_empty() {
+        // Nothing to assign (group assignment subscribes instead).
+        return Ok(Vec::new());
+    }
     let mut queues = Vec::with_capacity(starts.len());
     let mut tpl = TopicPartitionList::new();
     for s in starts {

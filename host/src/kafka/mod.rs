@@ -3,6 +3,7 @@
 //! - [`connect`]: the start-up check that the cluster answers, and why not.
 //! - [`consumer`]: the one consumer per process, topic discovery, and the
 //!   split of each assigned partition into its own queue.
+//! - [`group`]: group assignment, the rebalance callback.
 //! - [`start_position`]: Flink's start positions resolved to offsets.
 //! - [`producer`]: the producer and the [`OutputSink`](crate::runtime::OutputSink)
 //!   that sends a plugin's output straight from guest memory.
@@ -16,6 +17,7 @@ pub mod dead_letter;
 pub mod delivery;
 pub mod embedded;
 pub mod error;
+pub mod group;
 pub mod producer;
 pub mod start_position;
 pub mod transaction;

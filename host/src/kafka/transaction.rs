@@ -97,10 +97,33 @@ pub fn transactional_id(prefix: &str, worker: usize) -> String {
     format!("{prefix}-{worker}")
 }
 
+/// With group assignment, the transactional id of worker `worker` of this
+/// process (`instance`, random per start). Several processes share the
+/// partitions, so their ids must differ; a previous owner of a partition
+/// is fenced by the group's generation in `send_offsets_to_transaction`
+/// (KIP-447), not by the id.
+pub fn group_transactional_id(prefix: &str, instance: &str, worker: usize) -> String {
+    format!("{prefix}-{instance}-{worker}")
+}
+
+/// The consumer's group metadata, as of now (member and generation).
+fn group_metadata(consumer: &SourceConsumer) -> Result<ConsumerGroupMetadata, TransactionError> {
+    consumer.group_metadata().ok_or_else(|| {
+        KafkaError::Option {
+            reason: "exactly-once needs kafka.group_id (no consumer group metadata)".into(),
+        }
+        .into()
+    })
+}
+
 /// The client config of a transactional producer with id `id`.
 fn client_config(config: &Config, bootstrap: &str, id: &str) -> rdkafka::ClientConfig {
     let mut cc = super::base_client_config(&config.kafka, bootstrap);
     cc.set("transactional.id", id);
+    let key = "transaction.timeout.ms";
+    if !config.kafka.options.contains_key(key) {
+        cc.set(key, config.default_transaction_timeout_ms().to_string());
+    }
     super::producer::java_partitioner(&mut cc, config);
     if let Some(retries) = config.sink.retries {
         cc.set("message.send.max.retries", retries.to_string());
@@ -130,7 +153,9 @@ pub fn fence(config: &Config, bootstrap: &str, id: &str) -> Result<(), Transacti
 /// A worker's transactional producer.
 pub struct WorkerTransaction {
     producer: Arc<SinkProducer>,
-    group: ConsumerGroupMetadata,
+    /// Its group metadata goes with every commit: with group assignment it
+    /// carries the generation that fences a previous owner.
+    consumer: Arc<SourceConsumer>,
     timeout: Duration,
     /// The transactional id.
     id: String,
@@ -152,25 +177,20 @@ impl WorkerTransaction {
     pub fn start(
         config: &Config,
         bootstrap: &str,
-        consumer: &SourceConsumer,
-        worker: usize,
+        consumer: &Arc<SourceConsumer>,
+        id: String,
     ) -> Result<Self, TransactionError> {
-        let id = transactional_id(&config.sink.transactional_id_prefix, worker);
         let cc = client_config(config, bootstrap, &id);
         let timeout = call_timeout(config);
         let producer = create_and_init(&cc, &id, timeout)?;
         producer
             .begin_transaction()
             .map_err(request("begin_transaction"))?;
-        let group = consumer
-            .group_metadata()
-            .ok_or_else(|| KafkaError::Option {
-                reason: "exactly-once needs kafka.group_id (no consumer group metadata)".into(),
-            })?;
+        group_metadata(consumer)?;
         tracing::info!(transactional_id = %id, "transactional producer ready");
         Ok(WorkerTransaction {
             producer: Arc::new(producer),
-            group,
+            consumer: consumer.clone(),
             timeout,
             id,
             client_config: cc,
@@ -223,7 +243,8 @@ impl WorkerTransaction {
         if self.fatal || !self.open {
             return Err(self.unusable());
         }
-        let (producer, group) = (self.producer.clone(), &self.group);
+        let group = group_metadata(&self.consumer)?;
+        let (producer, group) = (self.producer.clone(), &group);
         let started = std::time::Instant::now();
         // One deadline for the whole commit: a broker that never answers
         // holds the worker for the timeout once, not once per call and

@@ -15,9 +15,10 @@ use super::worker::{CheckpointLink, Worker, WorkerCommand, WorkerExit};
 use super::{FAILING_GRACE, FINAL_FLUSH, JobError, JobSummary, TaskSummary};
 use crate::checkpoint::coordinator::{self, CheckpointStats, Coordinator};
 use crate::checkpoint::{CheckpointStore, CheckpointTrigger, TaskCheckpoint};
-use crate::config::{Config, DeliveryMode};
+use crate::config::{Assignment, Config, DeliveryMode};
 use crate::kafka::consumer::{PartitionStart, SourceConsumer};
 use crate::kafka::embedded::EmbeddedCluster;
+use crate::kafka::group::{self, GroupEvent, GroupHooks};
 use crate::kafka::producer::SinkProducer;
 use crate::kafka::{KafkaError, consumer, producer};
 use crate::metrics::JobMetrics;
@@ -36,7 +37,7 @@ mod membership;
 #[cfg(test)]
 mod tests;
 
-use membership::discovered;
+use membership::{discovered, group_event};
 
 /// A checkpoint being made durable off the reactor.
 type Persisting = JoinHandle<Result<CheckpointStats, JobError>>;
@@ -222,6 +223,8 @@ pub(super) struct JobDriver {
     discovery: Option<tokio::time::Interval>,
     /// A look for new partitions, under way off the reactor.
     discovering: Option<Discovering>,
+    /// Group assignment: what the rebalance callback reports.
+    group_events: Option<UnboundedReceiver<GroupEvent>>,
     /// Taken when the job finishes.
     main_poller: Option<std::thread::JoinHandle<()>>,
     reporter: StatusReporter,
@@ -305,6 +308,12 @@ impl JobDriver {
         } = prepared;
         let known = assignments.iter().map(|(tp, _)| tp.clone()).collect();
         let (commands, exits) = spawn_workers(workers, &control.stop, link)?;
+        let group = config.source.assignment == Assignment::Group;
+        let group_events = if group {
+            Some(join_group(&config, &consumer, &control)?)
+        } else {
+            None
+        };
         Ok(JobDriver {
             config: config.clone(),
             status_ticker: ticker(Some(config.status.interval)),
@@ -326,9 +335,11 @@ impl JobDriver {
             positions: Vec::new(),
             known,
             discovery: ticker(
-                (!config.source.bounded).then_some(config.source.partition_discovery_interval),
+                (!config.source.bounded && !group)
+                    .then_some(config.source.partition_discovery_interval),
             ),
             discovering: None,
+            group_events,
             main_poller: Some(main_poller),
             reporter: StatusReporter::default(),
             started: Instant::now(),
@@ -365,6 +376,7 @@ impl JobDriver {
                 _ = tick(&mut self.status_ticker) => self.reporter.report(&self.all_stats),
                 _ = tick(&mut self.discovery), if self.discovering.is_none() && self.control.failure.is_none() => self.on_discovery_due(),
                 found = discovered(&mut self.discovering) => self.on_discovered(found),
+                Some(event) = group_event(&mut self.group_events) => self.on_group_event(event).await,
             }
         }
     }
@@ -617,6 +629,35 @@ fn next_checkpoint_id(prepared: &Prepared) -> Result<u64, JobError> {
         None => 1,
     })
 }
+
+/// Group assignment: the rebalance callback's hooks, then the
+/// subscription. Returns where the group's events arrive.
+fn join_group(
+    config: &Arc<Config>,
+    consumer: &Arc<SourceConsumer>,
+    control: &JobControl,
+) -> Result<UnboundedReceiver<GroupEvent>, JobError> {
+    let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+    let hooks = GroupHooks {
+        config: config.clone(),
+        consumer: Arc::downgrade(consumer),
+        events,
+        stopping: control.stop.clone(),
+        revoke_timeout: REVOKE_TIMEOUT,
+    };
+    if consumer.context().group.set(hooks).is_err() {
+        return Err(KafkaError::Option {
+            reason: "the consumer is already in a group".into(),
+        }
+        .into());
+    }
+    group::subscribe(consumer, config)?;
+    tracing::info!(group = %config.kafka.group_id, topics = ?config.source.topics, "subscribed; partitions come from the group");
+    Ok(rx)
+}
+
+/// How long a revoke waits for the job to commit and let the partitions go.
+const REVOKE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Serves the consumer's main queue (errors, events) until `stop`;
 /// partitions deliver to their own queues.

@@ -21,7 +21,7 @@ use super::{JobError, assignment};
 use crate::checkpoint::CheckpointStore;
 use crate::checkpoint::CompletedCheckpoint;
 use crate::checkpoint::transactional::{self, PartitionStateDir};
-use crate::config::{Config, DeliveryMode};
+use crate::config::{Assignment, Config, DeliveryMode};
 use crate::kafka::consumer::{PartitionStart, SourceConsumer, SourceQueue};
 use crate::kafka::embedded::EmbeddedCluster;
 use crate::kafka::producer::SinkProducer;
@@ -73,7 +73,11 @@ pub(super) fn prepare(config: &Config, metrics: &Arc<JobMetrics>) -> Result<Prep
     } else {
         Vec::new()
     };
-    let starts = consumer::resolve_starts(config, &consumer)?;
+    // Group assignment: no partition before the group gives it.
+    let starts = match config.source.assignment {
+        Assignment::Manual => consumer::resolve_starts(config, &consumer)?,
+        Assignment::Group => Vec::new(),
+    };
     let recovered = recovered(config, mode, restored.as_ref(), &starts)?;
     let plan = plan::plan(starts, &recovered, config.pipeline.parallelism)?;
     let producer = producer::create(config, &bootstrap)?;
@@ -302,9 +306,12 @@ pub(super) fn task_env(
 fn start_transactions(
     config: &Config,
     bootstrap: &str,
-    consumer: &SourceConsumer,
+    consumer: &Arc<SourceConsumer>,
     metrics: &Arc<JobMetrics>,
 ) -> Result<Vec<Option<WorkerCommit>>, JobError> {
+    if config.source.assignment == Assignment::Group {
+        return start_group_transactions(config, bootstrap, consumer, metrics);
+    }
     let root = config.checkpoint_dir();
     let parallelism = config.pipeline.parallelism;
     // With partition discovery every worker gets a transaction, partitions
@@ -332,13 +339,10 @@ fn start_transactions(
     let mut commits = Vec::with_capacity(parallelism);
     for w in 0..previous.max(parallelism) {
         if busy.get(w) == Some(&true) {
-            let txn = WorkerTransaction::start(config, bootstrap, consumer, w)
+            let id = transaction::transactional_id(prefix, w);
+            let txn = WorkerTransaction::start(config, bootstrap, consumer, id)
                 .map_err(|e| failed(w, e))?;
-            let retries = (
-                config.pipeline.restart_attempts,
-                config.pipeline.restart_backoff,
-            );
-            commits.push(Some(WorkerCommit::new(txn, w, retries, metrics.clone())));
+            commits.push(Some(worker_commit(config, txn, w, metrics)));
             continue;
         }
         if w < previous {
@@ -358,4 +362,52 @@ fn start_transactions(
         );
     }
     Ok(commits)
+}
+
+/// A worker's transaction with the job's retry policy.
+fn worker_commit(
+    config: &Config,
+    txn: WorkerTransaction,
+    worker: usize,
+    metrics: &Arc<JobMetrics>,
+) -> WorkerCommit {
+    let retries = (
+        config.pipeline.restart_attempts,
+        config.pipeline.restart_backoff,
+    );
+    WorkerCommit::new(txn, worker, retries, metrics.clone())
+}
+
+/// Group assignment: every worker gets a transaction under an id of this
+/// process's own (the group may give any worker a partition at any time).
+/// Nothing is fenced by id: the group's generation fences a partition's
+/// previous owner at its next `send_offsets_to_transaction`, and a dead
+/// owner's open transaction is aborted by the broker after
+/// `transaction.timeout.ms` (see `Config::default_transaction_timeout_ms`).
+fn start_group_transactions(
+    config: &Config,
+    bootstrap: &str,
+    consumer: &Arc<SourceConsumer>,
+    metrics: &Arc<JobMetrics>,
+) -> Result<Vec<Option<WorkerCommit>>, JobError> {
+    // Unique per process start: its pid and its start time.
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let instance = format!("{:x}-{:x}", std::process::id(), started.as_millis());
+    let prefix = &config.sink.transactional_id_prefix;
+    (0..config.pipeline.parallelism)
+        .map(|w| {
+            let id = transaction::group_transactional_id(prefix, &instance, w);
+            let txn =
+                WorkerTransaction::start(config, bootstrap, consumer, id.clone()).map_err(|e| {
+                    Box::new(TransactionFailure {
+                        worker: w,
+                        id,
+                        cause: CommitError::Transaction(e),
+                    })
+                })?;
+            Ok(Some(worker_commit(config, txn, w, metrics)))
+        })
+        .collect()
 }

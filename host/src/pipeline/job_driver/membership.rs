@@ -4,15 +4,19 @@
 //! fake durability.
 
 use super::{Discovering, JobDriver};
+use crate::checkpoint::transactional::PartitionStateDir;
 use crate::kafka::KafkaError;
-use crate::kafka::consumer::{self, PartitionStart};
+use crate::kafka::consumer::{self, PartitionStart, SourceQueue};
+use crate::kafka::group::GroupEvent;
 use crate::pipeline::JobError;
 use crate::pipeline::plan::{self, PlanEntry, Recovered};
 use crate::pipeline::status::TaskStats;
 use crate::pipeline::worker::{Adoption, Released, WorkerCommand};
 use crate::runtime::snapshot::Snapshot;
 use crate::topic_partition::TopicPartition;
+use std::collections::HashMap;
 use std::sync::Arc;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 impl JobDriver {
     /// The discovery interval passed: look for new partitions (blocking
@@ -70,12 +74,23 @@ impl JobDriver {
         entry: PlanEntry,
         snapshot: Option<Snapshot>,
     ) -> Result<(), JobError> {
+        let queue = consumer::assign_one(&self.consumer, &entry.start)?;
+        self.adopt(entry, queue, snapshot)
+    }
+
+    /// Hands a partition already assigned (its queue split off) to its
+    /// worker, which builds its task (see [`add_partition`](Self::add_partition)).
+    fn adopt(
+        &mut self,
+        entry: PlanEntry,
+        queue: SourceQueue,
+        snapshot: Option<Snapshot>,
+    ) -> Result<(), JobError> {
         let (tp, worker) = (entry.start.tp.clone(), entry.worker);
         let sender = self
             .commands
             .get(worker)
             .ok_or(JobError::WorkerGone { worker })?;
-        let queue = consumer::assign_one(&self.consumer, &entry.start)?;
         let stats = Arc::new(TaskStats::new(&tp.topic, tp.partition, entry.start.start));
         let adoption = Adoption {
             entry,
@@ -114,13 +129,23 @@ impl JobDriver {
         &mut self,
         tp: &TopicPartition,
     ) -> Result<Released, JobError> {
+        if !self.assignments.iter().any(|(t, _)| t == tp) {
+            return Err(JobError::NotAssigned(tp.clone()));
+        }
+        consumer::unassign_one(&self.consumer, tp)?;
+        self.release(tp).await
+    }
+
+    /// Has the worker of `tp` make it durable and drop its task (see
+    /// [`remove_partition`](Self::remove_partition)); the partition is
+    /// unassigned already, or is about to be.
+    async fn release(&mut self, tp: &TopicPartition) -> Result<Released, JobError> {
         let i = self
             .assignments
             .iter()
             .position(|(t, _)| t == tp)
             .ok_or_else(|| JobError::NotAssigned(tp.clone()))?;
         let worker = self.assignments[i].1;
-        consumer::unassign_one(&self.consumer, tp)?;
         let (reply, answer) = tokio::sync::oneshot::channel();
         let release = WorkerCommand::Release {
             tp: tp.clone(),
@@ -144,6 +169,74 @@ impl JobDriver {
             .set(self.all_stats.len() as i64);
         tracing::info!(partition = %tp, worker, position = ?released.position, "partition removed");
         Ok(released)
+    }
+}
+
+impl JobDriver {
+    /// The consumer group changed this process's assignment (see
+    /// `kafka::group`): new partitions are planned and adopted, their
+    /// state restored for the committed offset; revoked ones are made
+    /// durable and let go before the callback may unassign them.
+    pub(super) async fn on_group_event(&mut self, event: GroupEvent) {
+        match event {
+            GroupEvent::Assigned(parts) => {
+                for (start, queue) in parts {
+                    let result = self
+                        .group_entry(start)
+                        .and_then(|entry| self.adopt(entry, queue, None));
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "adopting a partition the group assigned failed; stopping the job");
+                        return self.control.fail(e);
+                    }
+                }
+            }
+            GroupEvent::Revoked { partitions, done } => {
+                for tp in &partitions {
+                    match self.release(tp).await {
+                        Ok(Released { error: Some(e), .. }) => {
+                            tracing::warn!(partition = %tp, error = %e, "a revoked partition's last commit failed; its next owner replays from the last one");
+                        }
+                        Ok(_) | Err(JobError::NotAssigned(_)) => {}
+                        Err(e) => {
+                            tracing::error!(partition = %tp, error = %e, "releasing a revoked partition failed; stopping the job");
+                            self.control.fail(e);
+                        }
+                    }
+                }
+                let _ = done.send(());
+            }
+            GroupEvent::Failed(e) => {
+                tracing::error!(error = %e, "the group's assignment could not be set up; stopping the job");
+                self.control.fail(e.into());
+            }
+        }
+    }
+
+    /// The plan entry of a partition the group assigned: exactly-once, so
+    /// its state is the file recorded for the committed offset.
+    fn group_entry(&self, start: PartitionStart) -> Result<PlanEntry, JobError> {
+        let dir = PartitionStateDir::open(
+            &self.config.checkpoint_dir(),
+            &start.tp.topic,
+            start.tp.partition,
+        )?;
+        let files = HashMap::from([(start.tp.clone(), dir.offsets()?)]);
+        let recovered = Recovered::StateFiles(files);
+        Ok(plan::entry(
+            start,
+            &recovered,
+            self.config.pipeline.parallelism,
+        )?)
+    }
+}
+
+/// The next event of the consumer group, or never without group assignment.
+pub(super) async fn group_event(
+    events: &mut Option<UnboundedReceiver<GroupEvent>>,
+) -> Option<GroupEvent> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,0 +1,249 @@
+//! Several `weir` processes in one consumer group (`source.assignment =
+//! "group"`), exactly-once, each partition's state following it from
+//! process to process through the shared checkpoint directory.
+//!
+//! Three processes share 12 partitions while input keeps arriving; one is
+//! killed with SIGKILL mid-stream (its partitions move to the others with
+//! their state), a fourth joins (partitions move to it), and one stops
+//! with SIGTERM (it commits and leaves). Judged with `read_committed`
+//! against the model: every key's counts are exactly 1, 2, ..., n, so
+//! nothing was lost, nothing counted twice, and every moved partition
+//! resumed from the state of its last committed offset.
+
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+use weir_e2e::model::expected_counts;
+use weir_e2e::{Broker, Input, counts_by_key, repo_root, topic};
+
+const PARTITIONS: i32 = 12;
+const KEYS: usize = 240;
+
+struct Group {
+    src: String,
+    dst: String,
+    root: tempfile::TempDir,
+}
+
+impl Group {
+    /// Starts member `n` (its own folder; the checkpoint directory is shared).
+    fn spawn(&self, broker: &Broker, n: usize) -> Child {
+        let dir = self.member_dir(n);
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = format!(
+            r#"[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "{dst}-group"
+[kafka.consumer_options]
+"auto.offset.reset" = "earliest"
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+[source]
+topics = ["{src}"]
+assignment = "group"
+[sink]
+topics = ["{dst}"]
+semantics = "exactly-once"
+transactional_id_prefix = "{dst}"
+[pipeline]
+plugins_dir = "{plugins}"
+plugin = "running_count.wasm"
+parallelism = 2
+[checkpoint]
+enabled = true
+interval = "1s"
+directory = "{ck}"
+[status]
+interval = "0s"
+"#,
+            bootstrap = broker.bootstrap(),
+            src = self.src,
+            dst = self.dst,
+            plugins = repo_root().join("plugins").display(),
+            ck = self.root.path().join("ck").display(),
+        );
+        let config = dir.join("job.toml");
+        std::fs::write(&config, text).unwrap();
+        weir_e2e::spawn_weir(&config, &dir, "info")
+    }
+
+    fn member_dir(&self, n: usize) -> PathBuf {
+        self.root.path().join(format!("member-{n}"))
+    }
+
+    fn log(&self, n: usize) -> String {
+        weir_e2e::weir_log(&self.member_dir(n))
+    }
+}
+
+/// Input records `from..to`: key `k<i>` always on partition `i % 12`.
+fn input(from: usize, to: usize) -> Vec<Input> {
+    (from..to)
+        .map(|i| {
+            let k = (i * 7919) % KEYS;
+            Input {
+                partition: (k as i32) % PARTITIONS,
+                key: format!("k{k}"),
+                value: format!("v{i}"),
+                timestamp: None,
+            }
+        })
+        .collect()
+}
+
+/// The source partitions a member's log says it held last: assigned by
+/// the group and not removed since.
+fn held(log: &str, src: &str) -> Vec<i32> {
+    let mut held = std::collections::BTreeSet::new();
+    for line in log.lines() {
+        let Some(p) = line
+            .split(&format!("partition={src}/"))
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|d| d.parse().ok())
+        else {
+            continue;
+        };
+        if line.contains("assigned by the group") {
+            held.insert(p);
+        } else if line.contains("partition removed") {
+            held.remove(&p);
+        }
+    }
+    held.into_iter().collect()
+}
+
+fn alive(child: &mut Child, group: &Group, n: usize) {
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "member {n} ended early:\n{}",
+        group.log(n)
+    );
+}
+
+#[test]
+fn partitions_and_their_state_move_between_processes_exactly_once() {
+    weir_e2e::init_tracing();
+    let broker = Broker::shared();
+    let group = Group {
+        src: topic("group-in"),
+        dst: topic("group-out"),
+        root: tempfile::tempdir().unwrap(),
+    };
+    broker.create_topic(&group.src, PARTITIONS).unwrap();
+    broker.create_topic(&group.dst, PARTITIONS).unwrap();
+    let mut members: Vec<Option<Child>> = (0..3).map(|n| Some(group.spawn(broker, n))).collect();
+
+    // Input arrives in rounds of 1,000 records, every 300 ms, for the
+    // whole run; the membership changes in between.
+    let (rounds, per_round) = (80, 1000);
+    let group_id = format!("{}-group", group.dst);
+    // The killed member's partitions, their committed offsets when it
+    // died, and how long until every one of them committed again.
+    let mut moved: Option<(Vec<i32>, Vec<Option<i64>>, Instant)> = None;
+    let mut moved_after = None;
+    for round in 0..rounds {
+        broker
+            .produce(
+                &group.src,
+                &input(round * per_round, (round + 1) * per_round),
+            )
+            .unwrap();
+        match round {
+            20 => {
+                let mut victim = members[0].take().unwrap();
+                let at_kill = broker.committed(&group_id, &group.src, PARTITIONS).unwrap();
+                victim.kill().unwrap();
+                let killed = Instant::now();
+                victim.wait().unwrap();
+                let partitions = held(&group.log(0), &group.src);
+                eprintln!(
+                    "round {round}: member 0 killed (SIGKILL) holding partitions {partitions:?}"
+                );
+                assert!(
+                    !partitions.is_empty(),
+                    "member 0 held nothing:\n{}",
+                    group.log(0)
+                );
+                moved = Some((partitions, at_kill, killed));
+            }
+            35 => {
+                members.push(Some(group.spawn(broker, 3)));
+                eprintln!("round {round}: member 3 joined");
+            }
+            50 => {
+                let mut leaving = members[1].take().unwrap();
+                assert_eq!(unsafe { libc::kill(leaving.id() as i32, libc::SIGTERM) }, 0);
+                let status = weir_e2e::wait_for(&mut leaving, Duration::from_secs(30)).unwrap();
+                assert!(status.success(), "member 1 stop:\n{}", group.log(1));
+                eprintln!("round {round}: member 1 stopped (SIGTERM)");
+            }
+            _ => {}
+        }
+        for (n, m) in members.iter_mut().enumerate() {
+            if let Some(child) = m {
+                alive(child, &group, n);
+            }
+        }
+        if let (Some((partitions, before, killed)), None) = (&moved, moved_after)
+            && let Ok(now) = broker.committed(&group_id, &group.src, PARTITIONS)
+            && partitions
+                .iter()
+                .all(|&p| now[p as usize] > before[p as usize])
+        {
+            moved_after = Some(killed.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    let all = input(0, rounds * per_round);
+    let want = expected_counts(&all);
+    let started = Instant::now();
+    let got = loop {
+        let got = counts_by_key(&broker.read_committed(&group.dst, PARTITIONS).unwrap());
+        if got == want || started.elapsed() > Duration::from_secs(120) {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let written: usize = broker
+        .read_all(&group.dst, PARTITIONS)
+        .unwrap()
+        .iter()
+        .map(Vec::len)
+        .sum();
+    for m in members.iter_mut().flatten() {
+        let _ = m.kill();
+        let _ = m.wait();
+    }
+    let logs: String = (0..4)
+        .map(|n| format!("--- member {n} ---\n{}\n", group.log(n)))
+        .collect();
+    let wrong: Vec<_> = want
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(v))
+        .map(|(k, v)| (k, v.len(), got.get(k).map(|g| g.len())))
+        .take(5)
+        .collect();
+    eprintln!(
+        "group: {} input records; {} output records written in all, {} of them aborted (replays after the kill and the moves); from the kill to every moved partition committing again: {}",
+        all.len(),
+        written,
+        written.saturating_sub(all.len()),
+        moved_after.map_or("not seen during the input".into(), |d| format!(
+            "{:.1} s",
+            d.as_secs_f64()
+        ))
+    );
+    assert!(
+        wrong.is_empty(),
+        "keys whose committed counts differ from the model (key, want n, got n): {wrong:?}\n{}",
+        &logs[logs.len().saturating_sub(20_000)..]
+    );
+    assert_eq!(got.len(), want.len());
+    assert!(
+        group.log(3).contains("assigned by the group"),
+        "the member that joined got partitions:\n{}",
+        group.log(3)
+    );
+}
