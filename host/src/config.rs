@@ -868,6 +868,36 @@ plugin = "p.wasm"
     }
 
     #[test]
+    fn group_assignment_is_exactly_once_unbounded_and_from_group_offsets() {
+        let group = |source: &str, sink: &str| {
+            let text = MINIMAL
+                .replace(
+                    "[source]\n",
+                    &format!("[source]\nassignment = \"group\"\n{source}\n"),
+                )
+                .replace("[sink]\n", &format!("[sink]\n{sink}\n"));
+            let on = "[checkpoint]\nenabled = true\ninterval = \"1s\"";
+            Config::parse(&format!("{text}\n{on}"), Path::new("."))
+                .and_then(|c| c.validate().map(|()| c))
+        };
+        let eos = "semantics = \"exactly-once\"";
+        let c = group("", eos).expect("exactly-once in a group");
+        assert_eq!(c.source.assignment, Assignment::Group);
+        // A dead member's transaction must not hold its partitions for 60 s.
+        assert_eq!(c.default_transaction_timeout_ms(), 15_000);
+        assert_eq!(c.transaction_timeout(), Duration::from_secs(15));
+        let err = group("", "").unwrap_err().to_string();
+        assert!(
+            err.contains("source.assignment") && err.contains("exactly-once"),
+            "{err}"
+        );
+        let err = group("bounded = true", eos).unwrap_err().to_string();
+        assert!(err.contains("bounded"), "{err}");
+        let manual = Config::parse(MINIMAL, Path::new(".")).unwrap();
+        assert_eq!(manual.default_transaction_timeout_ms(), 60_000);
+    }
+
+    #[test]
     fn defaults() {
         let c = Config::parse(MINIMAL, Path::new("/etc/weir")).unwrap();
         assert_eq!(c.pipeline.parallelism, 1);

@@ -281,7 +281,10 @@ fn a_paused_member_is_fenced_and_none_of_its_output_becomes_visible() {
     let (rounds, per_round) = (70, 500);
     for round in 0..rounds {
         broker
-            .produce(&group.src, &input(round * per_round, (round + 1) * per_round))
+            .produce(
+                &group.src,
+                &input(round * per_round, (round + 1) * per_round),
+            )
             .unwrap();
         match round {
             15 => {
