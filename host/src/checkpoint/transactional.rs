@@ -7,7 +7,15 @@
 //!
 //! ```text
 //! <directory>/eos/<topic>-<partition>/<offset, 20 digits>.snap
+//! <directory>/eos/<topic>-<partition>/<offset, 20 digits>-<writer>.snap
 //! ```
+//!
+//! The second form is for group assignment, where several processes share
+//! the directory and a partition's previous owner may still write after it
+//! lost the partition (a zombie). Each process writes under its own
+//! `writer` name, and its commit names the writer in the committed
+//! offset's metadata; a restore loads exactly the file that commit
+//! recorded, so a zombie's files are never read.
 //!
 //! Recovery reads the group's committed offset and loads the snapshot for
 //! exactly that offset. A crash between the snapshot and the commit leaves
@@ -40,6 +48,8 @@ pub struct PartitionStateDir {
     head: Option<Box<Head>>,
     /// A full snapshot at least every this many files.
     full_every: u32,
+    /// Whose files this process writes ("" with manual assignment).
+    writer: String,
 }
 
 /// The last file written, and the capture it holds.
@@ -71,6 +81,7 @@ impl PartitionStateDir {
             dir,
             head: None,
             full_every: crate::config::default_full_snapshot_every(),
+            writer: String::new(),
         })
     }
 
@@ -80,6 +91,19 @@ impl PartitionStateDir {
             full_every: n.max(1),
             ..self
         }
+    }
+
+    /// Writes files under `writer`'s name (see the module docs).
+    pub fn with_writer(self, writer: &str) -> Self {
+        PartitionStateDir {
+            writer: writer.to_string(),
+            ..self
+        }
+    }
+
+    /// Whose files this process writes.
+    pub fn writer(&self) -> &str {
+        &self.writer
     }
 
     /// Whether the next capture must be full: nothing written yet by this
@@ -97,25 +121,36 @@ impl PartitionStateDir {
         }
     }
 
-    fn path(&self, offset: i64) -> PathBuf {
-        self.dir.join(format!("{offset:020}.snap"))
+    fn path(&self, offset: i64, writer: &str) -> PathBuf {
+        self.dir.join(file_name(offset, writer, "snap"))
     }
 
-    /// Offsets that have a snapshot file, ascending.
-    pub fn offsets(&self) -> Result<Vec<i64>, CheckpointError> {
+    /// The files there are: `(offset, writer)`, ascending.
+    pub fn files(&self) -> Result<Vec<(i64, String)>, CheckpointError> {
         let mut v = Vec::new();
         for e in fs::read_dir(&self.dir).map_err(io(&self.dir))? {
             let e = e.map_err(io(&self.dir))?;
-            if let Some(o) = e
-                .file_name()
+            let name = e.file_name();
+            let Some(stem) = name
                 .to_string_lossy()
                 .strip_suffix(".snap")
-                .and_then(|s| s.parse().ok())
-            {
-                v.push(o);
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            let (offset, writer) = stem.split_once('-').unwrap_or((&stem, ""));
+            if let Ok(o) = offset.parse() {
+                v.push((o, writer.to_string()));
             }
         }
         v.sort_unstable();
+        Ok(v)
+    }
+
+    /// Offsets that have a snapshot file (of any writer), ascending.
+    pub fn offsets(&self) -> Result<Vec<i64>, CheckpointError> {
+        let mut v: Vec<i64> = self.files()?.into_iter().map(|(o, _)| o).collect();
+        v.dedup();
         Ok(v)
     }
 
@@ -165,7 +200,7 @@ impl PartitionStateDir {
             }
             (CapturedState::Delta(_), _) => {
                 return Err(CheckpointError::Corrupt {
-                    path: self.path(offset),
+                    path: self.path(offset, &self.writer),
                     reason: format!(
                         "a delta of capture {} (instance {}) does not follow the last state file written",
                         capture.seq, capture.instance
@@ -176,9 +211,9 @@ impl PartitionStateDir {
         // Until the new file is durable, nothing may link to the old head
         // by mistake: a failure below leaves no head (the next is full).
         self.head = None;
-        let tmp = self.dir.join(format!("{offset:020}.tmp"));
+        let tmp = self.dir.join(file_name(offset, &self.writer, "tmp"));
         super::store::write_durably(&tmp, buf)?;
-        let path = self.path(offset);
+        let path = self.path(offset, &self.writer);
         fs::rename(&tmp, &path).map_err(io(&path))?;
         fs::File::open(&self.dir)
             .and_then(|d| d.sync_all())
@@ -190,11 +225,22 @@ impl PartitionStateDir {
         Ok(buf.len() as u64)
     }
 
-    /// The state for exactly `offset`, if a file was written for it: its
-    /// full snapshot, or its chain of deltas applied to the full snapshot
-    /// it starts from. A broken link makes it corrupt.
+    /// The state for exactly `offset` written with manual assignment (no
+    /// writer name); see [`load_from`](Self::load_from).
     pub fn load(&self, offset: i64) -> Result<Option<Snapshot>, CheckpointError> {
-        let path = self.path(offset);
+        self.load_from(offset, "")
+    }
+
+    /// The state `writer` wrote for exactly `offset`, if it wrote one: its
+    /// full snapshot, or its chain of deltas applied to the full snapshot
+    /// it starts from (a chain is one writer's). A broken link makes it
+    /// corrupt.
+    pub fn load_from(
+        &self,
+        offset: i64,
+        writer: &str,
+    ) -> Result<Option<Snapshot>, CheckpointError> {
+        let path = self.path(offset, writer);
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -217,7 +263,7 @@ impl PartitionStateDir {
                             link.base
                         )));
                     }
-                    let next = fs::read(self.path(base)).map_err(|e| {
+                    let next = fs::read(self.path(base, writer)).map_err(|e| {
                         corrupt(format!("offset {at}: base state at offset {base}: {e}"))
                     })?;
                     if snapshot_delta::file_crc(&next) != link.base_crc {
@@ -241,12 +287,12 @@ impl PartitionStateDir {
 
     /// Offsets of the files the state at `offset` is made of (itself and,
     /// for a delta, its chain), read from the files' headers.
-    fn chain_of(&self, offset: i64) -> BTreeSet<i64> {
+    fn chain_of(&self, offset: i64, writer: &str) -> BTreeSet<i64> {
         let mut out = BTreeSet::new();
         let mut at = offset;
         while out.insert(at) {
             let mut header = [0u8; 52];
-            let link = fs::File::open(self.path(at))
+            let link = fs::File::open(self.path(at, writer))
                 .and_then(|mut f| f.read_exact(&mut header))
                 .ok()
                 .and_then(|_| snapshot_delta::peek_link(&header));
@@ -259,17 +305,30 @@ impl PartitionStateDir {
     }
 
     /// Deletes state files of offsets below `committed` (they can no longer
-    /// be what the group's committed offset points at), except those the
-    /// committed state's delta chain needs.
+    /// be what the group's committed offset points at), of every writer,
+    /// except those the committed state's delta chain (this process's)
+    /// needs. A file another process removed first is no error.
     pub fn prune_below(&self, committed: i64) -> Result<(), CheckpointError> {
-        let keep = self.chain_of(committed);
-        for o in self.offsets()? {
-            if o < committed && !keep.contains(&o) {
-                let p = self.path(o);
-                fs::remove_file(&p).map_err(io(&p))?;
+        let keep = self.chain_of(committed, &self.writer);
+        for (o, writer) in self.files()? {
+            if o < committed && !(writer == self.writer && keep.contains(&o)) {
+                let p = self.path(o, &writer);
+                match fs::remove_file(&p) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&p)(e)),
+                    _ => {}
+                }
             }
         }
         Ok(())
+    }
+}
+
+/// `<offset, 20 digits>[-<writer>].<ext>`.
+fn file_name(offset: i64, writer: &str, ext: &str) -> String {
+    if writer.is_empty() {
+        format!("{offset:020}.{ext}")
+    } else {
+        format!("{offset:020}-{writer}.{ext}")
     }
 }
 
@@ -321,5 +380,54 @@ mod worker_count_tests {
         fs::write(dir.path().join("eos").join("workers"), "x").unwrap();
         let err = recorded_workers(dir.path()).unwrap_err().to_string();
         assert!(err.contains("workers"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod writer_tests {
+    use super::*;
+    use crate::runtime::snapshot::HostTime;
+
+    fn full(memory: Vec<u8>, instance: u64) -> Capture {
+        Capture {
+            instance,
+            seq: 1,
+            state: CapturedState::Full(Snapshot {
+                module_sha256: [0; 32],
+                globals: Vec::new(),
+                time: HostTime {
+                    event_time: 0,
+                    clock_ns: 0,
+                },
+                memory,
+            }),
+        }
+    }
+
+    #[test]
+    fn each_writer_reads_and_keeps_its_own_files() {
+        let root = tempfile::tempdir().unwrap();
+        let mut owner = PartitionStateDir::open(root.path(), "in", 0)
+            .unwrap()
+            .with_writer("owner");
+        let mut zombie = PartitionStateDir::open(root.path(), "in", 0)
+            .unwrap()
+            .with_writer("zombie");
+        let mut buf = Vec::new();
+        owner.write(10, &full(vec![1; 65536], 1), &mut buf).unwrap();
+        // The zombie writes the same offset after the owner: nothing of
+        // the owner's is replaced.
+        zombie
+            .write(10, &full(vec![2; 65536], 2), &mut buf)
+            .unwrap();
+        let state = |w: &str| owner.load_from(10, w).unwrap().map(|s| s.memory);
+        assert_eq!(state("owner"), Some(vec![1; 65536]));
+        assert_eq!(state("zombie"), Some(vec![2; 65536]));
+        assert_eq!(owner.load(10).unwrap().map(|s| s.memory), None);
+        assert_eq!(owner.offsets().unwrap(), vec![10]);
+        // Pruning below a later commit removes every writer's older files.
+        owner.write(20, &full(vec![3; 65536], 3), &mut buf).unwrap();
+        owner.prune_below(20).unwrap();
+        assert_eq!(owner.files().unwrap(), vec![(20, "owner".to_string())]);
     }
 }

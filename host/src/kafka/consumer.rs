@@ -70,6 +70,9 @@ pub struct PartitionStart {
     pub end: Option<i64>,
     /// The group's committed offset (exactly-once recovers from it).
     pub committed: Option<i64>,
+    /// The committed offset's metadata: under exactly-once with group
+    /// assignment, which process wrote the state for it ("" otherwise).
+    pub committed_writer: String,
 }
 
 /// Creates the consumer and checks, within `kafka.connect_timeout`, that the
@@ -254,12 +257,17 @@ pub fn resolve_partitions(
             topic, partition, start, low, high, committed = ?facts.committed,
             "start position resolved"
         );
+        let committed_writer = committed
+            .find_partition(&topic, partition)
+            .map(|e| e.metadata().to_string())
+            .unwrap_or_default();
         starts.push(PartitionStart {
             tp: TopicPartition::new(topic, partition),
             topic_index,
             start,
             end: config.source.bounded.then_some(high),
             committed: facts.committed,
+            committed_writer,
         });
     }
     Ok(starts)
@@ -357,6 +365,7 @@ pub fn discover(
                 start: low,
                 end: None,
                 committed: None,
+                committed_writer: String::new(),
             });
         }
     }

@@ -140,6 +140,7 @@ pub trait DurabilityFactory: Send + Sync {
 pub fn factory(
     config: &Config,
     mode: DeliveryMode,
+    writer: &str,
     store: Option<CheckpointStore>,
     consumer: &Arc<SourceConsumer>,
     producer: &Arc<SinkProducer>,
@@ -149,6 +150,7 @@ pub fn factory(
         (DeliveryMode::Transactional, _) => Arc::new(TransactionsFactory {
             root: config.checkpoint_dir(),
             full_snapshot_every: config.checkpoint.full_snapshot_every,
+            writer: writer.to_string(),
         }),
         (DeliveryMode::Checkpointed { .. }, Some(store)) => Arc::new(StoreFactory {
             store,
@@ -229,8 +231,10 @@ impl DurabilityFactory for StoreFactory {
 pub struct Transactions {
     /// The partition's state files, keyed by offset.
     state: PartitionStateDir,
-    /// The offset the last committed transaction reached for the partition.
+    /// The offset the last committed transaction reached for the partition,
+    /// and who wrote the state for it.
     committed: Option<i64>,
+    committed_writer: String,
     /// The worker's transactional producer.
     producer: Arc<SinkProducer>,
     buf: Vec<u8>,
@@ -253,7 +257,7 @@ impl Durability for Transactions {
         let Some(offset) = self.committed else {
             return Ok(None);
         };
-        let snapshot = self.state.load(offset)?;
+        let snapshot = self.state.load_from(offset, &self.committed_writer)?;
         Ok(Some(RestorePoint { offset, snapshot }))
     }
 
@@ -291,6 +295,7 @@ impl Durability for Transactions {
 
     fn completed(&mut self, offset: i64) -> Result<(), CheckpointError> {
         self.committed = Some(offset);
+        self.committed_writer = self.state.writer().to_string();
         self.state.prune_below(offset)
     }
 }
@@ -298,6 +303,8 @@ impl Durability for Transactions {
 struct TransactionsFactory {
     root: PathBuf,
     full_snapshot_every: u32,
+    /// This process's name on its state files ("" with manual assignment).
+    writer: String,
 }
 
 impl DurabilityFactory for TransactionsFactory {
@@ -308,10 +315,12 @@ impl DurabilityFactory for TransactionsFactory {
     ) -> Result<Box<dyn Durability>, DurabilityError> {
         let producer = transaction.ok_or(DurabilityError::NoTransaction)?;
         let state = PartitionStateDir::open(&self.root, &start.tp.topic, start.tp.partition)?
-            .with_full_snapshot_every(self.full_snapshot_every);
+            .with_full_snapshot_every(self.full_snapshot_every)
+            .with_writer(&self.writer);
         Ok(Box::new(Transactions {
             state,
             committed: start.committed,
+            committed_writer: start.committed_writer.clone(),
             producer: producer.clone(),
             buf: Vec::new(),
         }))

@@ -41,8 +41,9 @@ pub enum Recovered {
         id: u64,
         offsets: HashMap<TopicPartition, i64>,
     },
-    /// Exactly-once: per partition, the offsets state files exist for.
-    StateFiles(HashMap<TopicPartition, Vec<i64>>),
+    /// Exactly-once: per partition, the state files there are, as
+    /// `(offset, writer)`.
+    StateFiles(HashMap<TopicPartition, Vec<(i64, String)>>),
 }
 
 /// The durable state does not fit the group's offsets.
@@ -101,13 +102,17 @@ pub fn entry(
 /// Exactly-once: the state for the group's committed offset, if any.
 fn committed_state(
     start: &mut PartitionStart,
-    files: &HashMap<TopicPartition, Vec<i64>>,
+    files: &HashMap<TopicPartition, Vec<(i64, String)>>,
 ) -> Result<StateOrigin, PlanError> {
     let Some(committed) = start.committed else {
         return Ok(StateOrigin::Fresh);
     };
-    let offsets = files.get(&start.tp).map(Vec::as_slice).unwrap_or_default();
-    if offsets.contains(&committed) {
+    let files = files.get(&start.tp).map(Vec::as_slice).unwrap_or_default();
+    let offsets: Vec<i64> = files.iter().map(|(o, _)| *o).collect();
+    if files
+        .iter()
+        .any(|(o, w)| *o == committed && *w == start.committed_writer)
+    {
         start.start = committed;
         return Ok(StateOrigin::Committed);
     }
@@ -121,7 +126,7 @@ fn committed_state(
     Err(PlanError::NoStateForCommitted {
         tp: start.tp.clone(),
         committed,
-        offsets: offsets.to_vec(),
+        offsets,
     })
 }
 
@@ -136,6 +141,7 @@ mod tests {
             start,
             end: None,
             committed,
+            committed_writer: String::new(),
         }
     }
 
@@ -184,7 +190,8 @@ mod tests {
 
     #[test]
     fn exactly_once_resumes_at_the_committed_offset_with_its_state() {
-        let files = HashMap::from([(tp(0), vec![10, 20]), (tp(2), vec![4])]);
+        let file = |o: i64| (o, String::new());
+        let files = HashMap::from([(tp(0), vec![file(10), file(20)]), (tp(2), vec![file(4)])]);
         let recovered = Recovered::StateFiles(files);
         let entries = plan(
             vec![
@@ -212,6 +219,22 @@ mod tests {
         );
         let err = plan(vec![start(2, 0, Some(5))], &recovered, 2).unwrap_err();
         assert!(err.to_string().contains("committed offset 5"), "{err}");
+    }
+
+    #[test]
+    fn with_writers_only_the_committed_writers_file_counts() {
+        // A zombie ("old") also wrote offset 20; the commit names "new".
+        let files = HashMap::from([(tp(0), vec![(20, "new".into()), (20, "old".into())])]);
+        let recovered = Recovered::StateFiles(files);
+        let mut s = start(0, 0, Some(20));
+        s.committed_writer = "new".into();
+        let e = entry(s.clone(), &recovered, 1).unwrap();
+        assert_eq!((e.start.start, e.state), (20, StateOrigin::Committed));
+        s.committed_writer = "other".into();
+        assert!(
+            entry(s, &recovered, 1).is_err(),
+            "no file of the committed writer"
+        );
     }
 
     #[test]

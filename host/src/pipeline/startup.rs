@@ -67,9 +67,10 @@ pub(super) fn prepare(config: &Config, metrics: &Arc<JobMetrics>) -> Result<Prep
     };
     let consumer = consumer::create(config, &bootstrap)?;
     check_output_topics(config, &consumer)?;
+    let writer = process_writer(config);
     // Exactly-once: fence every zombie before reading committed offsets.
     let commits = if mode.transactional() {
-        start_transactions(config, &bootstrap, &consumer, metrics)?
+        start_transactions(config, &bootstrap, &consumer, metrics, &writer)?
     } else {
         Vec::new()
     };
@@ -89,7 +90,7 @@ pub(super) fn prepare(config: &Config, metrics: &Arc<JobMetrics>) -> Result<Prep
     let env = Arc::new(task_env(config, &module, &consumer, metrics));
     let factory = Arc::new(TaskFactory {
         env,
-        durability: durability::factory(config, mode, store.clone(), &consumer, &producer),
+        durability: durability::factory(config, mode, &writer, store.clone(), &consumer, &producer),
         plugin_path: config.plugin_path(),
     });
     let restored_from = restored.as_ref().map(|c| c.id);
@@ -121,7 +122,7 @@ fn recovered(
         for s in starts {
             let dir =
                 PartitionStateDir::open(&config.checkpoint_dir(), &s.tp.topic, s.tp.partition)?;
-            files.insert(s.tp.clone(), dir.offsets()?);
+            files.insert(s.tp.clone(), dir.files()?);
         }
         return Ok(Recovered::StateFiles(files));
     }
@@ -308,9 +309,10 @@ fn start_transactions(
     bootstrap: &str,
     consumer: &Arc<SourceConsumer>,
     metrics: &Arc<JobMetrics>,
+    writer: &str,
 ) -> Result<Vec<Option<WorkerCommit>>, JobError> {
     if config.source.assignment == Assignment::Group {
-        return start_group_transactions(config, bootstrap, consumer, metrics);
+        return start_group_transactions(config, bootstrap, consumer, metrics, writer);
     }
     let root = config.checkpoint_dir();
     let parallelism = config.pipeline.parallelism;
@@ -342,7 +344,7 @@ fn start_transactions(
             let id = transaction::transactional_id(prefix, w);
             let txn = WorkerTransaction::start(config, bootstrap, consumer, id)
                 .map_err(|e| failed(w, e))?;
-            commits.push(Some(worker_commit(config, txn, w, metrics)));
+            commits.push(Some(worker_commit(config, txn, w, metrics, "")));
             continue;
         }
         if w < previous {
@@ -370,12 +372,28 @@ fn worker_commit(
     txn: WorkerTransaction,
     worker: usize,
     metrics: &Arc<JobMetrics>,
+    writer: &str,
 ) -> WorkerCommit {
     let retries = (
         config.pipeline.restart_attempts,
         config.pipeline.restart_backoff,
     );
-    WorkerCommit::new(txn, worker, retries, metrics.clone())
+    WorkerCommit::new(txn, worker, retries, metrics.clone()).with_writer(writer)
+}
+
+/// This process's name on its exactly-once state files and in its
+/// commits' offset metadata: unique per process start (its pid and start
+/// time) with group assignment, where processes share the directory; ""
+/// with manual assignment (one process per directory, the file names of
+/// earlier versions).
+fn process_writer(config: &Config) -> String {
+    if config.source.assignment != Assignment::Group {
+        return String::new();
+    }
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{:x}-{:x}", std::process::id(), started.as_millis())
 }
 
 /// Group assignment: every worker gets a transaction under an id of this
@@ -389,16 +407,12 @@ fn start_group_transactions(
     bootstrap: &str,
     consumer: &Arc<SourceConsumer>,
     metrics: &Arc<JobMetrics>,
+    instance: &str,
 ) -> Result<Vec<Option<WorkerCommit>>, JobError> {
-    // Unique per process start: its pid and its start time.
-    let started = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let instance = format!("{:x}-{:x}", std::process::id(), started.as_millis());
     let prefix = &config.sink.transactional_id_prefix;
     (0..config.pipeline.parallelism)
         .map(|w| {
-            let id = transaction::group_transactional_id(prefix, &instance, w);
+            let id = transaction::group_transactional_id(prefix, instance, w);
             let txn =
                 WorkerTransaction::start(config, bootstrap, consumer, id.clone()).map_err(|e| {
                     Box::new(TransactionFailure {
@@ -407,7 +421,7 @@ fn start_group_transactions(
                         cause: CommitError::Transaction(e),
                     })
                 })?;
-            Ok(Some(worker_commit(config, txn, w, metrics)))
+            Ok(Some(worker_commit(config, txn, w, metrics, instance)))
         })
         .collect()
 }

@@ -101,6 +101,9 @@ pub struct WorkerCommit {
     backoff: Duration,
     /// A rollback whose abort failed is tried again then; the tasks wait.
     pending: Option<Instant>,
+    /// Group assignment: this process's name on its state files, recorded
+    /// in each committed offset's metadata ("" otherwise).
+    writer: String,
     metrics: Arc<JobMetrics>,
 }
 
@@ -121,6 +124,15 @@ impl WorkerCommit {
             backoff,
             pending: None,
             metrics,
+            writer: String::new(),
+        }
+    }
+
+    /// Records `writer` in the metadata of every committed offset.
+    pub fn with_writer(self, writer: &str) -> Self {
+        WorkerCommit {
+            writer: writer.to_string(),
+            ..self
         }
     }
 
@@ -190,9 +202,11 @@ impl WorkerCommit {
         for (i, state) in states.into_iter().enumerate() {
             if let Some((next, size)) = state {
                 let tp = tasks[i].tp();
-                offsets
-                    .add_partition_offset(&tp.topic, tp.partition, Offset::Offset(next))
-                    .expect("a valid offset");
+                let mut e = offsets.add_partition(&tp.topic, tp.partition);
+                e.set_offset(Offset::Offset(next)).expect("a valid offset");
+                if !self.writer.is_empty() {
+                    e.set_metadata(&self.writer);
+                }
                 written.push((i, next));
                 bytes += size;
             }

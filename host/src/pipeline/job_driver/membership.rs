@@ -220,7 +220,7 @@ impl JobDriver {
             &start.tp.topic,
             start.tp.partition,
         )?;
-        let files = HashMap::from([(start.tp.clone(), dir.offsets()?)]);
+        let files = HashMap::from([(start.tp.clone(), dir.files()?)]);
         let recovered = Recovered::StateFiles(files);
         Ok(plan::entry(
             start,

@@ -112,6 +112,7 @@ fn entry(partition: i32, start: i64, worker: usize, state: StateOrigin) -> PlanE
             start,
             end: None,
             committed: None,
+            committed_writer: String::new(),
         },
         worker,
         state,
