@@ -619,10 +619,10 @@ impl Config {
     /// `source.assignment = "group"`: what it needs for now.
     fn validate_group(&self) -> Result<(), ConfigError> {
         let field = "source.assignment";
-        if self.sink.semantics != DeliveryGuarantee::ExactlyOnce {
+        if !self.checkpoint.enabled {
             return Err(self.invalid(
                 field,
-                "\"group\" needs sink.semantics = \"exactly-once\" for now: its state files are per partition and Kafka fences a previous owner; at-least-once needs per-partition checkpoints in a shared store, not built yet",
+                "\"group\" needs [checkpoint] enabled = true: a partition's state follows it to its next owner through its checkpoints",
             ));
         }
         if self.source.bounded {
@@ -868,7 +868,7 @@ plugin = "p.wasm"
     }
 
     #[test]
-    fn group_assignment_is_exactly_once_unbounded_and_from_group_offsets() {
+    fn group_assignment_has_checkpoints_is_unbounded_and_starts_from_group_offsets() {
         let group = |source: &str, sink: &str| {
             let text = MINIMAL
                 .replace(
@@ -886,9 +886,15 @@ plugin = "p.wasm"
         // A dead member's transaction must not hold its partitions for 60 s.
         assert_eq!(c.default_transaction_timeout_ms(), 15_000);
         assert_eq!(c.transaction_timeout(), Duration::from_secs(15));
-        let err = group("", "").unwrap_err().to_string();
+        let alo = group("", "").expect("at-least-once in a group");
+        assert_eq!(alo.sink.semantics, DeliveryGuarantee::AtLeastOnce);
+        let off = MINIMAL.replace("[source]\n", "[source]\nassignment = \"group\"\n");
+        let err = Config::parse(&off, Path::new("."))
+            .and_then(|c| c.validate())
+            .unwrap_err()
+            .to_string();
         assert!(
-            err.contains("source.assignment") && err.contains("exactly-once"),
+            err.contains("source.assignment") && err.contains("[checkpoint]"),
             "{err}"
         );
         let err = group("bounded = true", eos).unwrap_err().to_string();

@@ -449,6 +449,11 @@ pub fn commit(consumer: &SourceConsumer, positions: &[Position]) -> Result<(), K
         tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*o))
             .expect("valid offset");
     }
+    commit_list(consumer, &tpl)
+}
+
+/// Commits the offsets (and their metadata) of `tpl`, as [`commit`] does.
+pub fn commit_list(consumer: &SourceConsumer, tpl: &TopicPartitionList) -> Result<(), KafkaError> {
     if tpl.count() == 0 {
         return Ok(());
     }
@@ -457,7 +462,7 @@ pub fn commit(consumer: &SourceConsumer, positions: &[Position]) -> Result<(), K
     let mut attempt = 1u32;
     loop {
         let call = Instant::now();
-        let result = consumer.commit(&tpl, CommitMode::Sync);
+        let result = consumer.commit(tpl, CommitMode::Sync);
         tracing::debug!(
             attempt,
             ms = call.elapsed().as_millis() as u64,

@@ -146,12 +146,20 @@ pub fn factory(
     producer: &Arc<SinkProducer>,
 ) -> Arc<dyn DurabilityFactory> {
     let timeout = config.kafka.connect_timeout;
-    match (mode, store) {
-        (DeliveryMode::Transactional, _) => Arc::new(TransactionsFactory {
+    let group = config.source.assignment == crate::config::Assignment::Group;
+    let states = |shared: Option<&Arc<SinkProducer>>| {
+        Arc::new(TransactionsFactory {
             root: config.checkpoint_dir(),
             full_snapshot_every: config.checkpoint.full_snapshot_every,
             writer: writer.to_string(),
-        }),
+            shared: shared.cloned(),
+        })
+    };
+    match (mode, store) {
+        (DeliveryMode::Transactional, _) => states(None),
+        // Group assignment: per-partition state files keyed by the offset
+        // the worker commits to the group (see `OffsetCommit`).
+        (DeliveryMode::Checkpointed { .. }, _) if group => states(Some(producer)),
         (DeliveryMode::Checkpointed { .. }, Some(store)) => Arc::new(StoreFactory {
             store,
             producer: producer.clone(),
@@ -305,6 +313,9 @@ struct TransactionsFactory {
     full_snapshot_every: u32,
     /// This process's name on its state files ("" with manual assignment).
     writer: String,
+    /// Group assignment, at-least-once: the job's shared producer (there
+    /// is no transaction).
+    shared: Option<Arc<SinkProducer>>,
 }
 
 impl DurabilityFactory for TransactionsFactory {
@@ -313,7 +324,9 @@ impl DurabilityFactory for TransactionsFactory {
         start: &PartitionStart,
         transaction: Option<&Arc<SinkProducer>>,
     ) -> Result<Box<dyn Durability>, DurabilityError> {
-        let producer = transaction.ok_or(DurabilityError::NoTransaction)?;
+        let producer = transaction
+            .or(self.shared.as_ref())
+            .ok_or(DurabilityError::NoTransaction)?;
         let state = PartitionStateDir::open(&self.root, &start.tp.topic, start.tp.partition)?
             .with_full_snapshot_every(self.full_snapshot_every)
             .with_writer(&self.writer);

@@ -381,6 +381,12 @@ impl JobDriver {
         }
     }
 
+    /// Whether each worker makes its tasks' progress durable itself
+    /// (exactly-once; group assignment), not the checkpoint coordinator.
+    fn workers_commit(&self) -> bool {
+        self.mode.transactional() || self.config.source.assignment == Assignment::Group
+    }
+
     /// The shutdown future resolved: the workers stop between batches.
     fn on_shutdown(&mut self) {
         tracing::info!("shutdown requested; stopping workers");
@@ -410,8 +416,9 @@ impl JobDriver {
 
     /// The checkpoint interval passed: ask the workers for the next one.
     fn on_checkpoint_due(&mut self) {
+        let workers_commit = self.workers_commit();
         let c = &mut self.checkpoints;
-        if self.mode.transactional() {
+        if workers_commit {
             // Each worker commits its own transaction between batches;
             // the checkpoint counts once every worker has committed it.
             c.eos_id += 1;
@@ -547,6 +554,7 @@ impl JobDriver {
     /// (every task's state at the end) with a store, the end positions
     /// without one (exactly-once workers committed their own).
     async fn final_commit(&mut self) -> Result<(), JobError> {
+        let workers_commit = self.workers_commit();
         let c = &mut self.checkpoints;
         if let Some(persister) = &c.persister {
             if let Some((id, parts)) = c.coordinator.final_set() {
@@ -559,7 +567,7 @@ impl JobDriver {
                 );
                 c.last = Some(stats);
             }
-        } else if self.mode.transactional() {
+        } else if workers_commit {
             // Every worker's last transaction committed.
             if c.eos_workers.values().all(|&last| last == u64::MAX) && !c.eos_workers.is_empty() {
                 c.completed += 1;

@@ -41,6 +41,7 @@ pub mod task_error;
 pub mod task_factory;
 pub mod worker;
 pub mod worker_commit;
+pub mod worker_durability;
 
 use crate::checkpoint::CheckpointError;
 use crate::checkpoint::coordinator::CheckpointStats;

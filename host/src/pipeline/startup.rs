@@ -17,6 +17,7 @@ use super::task_env::TaskEnv;
 use super::task_factory::TaskFactory;
 use super::worker::Worker;
 use super::worker_commit::{CommitError, TransactionFailure, WorkerCommit};
+use super::worker_durability::{OffsetCommit, WorkerDurability};
 use super::{JobError, assignment};
 use crate::checkpoint::CheckpointStore;
 use crate::checkpoint::CompletedCheckpoint;
@@ -67,10 +68,17 @@ pub(super) fn prepare(config: &Config, metrics: &Arc<JobMetrics>) -> Result<Prep
     };
     let consumer = consumer::create(config, &bootstrap)?;
     check_output_topics(config, &consumer)?;
+    let producer = producer::create(config, &bootstrap)?;
     let writer = process_writer(config);
+    let group = config.source.assignment == Assignment::Group;
     // Exactly-once: fence every zombie before reading committed offsets.
-    let commits = if mode.transactional() {
+    let commits: Vec<Option<Box<dyn WorkerDurability>>> = if mode.transactional() {
         start_transactions(config, &bootstrap, &consumer, metrics, &writer)?
+            .into_iter()
+            .map(|c| c.map(|c| Box::new(c) as Box<dyn WorkerDurability>))
+            .collect()
+    } else if group {
+        offset_commits(config, mode, &producer, &consumer, metrics, &writer)
     } else {
         Vec::new()
     };
@@ -81,7 +89,6 @@ pub(super) fn prepare(config: &Config, metrics: &Arc<JobMetrics>) -> Result<Prep
     };
     let recovered = recovered(config, mode, restored.as_ref(), &starts)?;
     let plan = plan::plan(starts, &recovered, config.pipeline.parallelism)?;
-    let producer = producer::create(config, &bootstrap)?;
     let planned: Vec<PartitionStart> = plan.iter().map(|e| e.start.clone()).collect();
     let queues = consumer::assign(&consumer, &planned)?;
     if mode.auto_commit() {
@@ -145,7 +152,7 @@ fn recovered(
 fn build_workers(
     config: &Config,
     factory: &Arc<TaskFactory>,
-    mut commits: Vec<Option<WorkerCommit>>,
+    mut commits: Vec<Option<Box<dyn WorkerDurability>>>,
     plan: Vec<PlanEntry>,
     queues: Vec<SourceQueue>,
     restored: Option<CompletedCheckpoint>,
@@ -186,7 +193,7 @@ fn build_workers(
             start.tp.partition,
             start.start,
         ));
-        let producer = workers[w].commit.as_ref().map(WorkerCommit::producer);
+        let producer = workers[w].commit.as_ref().and_then(|c| c.producer());
         let task = factory
             .build(&entry, queue, snapshot, producer.as_ref(), stats.clone())
             .map_err(|e| factory.job_error(e, &entry))?;
@@ -214,7 +221,8 @@ fn open_store(
     config: &Config,
     mode: DeliveryMode,
 ) -> Result<(Option<CheckpointStore>, Option<CompletedCheckpoint>), JobError> {
-    if !mode.uses_store() {
+    // Group assignment keeps per-partition state files instead.
+    if !mode.uses_store() || config.source.assignment == Assignment::Group {
         return Ok((None, None));
     }
     let store = CheckpointStore::open(&config.checkpoint_dir(), config.checkpoint.retain)?
@@ -379,6 +387,35 @@ fn worker_commit(
         config.pipeline.restart_backoff,
     );
     WorkerCommit::new(txn, worker, retries, metrics.clone()).with_writer(writer)
+}
+
+/// Group assignment, at-least-once (or none): each worker commits its
+/// partitions' offsets to the group after their state files (see
+/// [`OffsetCommit`]).
+fn offset_commits(
+    config: &Config,
+    mode: DeliveryMode,
+    producer: &Arc<SinkProducer>,
+    consumer: &Arc<SourceConsumer>,
+    metrics: &Arc<JobMetrics>,
+    writer: &str,
+) -> Vec<Option<Box<dyn WorkerDurability>>> {
+    (0..config.pipeline.parallelism)
+        .map(|worker| {
+            let commit = OffsetCommit {
+                worker,
+                producer: producer.clone(),
+                consumer: consumer.clone(),
+                flush: mode.flushes_on_checkpoint(),
+                log_failures_only: config.sink.log_failures_only,
+                writer: writer.to_string(),
+                metrics: metrics.clone(),
+                failures: 0,
+                attempts: config.pipeline.restart_attempts,
+            };
+            Some(Box::new(commit) as Box<dyn WorkerDurability>)
+        })
+        .collect()
 }
 
 /// This process's name on its exactly-once state files and in its

@@ -16,7 +16,7 @@ use super::partition_task::{PartitionTask, Step};
 use super::plan::PlanEntry;
 use super::status::TaskStats;
 use super::task_factory::TaskFactory;
-use super::worker_commit::WorkerCommit;
+use super::worker_durability::WorkerDurability;
 use crate::checkpoint::{CheckpointTrigger, TaskCheckpoint};
 use crate::kafka::consumer::SourceQueue;
 use crate::runtime::snapshot::Snapshot;
@@ -36,8 +36,10 @@ const NO_TASKS_WAIT: Duration = Duration::from_millis(50);
 pub struct Worker {
     pub id: usize,
     pub tasks: Vec<PartitionTask>,
-    /// Exactly-once: the worker's transaction over its tasks.
-    pub commit: Option<WorkerCommit>,
+    /// Exactly-once, or group assignment: how the worker makes its tasks'
+    /// progress durable (its transaction; its offset commits). `None`: the
+    /// checkpoint coordinator does.
+    pub commit: Option<Box<dyn WorkerDurability>>,
     /// Builds the tasks the worker adopts.
     pub factory: Arc<TaskFactory>,
     /// A bounded job's worker ends once all its tasks have finished; an
@@ -209,7 +211,7 @@ impl Worker {
     /// Builds an adopted partition's task (restoring its state) and runs
     /// it from the next round.
     fn adopt(&mut self, a: Adoption) -> Result<(), JobError> {
-        let producer = self.commit.as_ref().map(WorkerCommit::producer);
+        let producer = self.commit.as_ref().and_then(|c| c.producer());
         let task = self
             .factory
             .build(&a.entry, a.queue, a.snapshot, producer.as_ref(), a.stats)

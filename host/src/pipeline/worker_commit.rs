@@ -56,7 +56,7 @@ const STATE_WRITERS: usize = 4;
 /// 110–125 ms for the first full states against 3–10 ms for the
 /// transaction calls. Each file is captured, encoded and fsynced on its
 /// own, so the tasks are split over a few scoped threads.
-fn write_states(
+pub(super) fn write_states(
     tasks: &mut [PartitionTask],
     id: u64,
 ) -> Result<Vec<Option<(i64, u64)>>, CommitError> {

@@ -102,7 +102,7 @@ impl JobDriver {
             .send(WorkerCommand::Adopt(Box::new(adoption)))
             .map_err(|_| JobError::WorkerGone { worker })?;
         self.checkpoints.coordinator.add_task(&tp);
-        if self.mode.transactional() {
+        if self.workers_commit() {
             // Its worker's commits now count for the job's checkpoints.
             let complete = self.checkpoints.eos_complete;
             self.checkpoints
