@@ -136,10 +136,11 @@ struct Checkpoints {
     persisting: Option<Persisting>,
     /// Exactly-once: the id of the last commit requested of the workers.
     eos_id: u64,
-    /// Exactly-once: the workers with a transaction, and the last
+    /// Workers that commit themselves (exactly-once; group assignment)
+    /// and have partitions, and the last
     /// checkpoint each committed.
     eos_workers: BTreeMap<usize, u64>,
-    /// Exactly-once: the last checkpoint every worker has committed.
+    /// The last checkpoint every such worker has committed.
     eos_complete: u64,
     /// Checkpoints completed (exactly-once: committed by every worker).
     completed: u64,
@@ -213,7 +214,7 @@ pub(super) struct JobDriver {
     commands: Vec<std::sync::mpsc::Sender<WorkerCommand>>,
     exits: UnboundedReceiver<WorkerExit>,
     answers: UnboundedReceiver<TaskCheckpoint>,
-    /// Exactly-once: `(worker, checkpoint id)` committed.
+    /// Workers that commit themselves: `(worker, checkpoint id)` committed.
     committed: UnboundedReceiver<(usize, u64)>,
     /// The next offset of every task that ended or left.
     positions: Vec<Position>,
@@ -428,7 +429,7 @@ impl JobDriver {
         }
     }
 
-    /// Exactly-once: `worker` committed checkpoint `id`. A checkpoint is
+    /// `worker` committed checkpoint `id` itself. A checkpoint is
     /// complete once every worker with a transaction committed it (or a
     /// later one).
     fn on_transaction_committed(&mut self, worker: usize, id: u64) {

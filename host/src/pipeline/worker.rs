@@ -8,7 +8,8 @@
 //! Partitions come and go between rounds, by [`WorkerCommand`]: `Adopt`
 //! builds a task here (instantiating and restoring are CPU work too) and
 //! runs it from then on; `Release` makes the partition's progress durable
-//! and lets it go. Start-up adopts every planned partition the same way.
+//! and lets it go. Start-up builds its tasks with the same factory before
+//! the workers start.
 
 use super::JobError;
 use super::durability::CheckpointPart;
@@ -75,8 +76,8 @@ pub struct Released {
     pub position: Option<i64>,
     /// With the checkpoint store: its final state (a full capture).
     pub final_state: Option<TaskCheckpoint>,
-    /// Exactly-once: the commit before it left failed; its progress since
-    /// the last commit is not durable (the next owner replays it).
+    /// The commit before it left failed; its progress since the last
+    /// commit is not durable (its next owner replays it).
     pub error: Option<JobError>,
 }
 
@@ -85,8 +86,8 @@ pub struct Released {
 pub struct CheckpointLink {
     pub trigger: Arc<CheckpointTrigger>,
     pub answers: tokio::sync::mpsc::UnboundedSender<TaskCheckpoint>,
-    /// Exactly-once: `(worker, checkpoint id)` once the worker's
-    /// transaction committed that checkpoint.
+    /// Workers that commit themselves (exactly-once; group assignment):
+    /// `(worker, checkpoint id)` once the worker committed that checkpoint.
     pub committed: tokio::sync::mpsc::UnboundedSender<(usize, u64)>,
     /// Bumped when a checkpoint failed because output was not delivered:
     /// every task restarts from the last complete checkpoint.
@@ -106,7 +107,7 @@ pub struct WorkerExit {
     pub error: Option<JobError>,
     /// With checkpoints on and no error: each task's final state.
     pub finals: Vec<TaskCheckpoint>,
-    /// Exactly-once: the final transaction committed.
+    /// A worker that commits itself: its final commit succeeded.
     pub final_committed: bool,
 }
 
