@@ -6,7 +6,22 @@
 //! every key's committed counts must be 1, 2, ..., n, for the keys of the
 //! partitions the job started with and for those of the new ones.
 
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
+
+/// The text of `/metrics` at `addr`.
+fn get_metrics(addr: std::net::SocketAddr) -> String {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: weir\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
 use weir_e2e::model::expected_counts;
 use weir_e2e::{Broker, Input, counts_by_key, keyed_input, repo_root, topic};
 
@@ -21,6 +36,10 @@ fn partitions_added_while_running_are_read_from_their_first_offset_exactly_once(
     broker.produce(&src, &before).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
+    let metrics: std::net::SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let text = format!(
         r#"[kafka]
 bootstrap_servers = "{bootstrap}"
@@ -44,6 +63,8 @@ interval = "500ms"
 directory = "ck"
 [status]
 interval = "0s"
+[metrics]
+listen = "{metrics}"
 "#,
         bootstrap = broker.bootstrap(),
         plugins = repo_root().join("plugins").display(),
@@ -85,6 +106,8 @@ interval = "0s"
         );
         std::thread::sleep(Duration::from_millis(500));
     };
+    // The metrics endpoint counts the partitions that joined.
+    let scraped = get_metrics(metrics);
     child.kill().unwrap();
     child.wait().unwrap();
     let log = weir_e2e::weir_log(dir.path());
@@ -99,6 +122,17 @@ interval = "0s"
         "keys whose committed counts differ from the model (key, want n, got n): {wrong:?}\n{log}"
     );
     assert_eq!(got.len(), want.len(), "unexpected keys in the output");
+    for p in [2, 3] {
+        let labels = format!("weir_records_in_total{{partition=\"{p}\",topic=\"{src}\"");
+        assert!(
+            scraped.lines().any(|l| l.starts_with(&labels)),
+            "no records-in counter for new partition {p}:\n{scraped}"
+        );
+    }
+    assert!(
+        scraped.contains("weir_assigned_partitions{plugin=\"running_count.wasm\"} 4"),
+        "four assigned partitions:\n{scraped}"
+    );
     for p in [2, 3] {
         assert!(
             log.contains("new partition found") && log.contains(&format!("{src}/{p}")),

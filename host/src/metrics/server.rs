@@ -10,7 +10,7 @@
 
 use super::JobMetrics;
 use crate::kafka::consumer::SourceConsumer;
-use crate::pipeline::status::TaskStats;
+use crate::pipeline::status::TaskList;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -22,7 +22,8 @@ use std::time::Duration;
 /// What the endpoints read.
 pub struct Health {
     pub metrics: Arc<JobMetrics>,
-    pub tasks: Vec<Arc<TaskStats>>,
+    /// The partition tasks as they come and go.
+    pub tasks: TaskList,
     pub consumer: Arc<SourceConsumer>,
     /// The checkpoint interval, with checkpoints on.
     pub checkpoint_interval: Option<Duration>,
@@ -85,7 +86,7 @@ impl Health {
     fn render(&self) -> String {
         let m = &self.metrics;
         let mut broker_ok = true;
-        for t in &self.tasks {
+        for t in &self.tasks.snapshot() {
             let labels = [t.topic.as_str(), &t.partition.to_string()];
             raise(
                 &m.records_in.with_label_values(&labels),
@@ -138,6 +139,7 @@ impl Health {
     fn readiness(&self) -> Result<(), String> {
         let waiting: Vec<String> = self
             .tasks
+            .snapshot()
             .iter()
             .filter(|t| t.waiting.load(Ordering::Relaxed))
             .map(|t| format!("{}/{}", t.topic, t.partition))

@@ -10,7 +10,7 @@
 //! apart from the checkpoint traffic in [`Checkpoints`].
 
 use super::startup::Prepared;
-use super::status::{StatusReporter, TaskStats};
+use super::status::{StatusReporter, TaskList, TaskStats};
 use super::worker::{CheckpointLink, Worker, WorkerCommand, WorkerExit};
 use super::{FAILING_GRACE, FINAL_FLUSH, JobError, JobSummary, TaskSummary};
 use crate::checkpoint::coordinator::{self, CheckpointStats, Coordinator};
@@ -204,8 +204,9 @@ pub(super) struct JobDriver {
     restored_from: Option<u64>,
     /// Which worker runs each partition task.
     assignments: Vec<(TopicPartition, usize)>,
-    /// One per partition task, in assignment order.
-    all_stats: Vec<Arc<TaskStats>>,
+    /// One per partition task, in assignment order (shared with the
+    /// metrics endpoint).
+    all_stats: TaskList,
     control: JobControl,
     checkpoints: Checkpoints,
     /// Workers still running.
@@ -286,7 +287,9 @@ impl JobDriver {
             .assigned_partitions
             .set(prepared.all_stats.len() as i64);
         metrics.job_started();
-        let metrics_server = listener.map(|l| serve_metrics(&config, &metrics, &prepared, l));
+        let tasks = TaskList::new(prepared.all_stats.clone());
+        let metrics_server =
+            listener.map(|l| serve_metrics(&config, &metrics, &prepared, &tasks, l));
         let checkpoints = Checkpoints::new(&config, mode, &prepared)?;
         let (answer_tx, answers) = tokio::sync::mpsc::unbounded_channel();
         let (committed_tx, committed) = tokio::sync::mpsc::unbounded_channel();
@@ -304,7 +307,6 @@ impl JobDriver {
             embedded,
             restored_from,
             assignments,
-            all_stats,
             ..
         } = prepared;
         let known = assignments.iter().map(|(tp, _)| tp.clone()).collect();
@@ -325,7 +327,7 @@ impl JobDriver {
             embedded,
             restored_from,
             assignments,
-            all_stats,
+            all_stats: tasks,
             control,
             checkpoints,
             running: commands.len(),
@@ -374,7 +376,7 @@ impl JobDriver {
                     self.on_give_up();
                     break;
                 }
-                _ = tick(&mut self.status_ticker) => self.reporter.report(&self.all_stats),
+                _ = tick(&mut self.status_ticker) => self.reporter.report(&self.all_stats.snapshot()),
                 _ = tick(&mut self.discovery), if self.discovering.is_none() && self.control.failure.is_none() => self.on_discovery_due(),
                 found = discovered(&mut self.discovering) => self.on_discovered(found),
                 Some(event) = group_event(&mut self.group_events) => self.on_group_event(event).await,
@@ -520,7 +522,7 @@ impl JobDriver {
             self.checkpoints.coordinator.finish();
         }
         let elapsed = self.started.elapsed();
-        self.reporter.report(&self.all_stats);
+        self.reporter.report(&self.all_stats.snapshot());
         let flushed = self.final_flush().await?;
         if let Some(poller) = self.main_poller.take() {
             let _ = tokio::task::spawn_blocking(move || poller.join()).await;
@@ -583,15 +585,13 @@ impl JobDriver {
 
     /// What the finished job reports.
     fn summary(self, elapsed: Duration) -> Result<JobSummary, JobError> {
+        let all_stats = self.all_stats.snapshot();
         let load = |f: fn(&TaskStats) -> &AtomicU64| -> u64 {
-            self.all_stats
-                .iter()
-                .map(|s| f(s).load(Ordering::Relaxed))
-                .sum()
+            all_stats.iter().map(|s| f(s).load(Ordering::Relaxed)).sum()
         };
         let records_in = load(|s| &s.records_in);
         let records_out = load(|s| &s.records_out);
-        let tasks = self.all_stats.iter().map(|s| task_summary(s)).collect();
+        let tasks = all_stats.iter().map(|s| task_summary(s)).collect();
         let embedded_output = match &self.embedded {
             Some(c) => Some(c.read_output(&self.config.sink.topics[0])?),
             None => None,
@@ -727,11 +727,12 @@ fn serve_metrics(
     config: &Config,
     metrics: &Arc<JobMetrics>,
     prepared: &Prepared,
+    tasks: &TaskList,
     listener: tokio::net::TcpListener,
 ) -> AbortOnDrop {
     let health = Arc::new(Health {
         metrics: metrics.clone(),
-        tasks: prepared.all_stats.clone(),
+        tasks: tasks.clone(),
         consumer: prepared.consumer.clone(),
         checkpoint_interval: config
             .delivery_mode()

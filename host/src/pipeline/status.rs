@@ -72,6 +72,43 @@ impl TaskStats {
     }
 }
 
+/// The stats of the job's partition tasks, shared by the job driver (which
+/// adds and removes them as partitions come and go) and the metrics
+/// endpoint.
+#[derive(Clone, Default)]
+pub struct TaskList(std::sync::Arc<std::sync::RwLock<Vec<std::sync::Arc<TaskStats>>>>);
+
+impl TaskList {
+    pub fn new(tasks: Vec<std::sync::Arc<TaskStats>>) -> Self {
+        TaskList(std::sync::Arc::new(std::sync::RwLock::new(tasks)))
+    }
+
+    /// The tasks as of now.
+    pub fn snapshot(&self) -> Vec<std::sync::Arc<TaskStats>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn push(&self, task: std::sync::Arc<TaskStats>) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).push(task);
+    }
+
+    /// Removes the task of `topic`/`partition`, if it is there.
+    pub fn remove(&self, topic: &str, partition: i32) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|t| !(t.topic == topic && t.partition == partition));
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Turns counter snapshots into rates.
 pub struct StatusReporter {
     last: Instant,

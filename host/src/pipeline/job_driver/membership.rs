@@ -163,7 +163,7 @@ impl JobDriver {
             self.positions.push((tp.clone(), p));
         }
         self.assignments.remove(i);
-        self.all_stats.remove(i);
+        self.all_stats.remove(&tp.topic, tp.partition);
         self.metrics
             .assigned_partitions
             .set(self.all_stats.len() as i64);
