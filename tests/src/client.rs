@@ -24,51 +24,48 @@ impl Broker {
         cc
     }
 
-    /// Creates a topic with `partitions` partitions.
-    pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
+    /// Runs one admin request on its own thread and runtime (callers may
+    /// be inside a runtime) and checks every per-topic result.
+    fn admin<F, Fut>(&self, what: &str, call: F) -> Result<()>
+    where
+        F: FnOnce(AdminClient<DefaultClientContext>, AdminOptions) -> Fut + Send + 'static,
+        Fut: std::future::Future<
+                Output = rdkafka::error::KafkaResult<Vec<rdkafka::admin::TopicResult>>,
+            >,
+    {
         let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
-        // Its own thread and runtime: callers may be inside a runtime.
-        let topic_name = topic.to_string();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let res = std::thread::spawn(move || -> Result<_> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            Ok(rt.block_on(admin.create_topics(
-                &[NewTopic::new(
-                    &topic_name,
-                    partitions,
-                    TopicReplication::Fixed(1),
-                )],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            ))?)
+            Ok(rt.block_on(call(admin, options))?)
         })
         .join()
-        .map_err(|_| anyhow::anyhow!("create_topics thread panicked"))??;
+        .map_err(|_| anyhow::anyhow!("{what} thread panicked"))??;
         for r in res {
-            r.map_err(|(t, e)| anyhow::anyhow!("create topic {t}: {e}"))?;
+            r.map_err(|(t, e)| anyhow::anyhow!("{what} {t}: {e}"))?;
         }
         Ok(())
     }
 
+    /// Creates a topic with `partitions` partitions.
+    pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
+        let topic = topic.to_string();
+        self.admin("create topic", move |admin, options| async move {
+            let new = NewTopic::new(&topic, partitions, TopicReplication::Fixed(1));
+            admin.create_topics(&[new], &options).await
+        })
+    }
+
     /// Grows `topic` to `total` partitions.
     pub fn add_partitions(&self, topic: &str, total: usize) -> Result<()> {
-        let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
-        let topic_name = topic.to_string();
-        let res = std::thread::spawn(move || -> Result<_> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            Ok(rt.block_on(admin.create_partitions(
-                &[NewPartitions::new(&topic_name, total)],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            ))?)
+        let topic = topic.to_string();
+        self.admin("add partitions to", move |admin, options| async move {
+            admin
+                .create_partitions(&[NewPartitions::new(&topic, total)], &options)
+                .await
         })
-        .join()
-        .map_err(|_| anyhow::anyhow!("create_partitions thread panicked"))??;
-        for r in res {
-            r.map_err(|(t, e)| anyhow::anyhow!("add partitions to {t}: {e}"))?;
-        }
-        Ok(())
     }
 
     /// A producer to this broker (librdkafka's default batching).

@@ -28,6 +28,20 @@ struct Group {
 }
 
 impl Group {
+    /// A group on new topics `<prefix>-in` and `<prefix>-out`, 12
+    /// partitions each.
+    fn new(broker: &Broker, prefix: &str, semantics: &'static str) -> Group {
+        let group = Group {
+            src: topic(&format!("{prefix}-in")),
+            dst: topic(&format!("{prefix}-out")),
+            root: tempfile::tempdir().unwrap(),
+            semantics,
+        };
+        broker.create_topic(&group.src, PARTITIONS).unwrap();
+        broker.create_topic(&group.dst, PARTITIONS).unwrap();
+        group
+    }
+
     /// Starts member `n` (its own folder; the checkpoint directory is shared).
     fn spawn(&self, broker: &Broker, n: usize) -> Child {
         let dir = self.member_dir(n);
@@ -144,14 +158,7 @@ fn partitions_and_their_state_move_between_processes_at_least_once() {
 fn moves(semantics: &'static str) {
     weir_e2e::init_tracing();
     let broker = Broker::shared();
-    let group = Group {
-        src: topic("group-in"),
-        dst: topic("group-out"),
-        root: tempfile::tempdir().unwrap(),
-        semantics,
-    };
-    broker.create_topic(&group.src, PARTITIONS).unwrap();
-    broker.create_topic(&group.dst, PARTITIONS).unwrap();
+    let group = Group::new(broker, "group", semantics);
     let mut members: Vec<Option<Child>> = (0..3).map(|n| Some(group.spawn(broker, n))).collect();
 
     // Input arrives in rounds of 1,000 records, every 300 ms, for the
@@ -352,14 +359,7 @@ fn a_paused_member_loses_nothing_at_least_once() {
 fn zombie(semantics: &'static str) {
     weir_e2e::init_tracing();
     let broker = Broker::shared();
-    let group = Group {
-        src: topic("zombie-in"),
-        dst: topic("zombie-out"),
-        root: tempfile::tempdir().unwrap(),
-        semantics,
-    };
-    broker.create_topic(&group.src, PARTITIONS).unwrap();
-    broker.create_topic(&group.dst, PARTITIONS).unwrap();
+    let group = Group::new(broker, "zombie", semantics);
     let mut zombie = group.spawn(broker, 0);
     let mut other = group.spawn(broker, 1);
     let (rounds, per_round) = (70, 500);
