@@ -600,6 +600,12 @@ impl Run {
     fn restarts(&self) -> usize {
         log_count(&self.lines, "partition task restarted")
     }
+
+    /// Transactional calls the host gave up on because librdkafka did not
+    /// return after their timeout.
+    fn stuck_calls(&self) -> usize {
+        log_count(&self.lines, "transactional call stuck in librdkafka")
+    }
 }
 
 // ----------------------------------------------------------- judgement
@@ -871,6 +877,20 @@ fn broker_down_leader_moves_and_latency(semantics: DeliveryGuarantee) {
     let name = "broker down/up, leader moves, latency";
     if semantics == ExactlyOnce {
         let v = check_exactly_once(name, &job, &run);
+        // librdkafka's send_offsets_to_transaction sometimes never returns
+        // after the group coordinator was down (librdkafka #5456, #5511);
+        // the host then replaces the producer, which aborts the
+        // transaction and restarts the worker's tasks. The output must
+        // still be exactly the model's.
+        if run.stuck_calls() > 0 {
+            eprintln!(
+                "  librdkafka's send_offsets_to_transaction hung {} time(s); producer replaced, {} transaction(s) aborted, {} restart(s)",
+                run.stuck_calls(),
+                v.replaced,
+                run.restarts()
+            );
+            return;
+        }
         assert_eq!(v.replaced, 0, "no transaction may be aborted");
     } else {
         check_at_least_once(name, &job, &run);

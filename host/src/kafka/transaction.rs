@@ -36,6 +36,16 @@ pub enum TransactionError {
         "transactional id {id} was fenced by a newer producer (another Weir process runs these partitions?): {cause}"
     )]
     Fenced { id: String, cause: String },
+    /// A transactional call did not return long after its timeout; the
+    /// producer is given up and replaced.
+    #[error(
+        "transactional producer {id}: {what} did not return within {waited:?} (its timeout passed); the producer is replaced"
+    )]
+    Stuck {
+        id: String,
+        what: &'static str,
+        waited: Duration,
+    },
 }
 
 /// How librdkafka classifies a failed transactional call (see the
@@ -84,6 +94,13 @@ const DRAIN_GRACE: Duration = Duration::from_millis(250);
 
 /// Retriable failures of one transactional call are retried this often.
 const CALL_ATTEMPTS: u32 = 10;
+
+/// How long past its deadline `send_offsets_to_transaction` may run before
+/// the producer is given up. librdkafka's call can wait forever for a group
+/// coordinator that was down: its coordinator request never times out
+/// (librdkafka issues #5456 and #5511, open in 2.12), and the call waits
+/// for that request's reply without a bound.
+const STUCK_GRACE: Duration = Duration::from_secs(5);
 
 fn request(what: &str) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaError + '_ {
     move |cause| KafkaError::Request {
@@ -244,19 +261,30 @@ impl WorkerTransaction {
             return Err(self.unusable());
         }
         let group = group_metadata(&self.consumer)?;
-        let (producer, group) = (self.producer.clone(), &group);
+        let producer = self.producer.clone();
         let started = std::time::Instant::now();
         // One deadline for the whole commit: a broker that never answers
         // holds the worker for the timeout once, not once per call and
         // retry.
         let deadline = started + self.timeout;
-        if let Err(e) = self.call("send_offsets_to_transaction", deadline, |left| {
-            producer.send_offsets_to_transaction(offsets, group, left)
-        }) {
-            return Err(self.failed("send_offsets_to_transaction".into(), e));
+        match self.send_offsets(offsets, group, deadline) {
+            Ok(()) => {}
+            Err(Unfinished::Failed(e)) => {
+                return Err(self.failed("send_offsets_to_transaction".into(), e));
+            }
+            Err(Unfinished::Stuck) => {
+                self.fatal = true;
+                let e = TransactionError::Stuck {
+                    id: self.id.clone(),
+                    what: "send_offsets_to_transaction",
+                    waited: started.elapsed(),
+                };
+                tracing::error!(transactional_id = %self.id, error = %e, "transactional call stuck in librdkafka");
+                return Err(e);
+            }
         }
         let offsets_sent = started.elapsed();
-        if let Err(e) = self.call("commit_transaction", deadline, |left| {
+        if let Err(e) = retry(&self.id, "commit_transaction", deadline, |left| {
             producer.commit_transaction(left)
         }) {
             return Err(self.failed("commit_transaction".into(), e));
@@ -276,36 +304,35 @@ impl WorkerTransaction {
         Ok(())
     }
 
-    /// Runs a transactional call with the time left before `deadline`,
-    /// retrying it while librdkafka says the failure is retriable (at most
-    /// [`CALL_ATTEMPTS`] times, and only while time is left).
-    fn call(
+    /// `send_offsets_to_transaction`, retried like [`retry`], on a thread of
+    /// its own that the worker waits for until [`STUCK_GRACE`] past
+    /// `deadline`. A call still running then is left behind with its
+    /// producer (which the worker replaces); it ends when librdkafka lets
+    /// it, or with the process.
+    fn send_offsets(
         &self,
-        what: &str,
+        offsets: &TopicPartitionList,
+        group: ConsumerGroupMetadata,
         deadline: std::time::Instant,
-        mut f: impl FnMut(Duration) -> rdkafka::error::KafkaResult<()>,
-    ) -> rdkafka::error::KafkaResult<()> {
-        let mut attempt = 1;
-        loop {
-            // librdkafka needs a positive timeout to try at all.
-            let left = deadline
-                .saturating_duration_since(std::time::Instant::now())
-                .max(Duration::from_millis(100));
-            match f(left) {
-                Err(e)
-                    if classify(&e) == Failure::Retriable
-                        && attempt < CALL_ATTEMPTS
-                        && std::time::Instant::now() < deadline =>
-                {
-                    tracing::warn!(
-                        transactional_id = %self.id, error = %e, attempt,
-                        "{what} failed with a retriable error; retrying"
-                    );
-                    std::thread::sleep(Duration::from_millis(50) * attempt);
-                    attempt += 1;
-                }
-                other => return other,
-            }
+    ) -> Result<(), Unfinished> {
+        let (producer, offsets, id) = (self.producer.clone(), offsets.clone(), self.id.clone());
+        let (done, result) = std::sync::mpsc::sync_channel(1);
+        let spawned = std::thread::Builder::new()
+            .name("weir-txn-offsets".into())
+            .spawn(move || {
+                let r = retry(&id, "send_offsets_to_transaction", deadline, |left| {
+                    producer.send_offsets_to_transaction(&offsets, &group, left)
+                });
+                let _ = done.send(r);
+            });
+        if let Err(e) = spawned {
+            tracing::error!(transactional_id = %self.id, error = %e, "no thread for send_offsets_to_transaction");
+            return Err(Unfinished::Stuck);
+        }
+        let wait = deadline.saturating_duration_since(std::time::Instant::now()) + STUCK_GRACE;
+        match result.recv_timeout(wait) {
+            Ok(r) => r.map_err(Unfinished::Failed),
+            Err(_) => Err(Unfinished::Stuck),
         }
     }
 
@@ -343,7 +370,7 @@ impl WorkerTransaction {
         }
         let producer = self.producer.clone();
         let deadline = std::time::Instant::now() + self.timeout;
-        match self.call("abort_transaction", deadline, |left| {
+        match retry(&self.id, "abort_transaction", deadline, |left| {
             producer.abort_transaction(left)
         }) {
             Ok(()) => {
@@ -443,6 +470,46 @@ impl WorkerTransaction {
     }
 }
 
+/// How a bounded transactional call ended without success.
+enum Unfinished {
+    Failed(rdkafka::error::KafkaError),
+    /// It had not returned [`STUCK_GRACE`] after its deadline.
+    Stuck,
+}
+
+/// Runs a transactional call of producer `id` with the time left before
+/// `deadline`, retrying it while librdkafka says the failure is retriable
+/// (at most [`CALL_ATTEMPTS`] times, and only while time is left).
+fn retry(
+    id: &str,
+    what: &str,
+    deadline: std::time::Instant,
+    mut f: impl FnMut(Duration) -> rdkafka::error::KafkaResult<()>,
+) -> rdkafka::error::KafkaResult<()> {
+    let mut attempt = 1;
+    loop {
+        // librdkafka needs a positive timeout to try at all.
+        let left = deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .max(Duration::from_millis(100));
+        match f(left) {
+            Err(e)
+                if classify(&e) == Failure::Retriable
+                    && attempt < CALL_ATTEMPTS
+                    && std::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(
+                    transactional_id = %id, error = %e, attempt,
+                    "{what} failed with a retriable error; retrying"
+                );
+                std::thread::sleep(Duration::from_millis(50) * attempt);
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Creates a transactional producer and runs `init_transactions`, which
 /// fences any older producer with the same id and aborts its open
 /// transaction.
@@ -458,4 +525,66 @@ fn create_and_init(
         .init_transactions(timeout)
         .map_err(request(&format!("init_transactions for {id}")))?;
     Ok(producer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::ClientConfig;
+    use rdkafka::mocking::{MockCluster, MockCoordinator};
+    use std::time::Instant;
+
+    /// With the group coordinator down, librdkafka's
+    /// `send_offsets_to_transaction` does not keep to its timeout
+    /// (librdkafka #5456); the worker's call returns anyway, a bounded
+    /// time after its deadline, and never with success.
+    #[test]
+    fn send_offsets_returns_when_the_group_coordinator_is_down() {
+        let mock = MockCluster::new(3).unwrap();
+        mock.create_topic("out", 1, 3).unwrap();
+        mock.coordinator(MockCoordinator::Transaction("t".into()), 1)
+            .unwrap();
+        mock.coordinator(MockCoordinator::Group("g".into()), 2)
+            .unwrap();
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", mock.bootstrap_servers())
+            .set("transactional.id", "t");
+        let producer: SinkProducer = cc.create_with_context(DeliveryContext::default()).unwrap();
+        producer.init_transactions(Duration::from_secs(10)).unwrap();
+        producer.begin_transaction().unwrap();
+        let consumer: SourceConsumer = ClientConfig::new()
+            .set("bootstrap.servers", mock.bootstrap_servers())
+            .set("group.id", "g")
+            .create_with_context(Default::default())
+            .unwrap();
+        let group = consumer.group_metadata().unwrap();
+        let txn = WorkerTransaction {
+            producer: Arc::new(producer),
+            consumer: Arc::new(consumer),
+            timeout: Duration::from_secs(2),
+            id: "t".into(),
+            client_config: cc,
+            open: true,
+            fatal: false,
+        };
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset("in", 0, rdkafka::Offset::Offset(7))
+            .unwrap();
+        mock.broker_down(2).unwrap();
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(2);
+        let result = txn.send_offsets(&offsets, group, deadline);
+        let took = started.elapsed();
+        let how = match &result {
+            Ok(()) => panic!("offsets sent to a coordinator that is down"),
+            Err(Unfinished::Failed(e)) => format!("failed: {e}"),
+            Err(Unfinished::Stuck) => "stuck, given up".to_string(),
+        };
+        println!("send_offsets with the group coordinator down: {how} after {took:?}");
+        assert!(
+            took < Duration::from_secs(2) + STUCK_GRACE + Duration::from_secs(2),
+            "returned after {took:?}"
+        );
+    }
 }
