@@ -233,9 +233,18 @@ pub struct CheckpointConfig {
     /// Time between checkpoints.
     #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
     pub interval: Duration,
-    /// Where checkpoints live, relative to the config file.
+    /// Where checkpoints live: a path relative to the config file, or an
+    /// object-store URL, `s3://bucket/prefix` (S3 or an S3-compatible
+    /// store; group assignment only for now), that several processes
+    /// share.
     #[serde(default = "default_checkpoint_dir")]
     pub directory: PathBuf,
+    /// Options of the object store `directory` names, passed to its
+    /// client: `endpoint`, `region`, `aws_access_key_id`,
+    /// `aws_secret_access_key`, `aws_allow_http`, `timeout`, ... (the
+    /// `AWS_*` environment fills in the rest). Ignored for a local path.
+    #[serde(default)]
+    pub store_options: BTreeMap<String, String>,
     /// How many complete checkpoints to keep.
     #[serde(default = "default_retain")]
     pub retain: usize,
@@ -263,6 +272,7 @@ impl Default for CheckpointConfig {
             enabled: false,
             interval: default_checkpoint_interval(),
             directory: default_checkpoint_dir(),
+            store_options: BTreeMap::new(),
             retain: default_retain(),
             commit_offsets_on_checkpoint: true,
             allow_module_change: false,
@@ -683,6 +693,11 @@ impl Config {
         }
         if self.source.assignment == Assignment::Group {
             self.validate_group()?;
+        } else if crate::checkpoint::folder::is_url(&self.checkpoint.directory) {
+            return Err(self.invalid(
+                "checkpoint.directory",
+                "an object-store URL needs source.assignment = \"group\" for now (the checkpoint store of manual assignment is a local directory)",
+            ));
         }
         if self.sink.semantics == DeliveryGuarantee::ExactlyOnce {
             if !self.checkpoint.enabled {
@@ -803,6 +818,18 @@ impl Config {
     /// The checkpoint directory's full path.
     pub fn checkpoint_dir(&self) -> PathBuf {
         self.base_dir.join(&self.checkpoint.directory)
+    }
+
+    /// Where the checkpoint files live: the local directory, or the object
+    /// store `checkpoint.directory` names.
+    pub fn checkpoint_location(
+        &self,
+    ) -> Result<crate::checkpoint::folder::StoreLocation, crate::checkpoint::CheckpointError> {
+        crate::checkpoint::folder::StoreLocation::open(
+            &self.checkpoint.directory,
+            self.checkpoint_dir(),
+            &self.checkpoint.store_options,
+        )
     }
 
     /// Whether the embedded mock cluster is selected.

@@ -16,6 +16,7 @@ pub mod hostile;
 pub mod log_view;
 pub mod model;
 pub mod pki;
+pub mod s3;
 pub mod windows;
 
 pub use broker::Broker;

@@ -14,10 +14,12 @@ use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
 use weir_e2e::model::expected_counts;
+use weir_e2e::s3::S3Server;
 use weir_e2e::{Broker, Input, counts_by_key, repo_root, topic};
 
 const PARTITIONS: i32 = 12;
 const KEYS: usize = 240;
+const BUCKET: &str = "weir";
 
 struct Group {
     src: String,
@@ -25,6 +27,9 @@ struct Group {
     root: tempfile::TempDir,
     /// `exactly-once` or `at-least-once`.
     semantics: &'static str,
+    /// The shared checkpoint store: this S3-compatible server's bucket
+    /// `weir`, or (`None`) a local directory all members can see.
+    s3: Option<S3Server>,
 }
 
 impl Group {
@@ -36,10 +41,39 @@ impl Group {
             dst: topic(&format!("{prefix}-out")),
             root: tempfile::tempdir().unwrap(),
             semantics,
+            s3: None,
         };
         broker.create_topic(&group.src, PARTITIONS).unwrap();
         broker.create_topic(&group.dst, PARTITIONS).unwrap();
         group
+    }
+
+    /// The same, its checkpoints in an S3-compatible object store.
+    fn on_s3(broker: &Broker, prefix: &str, semantics: &'static str) -> Group {
+        let s3 = S3Server::start().unwrap();
+        s3.create_bucket(BUCKET).unwrap();
+        Group {
+            s3: Some(s3),
+            ..Group::new(broker, prefix, semantics)
+        }
+    }
+
+    /// The `[checkpoint]` lines that name the store.
+    fn store_toml(&self) -> String {
+        match &self.s3 {
+            Some(s3) => s3.checkpoint_toml(BUCKET, &self.src),
+            None => format!(
+                "directory = \"{}\"\n",
+                self.root.path().join("ck").display()
+            ),
+        }
+    }
+
+    /// The state files in the object store.
+    fn stored_state_files(&self) -> usize {
+        let s3 = self.s3.as_ref().expect("a group on S3");
+        let keys = s3.keys(BUCKET).unwrap();
+        keys.iter().filter(|k| k.ends_with(".snap")).count()
     }
 
     /// Starts member `n` (its own folder; the checkpoint directory is shared).
@@ -68,15 +102,14 @@ parallelism = 2
 [checkpoint]
 enabled = true
 interval = "1s"
-directory = "{ck}"
-[status]
+{store}[status]
 interval = "0s"
 "#,
             bootstrap = broker.bootstrap(),
             src = self.src,
             dst = self.dst,
             plugins = repo_root().join("plugins").display(),
-            ck = self.root.path().join("ck").display(),
+            store = self.store_toml(),
             semantics = self.semantics,
         );
         let config = dir.join("job.toml");
@@ -138,9 +171,16 @@ fn alive(child: &mut Child, group: &Group, n: usize) {
     );
 }
 
+/// Exactly-once, the state moving through an S3-compatible object store.
 #[test]
 fn partitions_and_their_state_move_between_processes_exactly_once() {
-    moves("exactly-once");
+    let group = Group::on_s3(Broker::shared(), "group", "exactly-once");
+    moves(&group);
+    assert!(group.stored_state_files() > 0, "state files in the bucket");
+    assert!(
+        !group.root.path().join("ck").exists(),
+        "nothing written to a local checkpoint directory"
+    );
 }
 
 /// The same moves at-least-once: offsets commit to the group after each
@@ -150,15 +190,15 @@ fn partitions_and_their_state_move_between_processes_exactly_once() {
 /// together, never a record counted twice into the state).
 #[test]
 fn partitions_and_their_state_move_between_processes_at_least_once() {
-    moves("at-least-once");
+    moves(&Group::new(Broker::shared(), "group", "at-least-once"));
 }
 
 /// Three members, then SIGKILL, a join and a SIGTERM, while input arrives;
-/// judged by `semantics`.
-fn moves(semantics: &'static str) {
+/// judged by the group's semantics.
+fn moves(group: &Group) {
     weir_e2e::init_tracing();
     let broker = Broker::shared();
-    let group = Group::new(broker, "group", semantics);
+    let semantics = group.semantics;
     let mut members: Vec<Option<Child>> = (0..3).map(|n| Some(group.spawn(broker, n))).collect();
 
     // Input arrives in rounds of 1,000 records, every 300 ms, for the
@@ -220,7 +260,7 @@ fn moves(semantics: &'static str) {
         }
         for (n, m) in members.iter_mut().enumerate() {
             if let Some(child) = m {
-                alive(child, &group, n);
+                alive(child, group, n);
             }
         }
         if let (Some((partitions, before, killed)), None) = (&moved, moved_after)
@@ -236,7 +276,7 @@ fn moves(semantics: &'static str) {
 
     let all = input(0, rounds * per_round);
     let want = expected_counts(&all);
-    let got = wait_for_counts(broker, &group, &want);
+    let got = wait_for_counts(broker, group, &want);
     let written: usize = broker
         .read_all(&group.dst, PARTITIONS)
         .unwrap()
@@ -298,12 +338,21 @@ fn judge(
             (
                 k.clone(),
                 w.len(),
-                got.get(k)
-                    .map(|g| g.iter().rev().take(8).copied().collect()),
+                got.get(k).map(|g| around_the_break(w.len() as u64, g)),
             )
         })
         .take(5)
         .collect()
+}
+
+/// The counts around where `got` first breaks the model of `n` records:
+/// a jump forward, or else its last 8.
+fn around_the_break(n: u64, got: &[u64]) -> Vec<u64> {
+    let at = got
+        .windows(2)
+        .position(|p| p[1] > p[0] + 1 || p[1] > n)
+        .unwrap_or(got.len().saturating_sub(5));
+    got[at.saturating_sub(3)..(at + 5).min(got.len())].to_vec()
 }
 
 /// Reads the output until it satisfies the model (or 120 s pass).
@@ -345,21 +394,23 @@ fn wait_for_counts(
 /// `read_committed`, so none of the zombie's output became visible.
 #[test]
 fn a_paused_member_is_fenced_and_none_of_its_output_becomes_visible() {
-    zombie("exactly-once");
+    zombie(Group::new(Broker::shared(), "zombie", "exactly-once"));
 }
 
 /// The zombie at-least-once: its late output may be visible (duplicates
 /// are allowed), but its offset commits are refused by the group, so its
 /// partitions' new owner never restores its state, and nothing is lost.
+/// The state files are in an S3-compatible object store: the zombie's
+/// late files there are never read (the group's commits name the writer
+/// of each committed offset's state).
 #[test]
 fn a_paused_member_loses_nothing_at_least_once() {
-    zombie("at-least-once");
+    zombie(Group::on_s3(Broker::shared(), "zombie", "at-least-once"));
 }
 
-fn zombie(semantics: &'static str) {
+fn zombie(group: Group) {
     weir_e2e::init_tracing();
     let broker = Broker::shared();
-    let group = Group::new(broker, "zombie", semantics);
     let mut zombie = group.spawn(broker, 0);
     let mut other = group.spawn(broker, 1);
     let (rounds, per_round) = (70, 500);
@@ -420,4 +471,70 @@ fn zombie(semantics: &'static str) {
         group.log(1)
     );
     assert_eq!(got.len(), want.len());
+}
+
+/// The object store stops answering (its server paused, SIGSTOP) for 12 s
+/// while two members checkpoint every second, exactly-once: the state
+/// writes time out and are retried, past their 10 s budget those
+/// checkpoints fail and their transactions abort, the tasks roll back and
+/// retry, and once the store answers again the job goes on. No member dies; the output is exactly the model's.
+#[test]
+fn checkpoints_fail_and_are_retried_while_the_object_store_is_away() {
+    weir_e2e::init_tracing();
+    let broker = Broker::shared();
+    let group = Group::on_s3(broker, "store-away", "exactly-once");
+    let s3 = group.s3.as_ref().unwrap();
+    let mut members = [group.spawn(broker, 0), group.spawn(broker, 1)];
+    let (rounds, per_round) = (70, 500);
+    for round in 0..rounds {
+        broker
+            .produce(
+                &group.src,
+                &input(round * per_round, (round + 1) * per_round),
+            )
+            .unwrap();
+        match round {
+            15 => {
+                s3.pause();
+                eprintln!("round {round}: the S3 server paused (SIGSTOP)");
+            }
+            // About 12 s later.
+            52 => {
+                s3.resume();
+                eprintln!("round {round}: the S3 server resumed");
+            }
+            _ => {}
+        }
+        for (n, m) in members.iter_mut().enumerate() {
+            alive(m, &group, n);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let want = expected_counts(&input(0, rounds * per_round));
+    let got = wait_for_counts(broker, &group, &want);
+    for (n, m) in members.iter_mut().enumerate() {
+        alive(m, &group, n);
+        let _ = m.kill();
+        let _ = m.wait();
+    }
+    let logs = format!("{}\n{}", group.log(0), group.log(1));
+    let count = |what: &str| logs.lines().filter(|l| l.contains(what)).count();
+    let (retried, failed) = (
+        count("object_store::client::retry"),
+        count("checkpoint store: s3://"),
+    );
+    eprintln!(
+        "S3 away for 12 s: {retried} store requests retried, {failed} log lines of checkpoints failed by the store; {} state files in the bucket",
+        group.stored_state_files()
+    );
+    assert!(
+        failed > 0,
+        "no checkpoint failed while the store was away:\n{logs}"
+    );
+    let wrong = judge(group.semantics, &want, &got);
+    assert!(
+        wrong.is_empty(),
+        "keys whose counts break the model (key, want n, got): {wrong:?}\n{}",
+        &logs[logs.len().saturating_sub(20_000)..]
+    );
 }

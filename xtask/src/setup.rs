@@ -90,7 +90,47 @@ pub fn run(root: &Path) -> Result<()> {
     }
     assemblyscript_compiler(root)?;
     go_toolchain()?;
-    promtool(root)
+    promtool(root)?;
+    moto_server(root)
+}
+
+/// Where `moto_server` is installed (the S3-compatible server of the
+/// object-store tests): a Python virtual environment under `target/`.
+pub const MOTO_SERVER: &str = "target/tools/moto/bin/moto_server";
+
+/// The version of moto the tests run against.
+const MOTO: &str = "moto[server]==5.2.6";
+
+/// `moto_server` from PyPI, in its own virtual environment (never the
+/// system's Python).
+fn moto_server(root: &Path) -> Result<()> {
+    let tool = root.join(MOTO_SERVER);
+    if tool.is_file() {
+        return Ok(());
+    }
+    crate::step(&format!(
+        "moto_server: python3 -m venv target/tools/moto; pip install \"{MOTO}\""
+    ));
+    let venv = root.join("target/tools/moto");
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !made {
+        bail!(
+            "python3 -m venv {} failed (Debian: apt-get install python3-venv)",
+            venv.display()
+        );
+    }
+    let installed = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", MOTO])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed || !tool.is_file() {
+        bail!("pip install \"{MOTO}\" failed; moto_server is needed by the object-store tests");
+    }
+    Ok(())
 }
 
 /// Go 1.24 or later (the Go plugins: `//go:wasmexport` reactors). Not

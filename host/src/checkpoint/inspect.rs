@@ -151,7 +151,8 @@ fn eos_dirs(dir: &Path) -> Result<Vec<(String, PartitionStateDir)>, CheckpointEr
         else {
             continue;
         };
-        v.push((name, PartitionStateDir::open(dir, &topic, partition)?));
+        let local = super::folder::StoreLocation::Local(dir.to_path_buf());
+        v.push((name, PartitionStateDir::open(&local, &topic, partition)?));
     }
     v.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(v)

@@ -8,11 +8,13 @@
 //! - [`state_mirror`]: the writer's copy of every partition's state, which
 //!   deltas are planned from (and compaction written from).
 //! - [`transactional`]: exactly-once state files keyed by offset.
+//! - [`folder`]: a local directory or an object-store prefix.
 //! - [`failpoint`]: deterministic crash points for the crash tests.
 //! - [`inspect`]: `weir checkpoints list|show|verify`.
 
 pub mod coordinator;
 pub mod failpoint;
+pub mod folder;
 pub mod inspect;
 pub mod state_mirror;
 pub mod store;

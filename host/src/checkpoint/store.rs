@@ -44,6 +44,15 @@ pub enum CheckpointError {
     /// A task's capture does not follow the state the writer has.
     #[error("checkpoint writer: {0}")]
     Lineage(#[from] LineageError),
+    /// An object-store request failed (after its retries).
+    #[error("checkpoint store: {url}: {cause}")]
+    Store {
+        url: String,
+        cause: Box<object_store::Error>,
+    },
+    /// `[checkpoint] directory` names an object store that cannot be used.
+    #[error("checkpoint.directory = \"{url}\": {reason}")]
+    StoreConfig { url: String, reason: String },
 }
 
 const METADATA: &str = "_metadata.json";

@@ -32,18 +32,18 @@
 //! size, it captures and writes its full state. Pruning below the
 //! committed offset keeps every file the committed one's chain needs.
 
+use super::folder::{Folder, StoreLocation};
 use super::store::CheckpointError;
 use crate::runtime::snapshot::Snapshot;
 use crate::runtime::snapshot_delta::{self, Capture, CapturedState, DeltaLink, StateFile};
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// One partition's exactly-once state directory.
 #[derive(Debug, Clone)]
 pub struct PartitionStateDir {
-    dir: PathBuf,
+    dir: Folder,
     /// The file this process wrote last, which the next delta may link to.
     head: Option<Box<Head>>,
     /// A full snapshot at least every this many files.
@@ -74,9 +74,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
 
 impl PartitionStateDir {
     /// Opens (creating) `<root>/eos/<topic>-<partition>`.
-    pub fn open(root: &Path, topic: &str, partition: i32) -> Result<Self, CheckpointError> {
-        let dir = root.join("eos").join(format!("{topic}-{partition}"));
-        fs::create_dir_all(&dir).map_err(io(&dir))?;
+    pub fn open(
+        root: &StoreLocation,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Self, CheckpointError> {
+        let dir = root.folder(&["eos", &format!("{topic}-{partition}")])?;
         Ok(PartitionStateDir {
             dir,
             head: None,
@@ -122,20 +125,14 @@ impl PartitionStateDir {
     }
 
     fn path(&self, offset: i64, writer: &str) -> PathBuf {
-        self.dir.join(file_name(offset, writer, "snap"))
+        self.dir.describe(&file_name(offset, writer, "snap"))
     }
 
     /// The files there are: `(offset, writer)`, ascending.
     pub fn files(&self) -> Result<Vec<(i64, String)>, CheckpointError> {
         let mut v = Vec::new();
-        for e in fs::read_dir(&self.dir).map_err(io(&self.dir))? {
-            let e = e.map_err(io(&self.dir))?;
-            let name = e.file_name();
-            let Some(stem) = name
-                .to_string_lossy()
-                .strip_suffix(".snap")
-                .map(str::to_string)
-            else {
+        for name in self.dir.list()? {
+            let Some(stem) = name.strip_suffix(".snap").map(str::to_string) else {
                 continue;
             };
             let (offset, writer) = stem.split_once('-').unwrap_or((&stem, ""));
@@ -154,8 +151,8 @@ impl PartitionStateDir {
         Ok(v)
     }
 
-    /// Writes the capture for `offset` durably (temp file, fsync, rename,
-    /// directory fsync): a full snapshot, or a delta linked to the file
+    /// Writes the capture for `offset` durably (locally: temp file, fsync,
+    /// rename, directory fsync; an object store: one put): a full snapshot, or a delta linked to the file
     /// written last (see [`wants_full`](Self::wants_full)). Returns its
     /// size.
     pub fn write(
@@ -211,13 +208,11 @@ impl PartitionStateDir {
         // Until the new file is durable, nothing may link to the old head
         // by mistake: a failure below leaves no head (the next is full).
         self.head = None;
-        let tmp = self.dir.join(file_name(offset, &self.writer, "tmp"));
-        super::store::write_durably(&tmp, buf)?;
-        let path = self.path(offset, &self.writer);
-        fs::rename(&tmp, &path).map_err(io(&path))?;
-        fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&self.dir))?;
+        self.dir.write(
+            &file_name(offset, &self.writer, "snap"),
+            &file_name(offset, &self.writer, "tmp"),
+            buf,
+        )?;
         self.head = Some(Box::new(Head {
             crc: snapshot_delta::file_crc(buf),
             ..head
@@ -241,10 +236,8 @@ impl PartitionStateDir {
         writer: &str,
     ) -> Result<Option<Snapshot>, CheckpointError> {
         let path = self.path(offset, writer);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(&path)(e)),
+        let Some(bytes) = self.dir.read(&file_name(offset, writer, "snap"), None)? else {
+            return Ok(None);
         };
         let corrupt = |reason: String| CheckpointError::Corrupt {
             path: path.clone(),
@@ -263,9 +256,19 @@ impl PartitionStateDir {
                             link.base
                         )));
                     }
-                    let next = fs::read(self.path(base, writer)).map_err(|e| {
-                        corrupt(format!("offset {at}: base state at offset {base}: {e}"))
-                    })?;
+                    let next = match self.dir.read(&file_name(base, writer, "snap"), None) {
+                        Ok(Some(b)) => b,
+                        Ok(None) => {
+                            return Err(corrupt(format!(
+                                "offset {at}: base state at offset {base}: no such file"
+                            )));
+                        }
+                        Err(e) => {
+                            return Err(corrupt(format!(
+                                "offset {at}: base state at offset {base}: {e}"
+                            )));
+                        }
+                    };
                     if snapshot_delta::file_crc(&next) != link.base_crc {
                         return Err(corrupt(format!(
                             "offset {at}: the state file at offset {base} is not the one the delta was taken against (CRC differs)"
@@ -286,22 +289,23 @@ impl PartitionStateDir {
     }
 
     /// Offsets of the files the state at `offset` is made of (itself and,
-    /// for a delta, its chain), read from the files' headers.
-    fn chain_of(&self, offset: i64, writer: &str) -> BTreeSet<i64> {
+    /// for a delta, its chain), read from the files' headers. A header
+    /// that cannot be read is an error, not the chain's end: pruning must
+    /// not take the rest of the chain for unneeded.
+    fn chain_of(&self, offset: i64, writer: &str) -> Result<BTreeSet<i64>, CheckpointError> {
         let mut out = BTreeSet::new();
         let mut at = offset;
         while out.insert(at) {
-            let mut header = [0u8; 52];
-            let link = fs::File::open(self.path(at, writer))
-                .and_then(|mut f| f.read_exact(&mut header))
-                .ok()
-                .and_then(|_| snapshot_delta::peek_link(&header));
+            let header = self.dir.read(&file_name(at, writer, "snap"), Some(HEADER))?;
+            let link = header
+                .filter(|h| h.len() == HEADER)
+                .and_then(|h| snapshot_delta::peek_link(&h));
             match link.and_then(|l| i64::try_from(l.base).ok()) {
                 Some(base) if base < at => at = base,
                 _ => break,
             }
         }
-        out
+        Ok(out)
     }
 
     /// Deletes state files of offsets below `committed` (they can no longer
@@ -309,19 +313,18 @@ impl PartitionStateDir {
     /// except those the committed state's delta chain (this process's)
     /// needs. A file another process removed first is no error.
     pub fn prune_below(&self, committed: i64) -> Result<(), CheckpointError> {
-        let keep = self.chain_of(committed, &self.writer);
+        let keep = self.chain_of(committed, &self.writer)?;
         for (o, writer) in self.files()? {
             if o < committed && !(writer == self.writer && keep.contains(&o)) {
-                let p = self.path(o, &writer);
-                match fs::remove_file(&p) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&p)(e)),
-                    _ => {}
-                }
+                self.dir.delete(&file_name(o, &writer, "snap"))?;
             }
         }
         Ok(())
     }
 }
+
+/// The bytes of a state file's header that name its delta link.
+const HEADER: usize = 52;
 
 /// `<offset, 20 digits>[-<writer>].<ext>`.
 fn file_name(offset: i64, writer: &str, ext: &str) -> String {
@@ -407,12 +410,13 @@ mod writer_tests {
     #[test]
     fn each_writer_reads_and_keeps_its_own_files() {
         let root = tempfile::tempdir().unwrap();
-        let mut owner = PartitionStateDir::open(root.path(), "in", 0)
+        let mut owner = PartitionStateDir::open(&StoreLocation::Local(root.path().into()), "in", 0)
             .unwrap()
             .with_writer("owner");
-        let mut zombie = PartitionStateDir::open(root.path(), "in", 0)
-            .unwrap()
-            .with_writer("zombie");
+        let mut zombie =
+            PartitionStateDir::open(&StoreLocation::Local(root.path().into()), "in", 0)
+                .unwrap()
+                .with_writer("zombie");
         let mut buf = Vec::new();
         owner.write(10, &full(vec![1; 65536], 1), &mut buf).unwrap();
         // The zombie writes the same offset after the owner: nothing of

@@ -21,6 +21,7 @@
 //! partition added to a running job, and in tests (a fake).
 
 use crate::checkpoint::TaskCheckpoint;
+use crate::checkpoint::folder::StoreLocation;
 use crate::checkpoint::store::{CheckpointError, CheckpointStore};
 use crate::checkpoint::transactional::PartitionStateDir;
 use crate::config::{Config, DeliveryMode};
@@ -32,7 +33,6 @@ use crate::runtime::{OutputSink, PluginInstance};
 use crate::topic_partition::TopicPartition;
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -140,7 +140,7 @@ pub trait DurabilityFactory: Send + Sync {
 pub fn factory(
     config: &Config,
     mode: DeliveryMode,
-    writer: &str,
+    (writer, location): (&str, &StoreLocation),
     store: Option<CheckpointStore>,
     consumer: &Arc<SourceConsumer>,
     producer: &Arc<SinkProducer>,
@@ -149,7 +149,7 @@ pub fn factory(
     let group = config.source.assignment == crate::config::Assignment::Group;
     let states = |shared: Option<&Arc<SinkProducer>>| {
         Arc::new(TransactionsFactory {
-            root: config.checkpoint_dir(),
+            root: location.clone(),
             full_snapshot_every: config.checkpoint.full_snapshot_every,
             writer: writer.to_string(),
             shared: shared.cloned(),
@@ -309,7 +309,7 @@ impl Durability for Transactions {
 }
 
 struct TransactionsFactory {
-    root: PathBuf,
+    root: StoreLocation,
     full_snapshot_every: u32,
     /// This process's name on its state files ("" with manual assignment).
     writer: String,

@@ -200,6 +200,8 @@ pub(super) struct JobDriver {
     metrics: Arc<JobMetrics>,
     consumer: Arc<SourceConsumer>,
     producer: Arc<SinkProducer>,
+    /// Where the partitions' state files live.
+    location: crate::checkpoint::folder::StoreLocation,
     embedded: Option<Arc<EmbeddedCluster>>,
     restored_from: Option<u64>,
     /// Which worker runs each partition task.
@@ -307,6 +309,7 @@ impl JobDriver {
             embedded,
             restored_from,
             assignments,
+            location,
             ..
         } = prepared;
         let known = assignments.iter().map(|(tp, _)| tp.clone()).collect();
@@ -324,6 +327,7 @@ impl JobDriver {
             metrics,
             consumer,
             producer,
+            location,
             embedded,
             restored_from,
             assignments,

@@ -21,6 +21,7 @@ use super::worker_durability::{OffsetCommit, WorkerDurability};
 use super::{JobError, assignment};
 use crate::checkpoint::CheckpointStore;
 use crate::checkpoint::CompletedCheckpoint;
+use crate::checkpoint::folder::StoreLocation;
 use crate::checkpoint::transactional::{self, PartitionStateDir};
 use crate::config::{Assignment, Config, DeliveryMode};
 use crate::kafka::consumer::{PartitionStart, SourceConsumer, SourceQueue};
@@ -39,6 +40,8 @@ use std::sync::Arc;
 pub(super) struct Prepared {
     /// The checkpoint store (checkpoints on, not exactly-once).
     pub store: Option<CheckpointStore>,
+    /// Where the per-partition state files live (local or object store).
+    pub location: StoreLocation,
     /// The checkpoint the job's state came from, if any.
     pub restored_from: Option<u64>,
     /// The in-process demo cluster (no bootstrap servers configured).
@@ -61,6 +64,7 @@ pub(super) fn prepare(config: &Config, metrics: &Arc<JobMetrics>) -> Result<Prep
     let module = load_plugin(config)?;
     let mode = config.delivery_mode();
     let (store, restored) = open_store(config, mode)?;
+    let location = config.checkpoint_location()?;
     let embedded = start_embedded(config, mode)?;
     let bootstrap = match &embedded {
         Some(c) => c.bootstrap_servers(),
@@ -87,7 +91,7 @@ pub(super) fn prepare(config: &Config, metrics: &Arc<JobMetrics>) -> Result<Prep
         Assignment::Manual => consumer::resolve_starts(config, &consumer)?,
         Assignment::Group => Vec::new(),
     };
-    let recovered = recovered(config, mode, restored.as_ref(), &starts)?;
+    let recovered = recovered(&location, mode, restored.as_ref(), &starts)?;
     let plan = plan::plan(starts, &recovered, config.pipeline.parallelism)?;
     let planned: Vec<PartitionStart> = plan.iter().map(|e| e.start.clone()).collect();
     let queues = consumer::assign(&consumer, &planned)?;
@@ -97,7 +101,14 @@ pub(super) fn prepare(config: &Config, metrics: &Arc<JobMetrics>) -> Result<Prep
     let env = Arc::new(task_env(config, &module, &consumer, metrics));
     let factory = Arc::new(TaskFactory {
         env,
-        durability: durability::factory(config, mode, &writer, store.clone(), &consumer, &producer),
+        durability: durability::factory(
+            config,
+            mode,
+            (&writer, &location),
+            store.clone(),
+            &consumer,
+            &producer,
+        ),
         plugin_path: config.plugin_path(),
     });
     let restored_from = restored.as_ref().map(|c| c.id);
@@ -105,6 +116,7 @@ pub(super) fn prepare(config: &Config, metrics: &Arc<JobMetrics>) -> Result<Prep
         build_workers(config, &factory, commits, plan, queues, restored)?;
     Ok(Prepared {
         store,
+        location,
         restored_from,
         embedded,
         consumer,
@@ -119,7 +131,7 @@ pub(super) fn prepare(config: &Config, metrics: &Arc<JobMetrics>) -> Result<Prep
 /// checkpoint (at-least-once, none), or the partitions' exactly-once state
 /// files.
 fn recovered(
-    config: &Config,
+    location: &StoreLocation,
     mode: DeliveryMode,
     restored: Option<&CompletedCheckpoint>,
     starts: &[PartitionStart],
@@ -127,8 +139,7 @@ fn recovered(
     if mode.transactional() {
         let mut files = HashMap::new();
         for s in starts {
-            let dir =
-                PartitionStateDir::open(&config.checkpoint_dir(), &s.tp.topic, s.tp.partition)?;
+            let dir = PartitionStateDir::open(location, &s.tp.topic, s.tp.partition)?;
             files.insert(s.tp.clone(), dir.files()?);
         }
         return Ok(Recovered::StateFiles(files));

@@ -215,11 +215,7 @@ impl JobDriver {
     /// The plan entry of a partition the group assigned: exactly-once, so
     /// its state is the file recorded for the committed offset.
     fn group_entry(&self, start: PartitionStart) -> Result<PlanEntry, JobError> {
-        let dir = PartitionStateDir::open(
-            &self.config.checkpoint_dir(),
-            &start.tp.topic,
-            start.tp.partition,
-        )?;
+        let dir = PartitionStateDir::open(&self.location, &start.tp.topic, start.tp.partition)?;
         let files = HashMap::from([(start.tp.clone(), dir.files()?)]);
         let recovered = Recovered::StateFiles(files);
         Ok(plan::entry(
