@@ -931,6 +931,25 @@ plugin = "p.wasm"
     }
 
     #[test]
+    fn an_object_store_directory_needs_group_assignment() {
+        let s3 = "[checkpoint]\nenabled = true\ndirectory = \"s3://bucket/jobs/a\"\n[checkpoint.store_options]\nregion = \"eu-west-1\"";
+        let err = Config::parse(&format!("{MINIMAL}\n{s3}"), Path::new("."))
+            .and_then(|c| c.validate())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("checkpoint.directory") && err.contains("assignment = \"group\""),
+            "{err}"
+        );
+        let text = MINIMAL.replace("[source]\n", "[source]\nassignment = \"group\"\n");
+        let group = Config::parse(&format!("{text}\n{s3}"), Path::new(".")).unwrap();
+        group.validate().unwrap();
+        assert_eq!(group.checkpoint.store_options["region"], "eu-west-1");
+        let location = group.checkpoint_location().unwrap();
+        assert_eq!(format!("{location:?}"), "s3://bucket/jobs/a");
+    }
+
+    #[test]
     fn defaults() {
         let c = Config::parse(MINIMAL, Path::new("/etc/weir")).unwrap();
         assert_eq!(c.pipeline.parallelism, 1);

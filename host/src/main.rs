@@ -192,6 +192,11 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
 fn checkpoints(action: CheckpointsAction, config: &std::path::Path) -> anyhow::Result<()> {
     use weir::checkpoint::inspect;
     let config = Config::load(config)?;
+    anyhow::ensure!(
+        !weir::checkpoint::folder::is_url(&config.checkpoint.directory),
+        "`weir checkpoints` reads a local checkpoint directory; {} is an object store (not supported by this command yet)",
+        config.checkpoint.directory.display()
+    );
     let dir = config.checkpoint_dir();
     anyhow::ensure!(
         dir.is_dir(),

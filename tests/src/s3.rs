@@ -16,6 +16,8 @@ const MOTO_SERVER: &str = "target/tools/moto/bin/moto_server";
 pub struct S3Server {
     child: Child,
     addr: SocketAddr,
+    /// The server's request log (one line per request).
+    log: tempfile::NamedTempFile,
 }
 
 impl S3Server {
@@ -28,15 +30,17 @@ impl S3Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
+        let log = tempfile::NamedTempFile::new()?;
         let child = Command::new(&tool)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log.reopen()?)
             .spawn()
             .with_context(|| format!("starting {}", tool.display()))?;
         let server = S3Server {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            log,
         };
         let t = Instant::now();
         while server.request("GET", "/").is_err() {
@@ -83,6 +87,38 @@ impl S3Server {
             .filter_map(|s| s.split("</Key>").next())
             .map(str::to_string)
             .collect())
+    }
+
+    /// Requests served so far, by kind (`LIST`, or the method) and
+    /// status, from the server's request log.
+    pub fn requests(&self) -> std::collections::BTreeMap<String, usize> {
+        let text = std::fs::read_to_string(self.log.path()).unwrap_or_default();
+        let mut by = std::collections::BTreeMap::new();
+        for line in text.lines() {
+            // werkzeug: `127.0.0.1 - - [date] "PUT /weir/k HTTP/1.1" 200 -`,
+            // some of it in terminal colours.
+            let mut parts = line.split('\u{1b}');
+            let first = parts.next().unwrap_or("").to_string();
+            let line = parts.fold(first, |text, p| {
+                text + p.split_once('m').map_or(p, |(_, rest)| rest)
+            });
+            let mut quoted = line.split('"');
+            let (Some(request), Some(after)) = (quoted.nth(1), quoted.next()) else {
+                continue;
+            };
+            let mut words = request.split(' ');
+            let (Some(method), Some(path)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let kind = if path.contains("list-type") {
+                "LIST"
+            } else {
+                method
+            };
+            let status = after.split_whitespace().next().unwrap_or("?");
+            *by.entry(format!("{kind} {status}")).or_insert(0) += 1;
+        }
+        by
     }
 
     /// Stops answering (SIGSTOP), keeping its objects.

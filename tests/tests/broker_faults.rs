@@ -708,7 +708,7 @@ fn judge_exactly_once(job: &Job, run: &Run) -> EosVerdict {
     }
     for p in 0..PARTITIONS {
         let dir = weir::checkpoint::transactional::PartitionStateDir::open(
-            &job.dir.path().join("ck"),
+            &weir::checkpoint::folder::StoreLocation::Local(job.dir.path().join("ck")),
             &job.src,
             p,
         )

@@ -176,6 +176,11 @@ fn alive(child: &mut Child, group: &Group, n: usize) {
 fn partitions_and_their_state_move_between_processes_exactly_once() {
     let group = Group::on_s3(Broker::shared(), "group", "exactly-once");
     moves(&group);
+    let s3 = group.s3.as_ref().unwrap();
+    eprintln!(
+        "object-store requests of the whole run, by method: {:?}",
+        s3.requests()
+    );
     assert!(group.stored_state_files() > 0, "state files in the bucket");
     assert!(
         !group.root.path().join("ck").exists(),

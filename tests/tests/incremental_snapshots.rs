@@ -294,9 +294,13 @@ fn a_corrupt_link_makes_the_checkpoint_unusable_and_the_previous_one_is_used() {
 fn exactly_once_state_files_chain_compact_and_prune_what_no_chain_needs() {
     let tmp = tempfile::tempdir().unwrap();
     let m = module(tmp.path());
-    let mut dir = PartitionStateDir::open(tmp.path(), "t", 0)
-        .unwrap()
-        .with_full_snapshot_every(3);
+    let mut dir = PartitionStateDir::open(
+        &weir::checkpoint::folder::StoreLocation::Local(tmp.path().into()),
+        "t",
+        0,
+    )
+    .unwrap()
+    .with_full_snapshot_every(3);
     let mut rng = StdRng::seed_from_u64(7);
     let mut live = instance(&m);
     let mut buf = Vec::new();

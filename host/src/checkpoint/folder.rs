@@ -317,3 +317,88 @@ fn run<T: Send + 'static>(
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(url: &str, options: &[(&str, &str)]) -> Result<StoreLocation, CheckpointError> {
+        let options = options
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        StoreLocation::open(Path::new(url), PathBuf::from("/unused"), &options)
+    }
+
+    #[test]
+    fn a_path_is_local_and_an_s3_url_is_an_object_store() {
+        assert!(matches!(
+            StoreLocation::open(Path::new("ck"), PathBuf::from("/job/ck"), &BTreeMap::new()),
+            Ok(StoreLocation::Local(p)) if p == Path::new("/job/ck")
+        ));
+        let s3 = open(
+            "s3://bucket/some/prefix/",
+            &[("endpoint", "http://127.0.0.1:9")],
+        )
+        .unwrap();
+        assert_eq!(format!("{s3:?}"), "s3://bucket/some/prefix");
+        let folder = s3.folder(&["eos", "in-3"]).unwrap();
+        assert_eq!(
+            folder.describe("x.snap"),
+            Path::new("s3://bucket/some/prefix/eos/in-3/x.snap")
+        );
+    }
+
+    #[test]
+    fn bad_urls_and_options_are_named() {
+        let message = |url: &str, options: &[(&str, &str)]| match open(url, options) {
+            Err(e) => e.to_string(),
+            Ok(l) => panic!("{url} opened as {l:?}"),
+        };
+        let gs = message("gs://bucket/p", &[]);
+        assert!(
+            gs.contains("gs://bucket/p") && gs.contains("only s3://"),
+            "{gs}"
+        );
+        let nobucket = message("s3:///p", &[]);
+        assert!(nobucket.contains("no bucket"), "{nobucket}");
+        let option = message("s3://b/p", &[("endpiont", "x")]);
+        assert!(
+            option.contains("checkpoint.store_options.endpiont"),
+            "{option}"
+        );
+    }
+
+    /// A store that does not answer: a request fails within its bounded
+    /// time (connect timeout and retry budget), not never.
+    #[test]
+    fn an_unreachable_store_fails_in_bounded_time() {
+        // Nothing listens on the port of a socket bound and closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let location = open(
+            "s3://bucket/p",
+            &[
+                ("endpoint", &endpoint),
+                ("aws_allow_http", "true"),
+                ("aws_access_key_id", "k"),
+                ("aws_secret_access_key", "s"),
+                ("region", "us-east-1"),
+            ],
+        )
+        .unwrap();
+        let folder = location.folder(&["eos", "in-0"]).unwrap();
+        let started = std::time::Instant::now();
+        let err = folder.list().unwrap_err().to_string();
+        assert!(err.contains("s3://bucket/p/eos/in-0/"), "{err}");
+        assert!(
+            started.elapsed() < RETRY_BUDGET + Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -46,6 +46,9 @@ pub struct PartitionStateDir {
     dir: Folder,
     /// The file this process wrote last, which the next delta may link to.
     head: Option<Box<Head>>,
+    /// The offsets of the head's chain, its full snapshot first: what
+    /// pruning keeps without reading the files' headers back.
+    chain: Vec<i64>,
     /// A full snapshot at least every this many files.
     full_every: u32,
     /// Whose files this process writes ("" with manual assignment).
@@ -83,6 +86,7 @@ impl PartitionStateDir {
         Ok(PartitionStateDir {
             dir,
             head: None,
+            chain: Vec::new(),
             full_every: crate::config::default_full_snapshot_every(),
             writer: String::new(),
         })
@@ -213,6 +217,10 @@ impl PartitionStateDir {
             &file_name(offset, &self.writer, "tmp"),
             buf,
         )?;
+        if head.chain_len == 0 {
+            self.chain.clear();
+        }
+        self.chain.push(offset);
         self.head = Some(Box::new(Head {
             crc: snapshot_delta::file_crc(buf),
             ..head
@@ -296,7 +304,9 @@ impl PartitionStateDir {
         let mut out = BTreeSet::new();
         let mut at = offset;
         while out.insert(at) {
-            let header = self.dir.read(&file_name(at, writer, "snap"), Some(HEADER))?;
+            let header = self
+                .dir
+                .read(&file_name(at, writer, "snap"), Some(HEADER))?;
             let link = header
                 .filter(|h| h.len() == HEADER)
                 .and_then(|h| snapshot_delta::peek_link(&h));
@@ -313,7 +323,10 @@ impl PartitionStateDir {
     /// except those the committed state's delta chain (this process's)
     /// needs. A file another process removed first is no error.
     pub fn prune_below(&self, committed: i64) -> Result<(), CheckpointError> {
-        let keep = self.chain_of(committed, &self.writer)?;
+        let keep = match self.head.as_deref() {
+            Some(h) if h.offset == committed => self.chain.iter().copied().collect(),
+            _ => self.chain_of(committed, &self.writer)?,
+        };
         for (o, writer) in self.files()? {
             if o < committed && !(writer == self.writer && keep.contains(&o)) {
                 self.dir.delete(&file_name(o, &writer, "snap"))?;

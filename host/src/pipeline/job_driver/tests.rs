@@ -185,6 +185,7 @@ fn driver(dir: &std::path::Path) -> (JobDriver, Log, CheckpointStore) {
         .collect();
     let prepared = Prepared {
         store: Some(store.clone()),
+        location: crate::checkpoint::folder::StoreLocation::Local(dir.to_path_buf()),
         restored_from: None,
         embedded: None,
         consumer,
