@@ -5,8 +5,7 @@
 //! (SIGSTOP: connections hang, requests time out) rather than stopping it.
 
 use anyhow::{Context, bail};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -141,24 +140,11 @@ impl S3Server {
         Ok(body)
     }
 
-    /// One HTTP/1.0 request without a body (moto needs no signature).
+    /// One request without a body (moto needs no signature).
     fn exchange(&self, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
-        let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            s,
-            "{method} {path} HTTP/1.0\r\nHost: {}\r\nContent-Length: 0\r\n\r\n",
-            self.addr
-        )?;
-        let mut text = String::new();
-        s.read_to_string(&mut text)?;
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .context("an HTTP status line")?;
-        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        Ok((status, body.to_string()))
+        let (status, body) = crate::http(self.addr, method, path)?;
+        anyhow::ensure!(status != 0, "{method} {path}: no HTTP status line");
+        Ok((status, body))
     }
 }
 

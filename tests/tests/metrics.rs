@@ -6,8 +6,8 @@
 //! checkpoint per interval; `promtool check metrics` passes the text.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use weir_e2e::{Broker, keyed_input, repo_root, spawn_weir, topic, wait_for, weir_log};
 
@@ -17,21 +17,7 @@ const INTERVAL_MS: u64 = 300;
 
 /// `GET path`: the status code and the body.
 fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: weir\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    Ok((status, body.to_string()))
+    weir_e2e::http(addr, "GET", path)
 }
 
 /// Waits until `/healthz` answers (the job runs), failing if weir exits
