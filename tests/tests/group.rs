@@ -555,3 +555,28 @@ fn checkpoints_fail_and_are_retried_while_the_object_store_is_away() {
         &logs[logs.len().saturating_sub(20_000)..]
     );
 }
+
+/// A bucket that does not exist stops a member at start, within its
+/// request budget, with the store's URL and the store's reason.
+#[test]
+fn a_missing_bucket_stops_the_job_at_start_naming_it() {
+    let broker = Broker::shared();
+    let s3 = S3Server::start().unwrap();
+    let group = Group {
+        s3: Some(s3),
+        ..Group::new(broker, "no-bucket", "exactly-once")
+    };
+    let mut member = group.spawn(broker, 0);
+    let started = Instant::now();
+    let status = weir_e2e::wait_for(&mut member, Duration::from_secs(60)).unwrap();
+    let log = group.log(0);
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains(&format!("s3://{BUCKET}/{}/eos", group.src)) && log.contains("NoSuchBucket"),
+        "{log}"
+    );
+    eprintln!(
+        "a missing bucket stopped the job after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}

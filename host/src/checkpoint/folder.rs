@@ -113,6 +113,16 @@ impl StoreLocation {
         }))
     }
 
+    /// Checks at start-up that an object store answers and its bucket
+    /// exists (one LIST), so that a wrong endpoint, bucket or credential
+    /// stops the job at once, within the request budget, naming the URL.
+    pub fn probe(&self) -> Result<(), CheckpointError> {
+        match self {
+            StoreLocation::Local(_) => Ok(()),
+            StoreLocation::Object(_) => self.folder(&["eos"])?.list().map(|_| ()),
+        }
+    }
+
     /// The folder `parts` joined below the location (created if local).
     pub fn folder(&self, parts: &[&str]) -> Result<Folder, CheckpointError> {
         match self {

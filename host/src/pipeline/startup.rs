@@ -65,6 +65,7 @@ pub(super) fn prepare(config: &Config, metrics: &Arc<JobMetrics>) -> Result<Prep
     let mode = config.delivery_mode();
     let (store, restored) = open_store(config, mode)?;
     let location = config.checkpoint_location()?;
+    location.probe()?;
     let embedded = start_embedded(config, mode)?;
     let bootstrap = match &embedded {
         Some(c) => c.bootstrap_servers(),
