@@ -117,6 +117,16 @@ interval = "0s"
         weir_e2e::spawn_weir(&config, &dir, "info")
     }
 
+    /// Writes input round `round` of `per_round` records.
+    fn produce_round(&self, broker: &Broker, round: usize, per_round: usize) {
+        broker
+            .produce(
+                &self.src,
+                &input(round * per_round, (round + 1) * per_round),
+            )
+            .unwrap();
+    }
+
     fn member_dir(&self, n: usize) -> PathBuf {
         self.root.path().join(format!("member-{n}"))
     }
@@ -215,12 +225,7 @@ fn moves(group: &Group) {
     let mut moved: Option<(Vec<i32>, Vec<Option<i64>>, Instant)> = None;
     let mut moved_after = None;
     for round in 0..rounds {
-        broker
-            .produce(
-                &group.src,
-                &input(round * per_round, (round + 1) * per_round),
-            )
-            .unwrap();
+        group.produce_round(broker, round, per_round);
         match round {
             20 => {
                 let mut victim = members[0].take().unwrap();
@@ -432,12 +437,7 @@ fn zombie(group: Group) {
     let mut other = group.spawn(broker, 1);
     let (rounds, per_round) = (70, 500);
     for round in 0..rounds {
-        broker
-            .produce(
-                &group.src,
-                &input(round * per_round, (round + 1) * per_round),
-            )
-            .unwrap();
+        group.produce_round(broker, round, per_round);
         match round {
             15 => {
                 assert_eq!(unsafe { libc::kill(zombie.id() as i32, libc::SIGSTOP) }, 0);
@@ -504,12 +504,7 @@ fn checkpoints_fail_and_are_retried_while_the_object_store_is_away() {
     let mut members = [group.spawn(broker, 0), group.spawn(broker, 1)];
     let (rounds, per_round) = (70, 500);
     for round in 0..rounds {
-        broker
-            .produce(
-                &group.src,
-                &input(round * per_round, (round + 1) * per_round),
-            )
-            .unwrap();
+        group.produce_round(broker, round, per_round);
         match round {
             15 => {
                 s3.pause();

@@ -37,7 +37,7 @@ pub enum StoreLocation {
     Object(ObjectLocation),
 }
 
-/// A prefix in an object store.
+/// A prefix in an object store: the location's root, or one folder of it.
 #[derive(Clone)]
 pub struct ObjectLocation {
     store: Arc<dyn ObjectStore>,
@@ -133,7 +133,7 @@ impl StoreLocation {
             }
             StoreLocation::Object(o) => {
                 let prefix = parts.iter().fold(o.prefix.clone(), |p, part| p.join(*part));
-                Ok(Folder::Object(ObjectFolder {
+                Ok(Folder::Object(ObjectLocation {
                     store: o.store.clone(),
                     url: format!("{}/{}", o.url, parts.join("/")),
                     prefix,
@@ -147,14 +147,7 @@ impl StoreLocation {
 #[derive(Clone)]
 pub enum Folder {
     Local(PathBuf),
-    Object(ObjectFolder),
-}
-
-#[derive(Clone)]
-pub struct ObjectFolder {
-    store: Arc<dyn ObjectStore>,
-    prefix: Key,
-    url: String,
+    Object(ObjectLocation),
 }
 
 impl std::fmt::Debug for Folder {
@@ -284,7 +277,7 @@ impl Folder {
     }
 }
 
-impl ObjectFolder {
+impl ObjectLocation {
     fn error(&self, name: &str, cause: object_store::Error) -> CheckpointError {
         CheckpointError::Store {
             url: format!("{}/{name}", self.url),
