@@ -115,8 +115,8 @@ interval = "0s"
     fn resume_offsets(&self) -> HashMap<i32, i64> {
         let mut m: HashMap<i32, i64> = (0..PARTITIONS).map(|p| (p, 0)).collect();
         if let Some(c) = self.store().latest().unwrap() {
-            for (_, p, o, _) in &c.partitions {
-                m.insert(*p, *o);
+            for p in &c.partitions {
+                m.insert(p.tp.partition, p.offset);
             }
         }
         m
@@ -228,11 +228,7 @@ fn wait_for(child: &mut std::process::Child, limit: Duration) -> std::process::E
 fn checkpoint_figures(dir: &Path) {
     let store = CheckpointStore::open(&dir.join("ck"), 3).unwrap();
     if let Some(c) = store.latest().unwrap() {
-        let bytes: usize = c
-            .partitions
-            .iter()
-            .map(|(_, _, _, s)| s.encoded_len())
-            .sum();
+        let bytes: usize = c.partitions.iter().map(|p| p.state.encoded_len()).sum();
         println!(
             "latest checkpoint {}: {} partitions, {} bytes of state",
             c.id,

@@ -16,7 +16,12 @@ use weir::runtime::dirty_pages::DirtyTracker;
 use weir::runtime::snapshot::Snapshot;
 use weir::runtime::snapshot_delta::CapturedState;
 use weir::runtime::{OutputSink, PluginEngine, PluginInstance, PluginModule, SinkError};
+use weir::topic_partition::TopicPartition;
 use weir_plugin_sdk::abi::RecordIter;
+
+fn t0() -> TopicPartition {
+    TopicPartition::new("t", 0)
+}
 
 /// A plugin that applies the operations it is given, 12 bytes each
 /// `(op u32, a u32, b u32)`: op 0 stores byte `b` at address `a`, op 1
@@ -175,19 +180,18 @@ fn random_writes_restore_byte_for_byte_across_deltas_compaction_and_a_restart() 
         if matches!(capture.state, CapturedState::Delta(_)) {
             deltas_captured += 1;
         }
-        store.absorb([("t".to_string(), 0, capture)]).unwrap();
+        store.absorb([(t0(), capture)]).unwrap();
         if round % 7 == 3 {
             // This checkpoint fails before its files are written (say the
             // producer flush failed): the next one must cover its pages.
             continue;
         }
         id += 1;
-        store
-            .write_mirrored(id, &[("t".to_string(), 0, offset)])
-            .unwrap();
+        store.write_mirrored(id, &[(t0(), offset)]).unwrap();
         let truth = live.snapshot();
         let loaded = store.load(id).unwrap();
-        let (o, snap) = loaded.partition("t", 0).unwrap();
+        let part = loaded.partition(&t0()).unwrap();
+        let (o, snap) = (part.offset, &part.state);
         assert_eq!(o, offset);
         assert_same(&format!("checkpoint {id} from the store"), snap, &truth);
         // And through a fresh instance, as a restart restores it.
@@ -205,7 +209,7 @@ fn random_writes_restore_byte_for_byte_across_deltas_compaction_and_a_restart() 
             let latest = store.latest().unwrap().unwrap();
             assert_eq!(latest.id, id);
             let mut next = instance(&m);
-            next.restore(latest.partition("t", 0).unwrap().1, false)
+            next.restore(&latest.partition(&t0()).unwrap().state, false)
                 .unwrap();
             live = next;
         }
@@ -230,12 +234,8 @@ fn three_checkpoints(store: &CheckpointStore, m: &PluginModule) -> Vec<Snapshot>
             &mut live,
             &[(0, (FIRST + id as usize * 5000) as u32, id as u32)],
         );
-        store
-            .absorb([("t".to_string(), 0, live.capture(false))])
-            .unwrap();
-        store
-            .write_mirrored(id, &[("t".to_string(), 0, id as i64 * 10)])
-            .unwrap();
+        store.absorb([(t0(), live.capture(false))]).unwrap();
+        store.write_mirrored(id, &[(t0(), id as i64 * 10)]).unwrap();
         states.push(live.snapshot());
     }
     states
@@ -264,13 +264,21 @@ fn a_corrupt_link_makes_the_checkpoint_unusable_and_the_previous_one_is_used() {
     flip(&chk(3, "t-0.delta"), 60);
     let c = store.latest().unwrap().unwrap();
     assert_eq!(c.id, 2);
-    assert_same("fallback to 2", c.partition("t", 0).unwrap().1, &states[1]);
+    assert_same(
+        "fallback to 2",
+        &c.partition(&t0()).unwrap().state,
+        &states[1],
+    );
 
     // A flipped byte in the middle delta breaks 3 and 2: 1 is used.
     flip(&chk(2, "t-0.delta"), 60);
     let c = store.latest().unwrap().unwrap();
     assert_eq!(c.id, 1);
-    assert_same("fallback to 1", c.partition("t", 0).unwrap().1, &states[0]);
+    assert_same(
+        "fallback to 1",
+        &c.partition(&t0()).unwrap().state,
+        &states[0],
+    );
 
     // A base replaced by another valid snapshot: the link's CRC no longer
     // matches, so the delta above it is refused although every file is

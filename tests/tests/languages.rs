@@ -505,8 +505,8 @@ interval = "0s"
     fn resume_offsets(&self) -> HashMap<i32, i64> {
         let mut m: HashMap<i32, i64> = (0..PARTITIONS).map(|p| (p, 0)).collect();
         if let Some(c) = self.store().latest().unwrap() {
-            for (_, p, o, _) in &c.partitions {
-                m.insert(*p, *o);
+            for p in &c.partitions {
+                m.insert(p.tp.partition, p.offset);
             }
         }
         m
@@ -575,7 +575,7 @@ fn run_with_kills(
                 // or, before it ends without one, near the end anyway.
                 let progressed = || {
                     job.store().latest().ok().flatten().is_some_and(|c| {
-                        c.partitions.iter().map(|(_, _, o, _)| *o).sum::<i64>() > total - remaining
+                        c.partitions.iter().map(|p| p.offset).sum::<i64>() > total - remaining
                     })
                 };
                 if (mark >= target && progressed()) || mark >= baseline + remaining * 17 / 20 {
@@ -660,10 +660,10 @@ fn crash_run(broker: &Broker, input: &[Input], src: &str, lang: &Lang) -> Result
     let (memory, globals) = match job.store().latest().unwrap() {
         Some(c) => {
             let mut parts: Vec<_> = c.partitions.iter().collect();
-            parts.sort_by_key(|(_, p, _, _)| *p);
+            parts.sort_by_key(|p| p.tp.partition);
             (
-                parts.iter().map(|(_, _, _, s)| s.memory.len()).collect(),
-                parts.first().map_or(0, |(_, _, _, s)| s.globals.len()),
+                parts.iter().map(|p| p.state.memory.len()).collect(),
+                parts.first().map_or(0, |p| p.state.globals.len()),
             )
         }
         None => (Vec::new(), 0),

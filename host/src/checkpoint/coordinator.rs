@@ -193,17 +193,9 @@ where
 {
     let started = Instant::now();
     let positions: Vec<Position> = parts.iter().map(|t| (t.tp.clone(), t.offset)).collect();
-    store.absorb(
-        parts
-            .into_iter()
-            .map(|t| (t.tp.topic, t.tp.partition, t.capture)),
-    )?;
+    store.absorb(parts.into_iter().map(|t| (t.tp, t.capture)))?;
     flush()?;
-    let rows: Vec<(String, i32, i64)> = positions
-        .iter()
-        .map(|(tp, o)| (tp.topic.clone(), tp.partition, *o))
-        .collect();
-    let bytes = store.write_mirrored(id, &rows)?;
+    let bytes = store.write_mirrored(id, &positions)?;
     failpoint::hit(failpoint::AFTER_METADATA);
     commit(&positions)?;
     Ok(CheckpointStats {

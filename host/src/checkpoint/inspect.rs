@@ -97,11 +97,7 @@ pub fn verify(dir: &Path, id: Option<u64>) -> Result<(String, bool), CheckpointE
     for id in ids {
         match store.load(id) {
             Ok(c) => {
-                let bytes: usize = c
-                    .partitions
-                    .iter()
-                    .map(|(_, _, _, s)| s.encoded_len())
-                    .sum();
+                let bytes: usize = c.partitions.iter().map(|p| p.state.encoded_len()).sum();
                 let _ = writeln!(
                     out,
                     "chk-{id:010}  ok: {} partitions restore to {bytes} bytes of state",

@@ -21,4 +21,4 @@ pub mod store;
 pub mod transactional;
 
 pub use coordinator::{CheckpointTrigger, TaskCheckpoint};
-pub use store::{CheckpointError, CheckpointStore, CompletedCheckpoint};
+pub use store::{CheckpointError, CheckpointStore, CheckpointedPartition, CompletedCheckpoint};

@@ -23,17 +23,17 @@
 use crate::runtime::dirty_pages::OS_PAGE;
 use crate::runtime::snapshot::Snapshot;
 use crate::runtime::snapshot_delta::{Capture, CapturedState, DeltaLink, SnapshotDelta};
+use crate::topic_partition::TopicPartition;
 use std::collections::HashMap;
 use std::ops::Range;
 
 /// A capture that does not follow the mirror's previous one.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
-    "{topic}/{partition}: a delta of capture {seq} (instance {instance}) does not follow the last capture the checkpoint writer has ({have})"
+    "{tp}: a delta of capture {seq} (instance {instance}) does not follow the last capture the checkpoint writer has ({have})"
 )]
 pub struct LineageError {
-    pub topic: String,
-    pub partition: i32,
+    pub tp: TopicPartition,
     pub instance: u64,
     pub seq: u64,
     /// What the mirror holds, for the message.
@@ -106,7 +106,7 @@ impl Mirror {
 /// Every partition's mirrored state.
 #[derive(Debug)]
 pub struct StateMirrors {
-    parts: HashMap<(String, i32), Mirror>,
+    parts: HashMap<TopicPartition, Mirror>,
     /// See [`CheckpointConfig::full_snapshot_every`](crate::config::CheckpointConfig).
     full_every: u32,
 }
@@ -124,14 +124,8 @@ impl StateMirrors {
     /// Applies a partition's capture. A delta must follow the capture
     /// applied last (the same one again is ignored: a finished task's final
     /// state is offered to every later checkpoint).
-    pub fn apply(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        capture: Capture,
-    ) -> Result<(), LineageError> {
-        let key = (topic.to_string(), partition);
-        if let Some(m) = self.parts.get(&key)
+    pub fn apply(&mut self, tp: &TopicPartition, capture: Capture) -> Result<(), LineageError> {
+        if let Some(m) = self.parts.get(tp)
             && (m.instance, m.seq) == (capture.instance, capture.seq)
         {
             return Ok(());
@@ -149,15 +143,14 @@ impl StateMirrors {
                     written: None,
                 };
                 m.mark(0..m.state.memory.len());
-                self.parts.insert(key, m);
+                self.parts.insert(tp.clone(), m);
             }
             CapturedState::Delta(delta) => {
-                let m = match self.parts.get_mut(&key) {
+                let m = match self.parts.get_mut(tp) {
                     Some(m) if m.instance == capture.instance && m.seq + 1 == capture.seq => m,
                     other => {
                         return Err(LineageError {
-                            topic: topic.to_string(),
-                            partition,
+                            tp: tp.clone(),
                             instance: capture.instance,
                             seq: capture.seq,
                             have: other.map_or("nothing".into(), |m| {
@@ -170,10 +163,9 @@ impl StateMirrors {
                 if let Err(e) = m.state.apply_delta(&delta) {
                     // A capture of the same instance cannot mismatch its
                     // own earlier state; forget the mirror all the same.
-                    self.parts.remove(&key);
+                    self.parts.remove(tp);
                     return Err(LineageError {
-                        topic: topic.to_string(),
-                        partition,
+                        tp: tp.clone(),
                         instance: capture.instance,
                         seq: capture.seq,
                         have: e.to_string(),
@@ -194,8 +186,8 @@ impl StateMirrors {
 
     /// What to write for a partition now: a delta against its last
     /// written state, or the full state (first write, compaction).
-    pub fn plan(&self, topic: &str, partition: i32) -> Option<Planned<'_>> {
-        let m = self.parts.get(&(topic.to_string(), partition))?;
+    pub fn plan(&self, tp: &TopicPartition) -> Option<Planned<'_>> {
+        let m = self.parts.get(tp)?;
         let Some(w) = m.written else {
             return Some(Planned::Full(&m.state));
         };
@@ -224,16 +216,8 @@ impl StateMirrors {
 
     /// Records that checkpoint `id` is complete with this partition's file
     /// (`crc`, `size`, full or not): later deltas link to it.
-    pub fn written(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        id: u64,
-        crc: u32,
-        size: u64,
-        full: bool,
-    ) {
-        let Some(m) = self.parts.get_mut(&(topic.to_string(), partition)) else {
+    pub fn written(&mut self, tp: &TopicPartition, id: u64, crc: u32, size: u64, full: bool) {
+        let Some(m) = self.parts.get_mut(tp) else {
             return;
         };
         m.written = Some(match (full, m.written) {
@@ -258,6 +242,10 @@ impl StateMirrors {
 mod tests {
     use super::*;
     use crate::runtime::snapshot::{GlobalValue, HostTime, PAGE};
+
+    fn t0() -> TopicPartition {
+        TopicPartition::new("t", 0)
+    }
 
     fn full(instance: u64, seq: u64, fill: u8) -> Capture {
         Capture {
@@ -288,14 +276,13 @@ mod tests {
     #[test]
     fn deltas_link_to_the_last_written_state_and_compact() {
         let mut m = StateMirrors::new(3);
-        m.apply("t", 0, full(1, 1, 0)).unwrap();
-        assert!(matches!(m.plan("t", 0), Some(Planned::Full(_))));
-        m.written("t", 0, 10, 0xaaaa, 100, true);
+        m.apply(&t0(), full(1, 1, 0)).unwrap();
+        assert!(matches!(m.plan(&t0()), Some(Planned::Full(_))));
+        m.written(&t0(), 10, 0xaaaa, 100, true);
         let mut mem = vec![0u8; PAGE];
         mem[OS_PAGE] = 1;
         m.apply(
-            "t",
-            0,
+            &t0(),
             delta(1, 2, &mem, std::slice::from_ref(&(OS_PAGE..2 * OS_PAGE))),
         )
         .unwrap();
@@ -303,8 +290,7 @@ mod tests {
         // the pages of both captures against 10.
         mem[5 * OS_PAGE] = 2;
         m.apply(
-            "t",
-            0,
+            &t0(),
             delta(
                 1,
                 3,
@@ -313,7 +299,7 @@ mod tests {
             ),
         )
         .unwrap();
-        match m.plan("t", 0) {
+        match m.plan(&t0()) {
             Some(Planned::Delta(link, d)) => {
                 assert_eq!(
                     link,
@@ -336,28 +322,28 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        m.written("t", 0, 12, 0xbbbb, 50, false);
-        m.apply("t", 0, delta(1, 4, &mem, &[])).unwrap();
-        assert!(matches!(m.plan("t", 0), Some(Planned::Delta(l, _)) if l.base == 12));
-        m.written("t", 0, 13, 0xcccc, 50, false);
+        m.written(&t0(), 12, 0xbbbb, 50, false);
+        m.apply(&t0(), delta(1, 4, &mem, &[])).unwrap();
+        assert!(matches!(m.plan(&t0()), Some(Planned::Delta(l, _)) if l.base == 12));
+        m.written(&t0(), 13, 0xcccc, 50, false);
         // Two deltas in the chain with full_every = 3: the next is full.
-        m.apply("t", 0, delta(1, 5, &mem, &[])).unwrap();
-        assert!(matches!(m.plan("t", 0), Some(Planned::Full(_))));
+        m.apply(&t0(), delta(1, 5, &mem, &[])).unwrap();
+        assert!(matches!(m.plan(&t0()), Some(Planned::Full(_))));
     }
 
     #[test]
     fn a_delta_out_of_lineage_is_refused_and_a_repeat_ignored() {
         let mut m = StateMirrors::new(10);
         let mem = vec![0u8; PAGE];
-        assert!(m.apply("t", 0, delta(1, 2, &mem, &[])).is_err());
-        m.apply("t", 0, full(1, 1, 0)).unwrap();
-        m.apply("t", 0, delta(1, 2, &mem, &[])).unwrap();
-        m.apply("t", 0, delta(1, 2, &mem, &[])).unwrap();
-        assert!(m.apply("t", 0, delta(1, 4, &mem, &[])).is_err());
-        assert!(m.apply("t", 0, delta(2, 3, &mem, &[])).is_err());
+        assert!(m.apply(&t0(), delta(1, 2, &mem, &[])).is_err());
+        m.apply(&t0(), full(1, 1, 0)).unwrap();
+        m.apply(&t0(), delta(1, 2, &mem, &[])).unwrap();
+        m.apply(&t0(), delta(1, 2, &mem, &[])).unwrap();
+        assert!(m.apply(&t0(), delta(1, 4, &mem, &[])).is_err());
+        assert!(m.apply(&t0(), delta(2, 3, &mem, &[])).is_err());
         // A new lineage starts with a full capture; it is written in full.
-        m.written("t", 0, 1, 1, 1, true);
-        m.apply("t", 0, full(2, 1, 7)).unwrap();
-        assert!(matches!(m.plan("t", 0), Some(Planned::Full(s)) if s.memory[0] == 7));
+        m.written(&t0(), 1, 1, 1, true);
+        m.apply(&t0(), full(2, 1, 7)).unwrap();
+        assert!(matches!(m.plan(&t0()), Some(Planned::Full(s)) if s.memory[0] == 7));
     }
 }

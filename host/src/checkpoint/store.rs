@@ -22,6 +22,7 @@
 use super::state_mirror::{LineageError, Planned, StateMirrors};
 use crate::runtime::snapshot::{Snapshot, SnapshotError};
 use crate::runtime::snapshot_delta::{self, Capture, DeltaLink, SnapshotDelta, StateFile};
+use crate::topic_partition::{Position, TopicPartition};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -87,17 +88,22 @@ pub struct Metadata {
 #[derive(Debug, Clone)]
 pub struct CompletedCheckpoint {
     pub id: u64,
-    /// `(topic, partition, next offset, state)`.
-    pub partitions: Vec<(String, i32, i64, Snapshot)>,
+    pub partitions: Vec<CheckpointedPartition>,
+}
+
+/// One partition in a complete checkpoint.
+#[derive(Debug, Clone)]
+pub struct CheckpointedPartition {
+    pub tp: TopicPartition,
+    /// The next offset to read: everything before it is in `state`.
+    pub offset: i64,
+    pub state: Snapshot,
 }
 
 impl CompletedCheckpoint {
     /// The entry of one partition, if the checkpoint has it.
-    pub fn partition(&self, topic: &str, partition: i32) -> Option<(i64, &Snapshot)> {
-        self.partitions
-            .iter()
-            .find(|(t, p, _, _)| t == topic && *p == partition)
-            .map(|(_, _, o, s)| (*o, s))
+    pub fn partition(&self, tp: &TopicPartition) -> Option<&CheckpointedPartition> {
+        self.partitions.iter().find(|p| p.tp == *tp)
     }
 }
 
@@ -166,44 +172,40 @@ impl CheckpointStore {
     /// that fails loses no capture (the next delta covers its pages).
     pub fn absorb(
         &self,
-        captures: impl IntoIterator<Item = (String, i32, Capture)>,
+        captures: impl IntoIterator<Item = (TopicPartition, Capture)>,
     ) -> Result<(), CheckpointError> {
         let mut mirrors = self.lock_mirrors();
-        for (topic, partition, capture) in captures {
-            mirrors.apply(&topic, partition, capture)?;
+        for (tp, capture) in captures {
+            mirrors.apply(&tp, capture)?;
         }
         Ok(())
     }
 
     /// Writes checkpoint `id` from the mirrored states: per partition a
     /// delta against its last written state, or the full state (the first
-    /// time, and for compaction). `positions` are `(topic, partition, next
-    /// offset)`; every partition must have been [`absorb`](Self::absorb)ed.
+    /// time, and for compaction). `positions` are each partition's next
+    /// offset; every partition must have been [`absorb`](Self::absorb)ed.
     /// Returns the bytes written.
-    pub fn write_mirrored(
-        &self,
-        id: u64,
-        positions: &[(String, i32, i64)],
-    ) -> Result<u64, CheckpointError> {
+    pub fn write_mirrored(&self, id: u64, positions: &[Position]) -> Result<u64, CheckpointError> {
         let mut mirrors = self.lock_mirrors();
         let mut planned = Vec::with_capacity(positions.len());
-        for (topic, partition, offset) in positions {
-            let file = match mirrors.plan(topic, *partition) {
+        for (tp, offset) in positions {
+            let file = match mirrors.plan(tp) {
                 Some(Planned::Full(s)) => ToWrite::Full(s),
                 Some(Planned::Delta(link, d)) => ToWrite::Delta(link, d),
                 None => {
                     return Err(CheckpointError::Corrupt {
                         path: self.path_of(id),
-                        reason: format!("no state captured for {topic}/{partition}"),
+                        reason: format!("no state captured for {tp}"),
                     });
                 }
             };
-            planned.push((topic.clone(), *partition, *offset, file));
+            planned.push((tp, *offset, file));
         }
         let (total, written) = self.write_files(id, &planned)?;
         drop(planned);
-        for ((topic, partition, _), w) in positions.iter().zip(written) {
-            mirrors.written(topic, *partition, id, w.crc, w.size, w.full);
+        for ((tp, _), w) in positions.iter().zip(written) {
+            mirrors.written(tp, id, w.crc, w.size, w.full);
         }
         Ok(total)
     }
@@ -244,11 +246,11 @@ impl CheckpointStore {
     pub fn write(
         &self,
         id: u64,
-        partitions: &[(String, i32, i64, &Snapshot)],
+        partitions: &[(Position, &Snapshot)],
     ) -> Result<u64, CheckpointError> {
         let files: Vec<_> = partitions
             .iter()
-            .map(|(t, p, o, s)| (t.clone(), *p, *o, ToWrite::Full(s)))
+            .map(|((tp, o), s)| (tp, *o, ToWrite::Full(s)))
             .collect();
         Ok(self.write_files(id, &files)?.0)
     }
@@ -258,7 +260,7 @@ impl CheckpointStore {
     fn write_files(
         &self,
         id: u64,
-        partitions: &[(String, i32, i64, ToWrite<'_>)],
+        partitions: &[(&TopicPartition, i64, ToWrite<'_>)],
     ) -> Result<(u64, Vec<WrittenFile>), CheckpointError> {
         let dir = self.path_of(id);
         fs::create_dir_all(&dir).map_err(io(&dir))?;
@@ -266,7 +268,8 @@ impl CheckpointStore {
         let mut written = Vec::with_capacity(partitions.len());
         let mut total = 0u64;
         let mut buf = Vec::new();
-        for (topic, partition, offset, state) in partitions {
+        for (tp, offset, state) in partitions {
+            let (topic, partition) = (&tp.topic, tp.partition);
             buf.clear();
             let (file, base) = match state {
                 ToWrite::Full(snap) => {
@@ -288,7 +291,7 @@ impl CheckpointStore {
             });
             entries.push(PartitionEntry {
                 topic: topic.clone(),
-                partition: *partition,
+                partition,
                 offset: *offset,
                 file,
                 size: buf.len() as u64,
@@ -461,7 +464,11 @@ impl CheckpointStore {
                     path: self.path_of(id),
                     reason,
                 })?;
-            partitions.push((e.topic.clone(), e.partition, e.offset, snap));
+            partitions.push(CheckpointedPartition {
+                tp: TopicPartition::new(e.topic.clone(), e.partition),
+                offset: e.offset,
+                state: snap,
+            });
         }
         Ok(CompletedCheckpoint { id, partitions })
     }
@@ -493,6 +500,10 @@ mod tests {
     use super::*;
     use crate::runtime::snapshot::GlobalValue;
 
+    fn t0() -> TopicPartition {
+        TopicPartition::new("t", 0)
+    }
+
     fn snap(fill: u8) -> Snapshot {
         Snapshot {
             module_sha256: [1; 32],
@@ -508,15 +519,13 @@ mod tests {
         let store = CheckpointStore::open(dir.path(), 2).unwrap();
         for id in 1..=4u64 {
             let s = snap(id as u8);
-            store
-                .write(id, &[("t".into(), 0, id as i64 * 10, &s)])
-                .unwrap();
+            store.write(id, &[((t0(), id as i64 * 10), &s)]).unwrap();
         }
         assert_eq!(store.ids().unwrap(), vec![3, 4]);
         let c = store.latest().unwrap().unwrap();
         assert_eq!(c.id, 4);
-        assert_eq!(c.partition("t", 0).unwrap().0, 40);
-        assert_eq!(c.partition("t", 0).unwrap().1, &snap(4));
+        assert_eq!(c.partition(&t0()).unwrap().offset, 40);
+        assert_eq!(c.partition(&t0()).unwrap().state, snap(4));
         assert_eq!(store.next_id().unwrap(), 5);
     }
 
@@ -525,8 +534,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointStore::open(dir.path(), 10).unwrap();
         let s = snap(1);
-        store.write(1, &[("t".into(), 0, 5, &s)]).unwrap();
-        store.write(2, &[("t".into(), 0, 9, &s)]).unwrap();
+        store.write(1, &[((t0(), 5), &s)]).unwrap();
+        store.write(2, &[((t0(), 9), &s)]).unwrap();
         // 3: state written, no metadata (crash before completion).
         let p3 = store.path_of(3);
         fs::create_dir_all(&p3).unwrap();

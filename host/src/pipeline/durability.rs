@@ -193,11 +193,10 @@ impl Durability for StoreCheckpoints {
     fn restore_point(&mut self, tp: &TopicPartition) -> Result<Option<RestorePoint>, RestartError> {
         let latest = self.store.latest()?;
         Ok(latest.and_then(|c| {
-            c.partition(&tp.topic, tp.partition)
-                .map(|(offset, snap)| RestorePoint {
-                    offset,
-                    snapshot: Some(snap.clone()),
-                })
+            c.partition(tp).map(|p| RestorePoint {
+                offset: p.offset,
+                snapshot: Some(p.state.clone()),
+            })
         }))
     }
 

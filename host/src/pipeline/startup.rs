@@ -151,7 +151,7 @@ fn recovered(
             offsets: c
                 .partitions
                 .iter()
-                .map(|(t, p, o, _)| (TopicPartition::new(t.clone(), *p), *o))
+                .map(|p| (p.tp.clone(), p.offset))
                 .collect(),
         },
         None => Recovered::Nothing,
@@ -180,7 +180,7 @@ fn build_workers(
         .map(|c| c.partitions)
         .unwrap_or_default()
         .into_iter()
-        .map(|(t, p, _, s)| (TopicPartition::new(t, p), s))
+        .map(|p| (p.tp, p.state))
         .collect();
     let mut workers: Vec<Worker> = (0..config.pipeline.parallelism)
         .map(|id| Worker {

@@ -256,7 +256,8 @@ async fn partitions_join_and_leave_a_running_job_with_their_state() {
         .collect();
     assert_eq!(positions, vec![(0, 42), (1, 7)]);
     let latest = store.latest().unwrap().expect("the final checkpoint");
-    assert_eq!(latest.partition("in", 0).map(|(o, _)| o), Some(42));
-    assert_eq!(latest.partition("in", 1).map(|(o, _)| o), Some(7));
-    assert_eq!(latest.partition("in", 0).unwrap().1.memory, snapshot.memory);
+    let part = |p| latest.partition(&TopicPartition::new("in", p));
+    assert_eq!(part(0).map(|p| p.offset), Some(42));
+    assert_eq!(part(1).map(|p| p.offset), Some(7));
+    assert_eq!(part(0).unwrap().state.memory, snapshot.memory);
 }
