@@ -38,6 +38,12 @@ export const EXPORT_PROCESS: string = "weir_process";
 export const EXPORT_INIT: string = "weir_init";
 /** Optional export (ABI 1.1): `weir_tick(watermark: i64, processing_time: i64) -> i32`, called between batches when the partition's event-time watermark advances and at least every `pipeline.tick_interval` while the partition is idle. `watermark` is in ms since the epoch, or `WATERMARK_NONE` before any record with a timestamp, or `WATERMARK_END` once a bounded input has ended; `processing_time` is the host's wall clock in ms since the epoch. It may emit like `weir_process` and returns `STATUS_OK` or a plugin-defined error code. */
 export const EXPORT_TICK: string = "weir_tick";
+/** Optional export (ABI 1.1): `weir_state_export() -> i32`, the plugin's state in a portable form of its own: returns the address of a `STATE_DESCRIPTOR_LEN`-byte descriptor (`format_version: u32, ptr: u32, len: u32`, little-endian, 4-aligned) of bytes it owns, or 0 if it cannot. Called on an instance restored from a memory image of this module, when a different module is to take its state over. */
+export const EXPORT_STATE_EXPORT: string = "weir_state_export";
+/** Optional export (ABI 1.1): `weir_state_import(ptr: i32, len: i32, format_version: i32) -> i32`, rebuilds the state from bytes some module's `weir_state_export` wrote in `format_version`; called on a fresh instance after `weir_init`. Returns `STATUS_OK` or a plugin-defined error code. */
+export const EXPORT_STATE_IMPORT: string = "weir_state_import";
+/** Size of the descriptor `weir_state_export` returns the address of. */
+export const STATE_DESCRIPTOR_LEN: usize = 12;
 /** `weir_tick` watermark before the partition has seen a record with a timestamp (`i64::MIN`). */
 export const WATERMARK_NONE: i64 = -9223372036854775808;
 /** `weir_tick` watermark at the end of a bounded input: every window closes (`i64::MAX`). */
@@ -153,6 +159,28 @@ export function weir_abi_version(): i32 {
  */
 export function weir_abi_version_1_1(): i32 {
   return ABI_VERSION_1_1;
+}
+
+// ---------------------------------------------------------------------------
+// Portable state (ABI 1.1, docs/ABI.md 3b): a plugin that defines
+//   export function weir_state_export(): usize
+//   export function weir_state_import(ptr: usize, len: i32, formatVersion: i32): i32
+// (and re-exports weir_abi_version_1_1) lets a later build take its state
+// over when its memory layout changed.
+
+const stateDescriptor: usize = heap.alloc(STATE_DESCRIPTOR_LEN);
+let stateBytes: ArrayBuffer = new ArrayBuffer(0);
+
+/**
+ * What `weir_state_export` returns: keeps `bytes` alive until the next
+ * call and describes them as format `formatVersion`.
+ */
+export function describeState(formatVersion: u32, bytes: ArrayBuffer): usize {
+  stateBytes = bytes;
+  store<u32>(stateDescriptor, formatVersion);
+  store<u32>(stateDescriptor, <u32>changetype<usize>(stateBytes), 4);
+  store<u32>(stateDescriptor, <u32>stateBytes.byteLength, 8);
+  return stateDescriptor;
 }
 
 let inputPtr: usize = 0;

@@ -55,6 +55,12 @@ extern "C" {
 #define WEIR_EXPORT_INIT "weir_init"
 /* Optional export (ABI 1.1): `weir_tick(watermark: i64, processing_time: i64) -> i32`, called between batches when the partition's event-time watermark advances and at least every `pipeline.tick_interval` while the partition is idle. `watermark` is in ms since the epoch, or `WATERMARK_NONE` before any record with a timestamp, or `WATERMARK_END` once a bounded input has ended; `processing_time` is the host's wall clock in ms since the epoch. It may emit like `weir_process` and returns `STATUS_OK` or a plugin-defined error code. */
 #define WEIR_EXPORT_TICK "weir_tick"
+/* Optional export (ABI 1.1): `weir_state_export() -> i32`, the plugin's state in a portable form of its own: returns the address of a `STATE_DESCRIPTOR_LEN`-byte descriptor (`format_version: u32, ptr: u32, len: u32`, little-endian, 4-aligned) of bytes it owns, or 0 if it cannot. Called on an instance restored from a memory image of this module, when a different module is to take its state over. */
+#define WEIR_EXPORT_STATE_EXPORT "weir_state_export"
+/* Optional export (ABI 1.1): `weir_state_import(ptr: i32, len: i32, format_version: i32) -> i32`, rebuilds the state from bytes some module's `weir_state_export` wrote in `format_version`; called on a fresh instance after `weir_init`. Returns `STATUS_OK` or a plugin-defined error code. */
+#define WEIR_EXPORT_STATE_IMPORT "weir_state_import"
+/* Size of the descriptor `weir_state_export` returns the address of. */
+#define WEIR_STATE_DESCRIPTOR_LEN 12u
 /* `weir_tick` watermark before the partition has seen a record with a timestamp (`i64::MIN`). */
 #define WEIR_WATERMARK_NONE (-INT64_C(9223372036854775807) - 1)
 /* `weir_tick` watermark at the end of a bounded input: every window closes (`i64::MAX`). */
@@ -129,6 +135,37 @@ WEIR_IMPORT(WEIR_IMPORT_SINK_TOPICS) int32_t weir_sink_topics(void);
  *
  * `watermark` is WEIR_WATERMARK_NONE before any timestamp and
  * WEIR_WATERMARK_END at the end of a bounded input (docs/ABI.md, 3a). */
+
+/* Portable state (ABI 1.1, docs/ABI.md 3b), so that a later build of the
+ * plugin can take the state over when its memory layout changed. Both are
+ * the plugin's to define, with WEIR_DEFINE_ABI_VERSION_1_1():
+ *
+ *   static weir_state_descriptor exported;
+ *   WEIR_EXPORT(WEIR_EXPORT_STATE_EXPORT)
+ *   int32_t weir_state_export(void) {
+ *       ... serialise the state into a buffer that outlives the call ...
+ *       return weir_describe_state(&exported, MY_FORMAT, buf, len);
+ *   }
+ *   WEIR_EXPORT(WEIR_EXPORT_STATE_IMPORT)
+ *   int32_t weir_state_import(const uint8_t *ptr, int32_t len, int32_t format_version) {
+ *       ... rebuild from format_version, or log why not and return 1 ...
+ *   }
+ *
+ * weir_state_export returns 0 when it cannot (log the reason first). */
+typedef struct weir_state_descriptor {
+    uint32_t format_version;
+    uint32_t ptr;
+    uint32_t len;
+} weir_state_descriptor;
+
+/* Fills `d` and returns its address, as weir_state_export returns it. */
+static inline int32_t weir_describe_state(weir_state_descriptor *d, uint32_t format_version,
+                                          const void *ptr, uint32_t len) {
+    d->format_version = format_version;
+    d->ptr = (uint32_t)(uintptr_t)ptr;
+    d->len = len;
+    return (int32_t)(uintptr_t)d;
+}
 
 /* ------------------------------------------------------------------ */
 /* The record batch (docs/ABI.md section 4), little-endian like wasm32  */

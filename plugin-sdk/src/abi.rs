@@ -54,6 +54,20 @@ pub const EXPORT_INIT: &str = "weir_init";
 /// the host's wall clock in ms since the epoch. It may emit like
 /// `weir_process` and returns [`STATUS_OK`] or a plugin-defined error code.
 pub const EXPORT_TICK: &str = "weir_tick";
+/// Optional export (ABI 1.1): `weir_state_export() -> i32`, the plugin's
+/// state in a portable form of its own: returns the address of a
+/// [`STATE_DESCRIPTOR_LEN`]-byte descriptor (`format_version: u32, ptr:
+/// u32, len: u32`, little-endian, 4-aligned) of bytes it owns, or 0 if it
+/// cannot. Called on an instance restored from a memory image of this
+/// module, when a different module is to take its state over.
+pub const EXPORT_STATE_EXPORT: &str = "weir_state_export";
+/// Optional export (ABI 1.1): `weir_state_import(ptr: i32, len: i32,
+/// format_version: i32) -> i32`, rebuilds the state from bytes some module's
+/// `weir_state_export` wrote in `format_version`; called on a fresh instance
+/// after `weir_init`. Returns [`STATUS_OK`] or a plugin-defined error code.
+pub const EXPORT_STATE_IMPORT: &str = "weir_state_import";
+/// Size of the descriptor `weir_state_export` returns the address of.
+pub const STATE_DESCRIPTOR_LEN: usize = 12;
 /// `weir_tick` watermark before the partition has seen a record with a
 /// timestamp (`i64::MIN`).
 pub const WATERMARK_NONE: i64 = -9223372036854775808;

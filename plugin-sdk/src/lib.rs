@@ -136,10 +136,40 @@ pub trait Plugin: Default + 'static {
     }
 }
 
+/// A plugin's state in a form of its own (ABI 1.1 portable state,
+/// docs/ABI.md section 3b), so that a later build of the plugin can take the
+/// state over even when its memory layout changed. Export it with
+/// `export_plugin!(MyPlugin, portable_state)`.
+///
+/// The host uses it only when the module changed: it restores the old
+/// module's memory image, calls the old module's [`export_state`], and
+/// gives the bytes to the new module's [`import_state`] on a fresh value
+/// (after [`Plugin::init`] with the current config). Within one module,
+/// checkpoints stay memory images.
+///
+/// [`export_state`]: PortableState::export_state
+/// [`import_state`]: PortableState::import_state
+pub trait PortableState: Plugin {
+    /// The version of the format [`export_state`](Self::export_state)
+    /// writes. Raise it when the format changes, and keep reading the old
+    /// versions in [`import_state`](Self::import_state).
+    const STATE_VERSION: u32;
+
+    /// Appends the state to `out` (empty when called).
+    fn export_state(&self, out: &mut Vec<u8>) -> Result<(), Error>;
+
+    /// Rebuilds the state from `bytes`, written in format `version` by
+    /// this or an earlier build. Refuse a version you cannot read with an
+    /// error that names it: the job then stops, and its checkpoint is
+    /// left as it was.
+    fn import_state(&mut self, version: u32, bytes: &[u8]) -> Result<(), Error>;
+}
+
 /// The usual imports for writing a plugin.
 pub mod prelude {
     pub use crate::{
-        Config, Error, Header, OutRecord, Output, Plugin, Record, Tick, export_plugin, sink_topics,
+        Config, Error, Header, OutRecord, Output, Plugin, PortableState, Record, Tick,
+        export_plugin, sink_topics,
     };
 }
 
@@ -147,9 +177,24 @@ pub mod prelude {
 /// in a `cdylib` built for `wasm32-unknown-unknown` (or `wasm32-wasip1`).
 ///
 /// The type must implement [`Plugin`] (and so `Default`); if it does not,
-/// the compiler points at the type named here.
+/// the compiler points at the type named here. With `, portable_state` it
+/// must also implement [`PortableState`], and the module exports
+/// `weir_state_export` and `weir_state_import`.
 #[macro_export]
 macro_rules! export_plugin {
+    ($plugin:ty, portable_state) => {
+        $crate::export_plugin!($plugin);
+
+        #[unsafe(no_mangle)]
+        pub extern "C" fn weir_state_export() -> i32 {
+            $crate::rt::state_export::<$plugin>()
+        }
+
+        #[unsafe(no_mangle)]
+        pub extern "C" fn weir_state_import(ptr: i32, len: i32, version: i32) -> i32 {
+            $crate::rt::state_import::<$plugin>(ptr, len, version)
+        }
+    };
     ($plugin:ty) => {
         const _: () = {
             fn __weir_assert_plugin<P: $crate::Plugin>() {}

@@ -7,7 +7,7 @@
 //! them.
 
 use crate::abi;
-use crate::{Config, Output, Plugin, Tick};
+use crate::{Config, Output, Plugin, PortableState, Tick};
 use core::cell::UnsafeCell;
 
 #[cfg(target_arch = "wasm32")]
@@ -182,4 +182,47 @@ pub fn tick<P: Plugin>(watermark: i64, processing_time: i64) -> i32 {
         return 1;
     }
     finish(out)
+}
+
+/// What `weir_state_export` hands the host: the bytes, and the descriptor
+/// `(format_version, ptr, len)` pointing at them.
+struct ExportedState {
+    bytes: Vec<u8>,
+    descriptor: [u32; 3],
+}
+
+static EXPORTED: Global<ExportedState> = Global::new();
+
+/// `weir_state_export`: the address of the descriptor, 0 on failure.
+pub fn state_export<P: PortableState>() -> i32 {
+    let exported = EXPORTED.get_or(|| ExportedState {
+        bytes: Vec::new(),
+        descriptor: [0; 3],
+    });
+    exported.bytes.clear();
+    if let Err(e) = plugin::<P>().export_state(&mut exported.bytes) {
+        host_log(abi::LOG_ERROR, format!("export_state: {e}").as_bytes());
+        return 0;
+    }
+    exported.descriptor = [
+        P::STATE_VERSION,
+        exported.bytes.as_ptr() as usize as u32,
+        exported.bytes.len() as u32,
+    ];
+    exported.descriptor.as_ptr() as usize as i32
+}
+
+/// `weir_state_import`.
+pub fn state_import<P: PortableState>(ptr: i32, len: i32, version: i32) -> i32 {
+    let bytes = unsafe { slice(ptr, len) };
+    match plugin::<P>().import_state(version as u32, bytes) {
+        Ok(()) => abi::STATUS_OK,
+        Err(e) => {
+            host_log(
+                abi::LOG_ERROR,
+                format!("import_state (format version {version}): {e}").as_bytes(),
+            );
+            1
+        }
+    }
 }

@@ -11,11 +11,13 @@
 //! - [`folder`]: a local directory or an object-store prefix.
 //! - [`failpoint`]: deterministic crash points for the crash tests.
 //! - [`inspect`]: `weir checkpoints list|show|verify`.
+//! - [`module_archive`]: the plugin modules the state was written by.
 
 pub mod coordinator;
 pub mod failpoint;
 pub mod folder;
 pub mod inspect;
+pub mod module_archive;
 pub mod state_mirror;
 pub mod store;
 pub mod transactional;

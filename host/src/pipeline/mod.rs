@@ -6,6 +6,8 @@
 //!   implementation per delivery mode behind one interface.
 //! - [`task_env`]: what every task shares, and the one way to make a
 //!   task's instance; [`task_factory`]: a plan entry in, a task out.
+//! - [`state_upgrade`]: a state another plugin module wrote, taken over
+//!   through portable state (ABI 1.1).
 //! - [`partition_task`]: one partition's loop over batches; [`task_error`]:
 //!   how it fails.
 //! - [`event_clock`]: watermarks and ticks for plugins that export
@@ -35,6 +37,7 @@ mod job_driver;
 pub mod partition_task;
 pub mod plan;
 mod startup;
+pub mod state_upgrade;
 pub mod status;
 pub mod task_env;
 pub mod task_error;

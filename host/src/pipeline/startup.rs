@@ -12,6 +12,7 @@
 use super::durability;
 use super::event_clock::TimeConfig;
 use super::plan::{self, PlanEntry, Recovered, StateOrigin};
+use super::state_upgrade::StateUpgrade;
 use super::status::TaskStats;
 use super::task_env::TaskEnv;
 use super::task_factory::TaskFactory;
@@ -22,6 +23,7 @@ use super::{JobError, assignment};
 use crate::checkpoint::CheckpointStore;
 use crate::checkpoint::CompletedCheckpoint;
 use crate::checkpoint::folder::StoreLocation;
+use crate::checkpoint::module_archive::ModuleArchive;
 use crate::checkpoint::transactional::{self, PartitionStateDir};
 use crate::config::{Assignment, Config, DeliveryMode};
 use crate::kafka::consumer::{PartitionStart, SourceConsumer, SourceQueue};
@@ -99,7 +101,8 @@ pub(super) fn prepare(config: &Config, metrics: &Arc<JobMetrics>) -> Result<Prep
     if mode.auto_commit() {
         tracing::info!("checkpoints off: offsets of delivered output are auto-committed");
     }
-    let env = Arc::new(task_env(config, &module, &consumer, metrics));
+    let archive = keep_module(&location, mode, &module)?;
+    let env = Arc::new(task_env(config, (&module, archive), &consumer, metrics));
     let factory = Arc::new(TaskFactory {
         env,
         durability: durability::factory(
@@ -285,9 +288,24 @@ fn check_output_topics(config: &Config, consumer: &SourceConsumer) -> Result<(),
 }
 
 /// What every partition task of the job shares.
+/// A job that keeps state keeps its module beside it, so that a later
+/// module can take the state over (see `checkpoint::module_archive`).
+fn keep_module(
+    location: &StoreLocation,
+    mode: DeliveryMode,
+    module: &PluginModule,
+) -> Result<Option<ModuleArchive>, JobError> {
+    if !mode.checkpoints() {
+        return Ok(None);
+    }
+    let archive = ModuleArchive::open(location)?;
+    archive.keep(&module.sha256, &module.bytes)?;
+    Ok(Some(archive))
+}
+
 pub(super) fn task_env(
     config: &Config,
-    module: &PluginModule,
+    (module, archive): (&PluginModule, Option<ModuleArchive>),
     consumer: &Arc<SourceConsumer>,
     metrics: &Arc<JobMetrics>,
 ) -> TaskEnv {
@@ -309,6 +327,7 @@ pub(super) fn task_env(
             max_out_of_orderness: config.pipeline.max_out_of_orderness,
             idle_timeout: config.pipeline.idle_timeout,
         },
+        upgrade: StateUpgrade::new(archive),
     }
 }
 

@@ -5,6 +5,7 @@
 
 use super::durability::Durability;
 use super::event_clock::TimeConfig;
+use super::state_upgrade::{self, StateUpgrade, UpgradeError};
 use crate::config::FaultPolicy;
 use crate::kafka::consumer::SourceConsumer;
 use crate::metrics::JobMetrics;
@@ -35,6 +36,8 @@ pub struct TaskEnv {
     pub metrics: Arc<JobMetrics>,
     /// Watermarks and ticks, for plugins that export `weir_tick`.
     pub time: TimeConfig,
+    /// How a state written by another module is taken over.
+    pub upgrade: StateUpgrade,
 }
 
 /// Why a task's plugin instance could not be made.
@@ -49,21 +52,41 @@ pub enum InstanceError {
     /// `weir_init` failed on a fresh start.
     #[error("weir_init: {0}")]
     Init(#[from] BatchError),
+    /// A state written by another module could not be taken over.
+    #[error(transparent)]
+    Upgrade(#[from] UpgradeError),
 }
 
 impl TaskEnv {
     /// A new instance writing through `durability`'s sink, restored from
-    /// `state`, or initialised with the plugin's config without one.
+    /// `state`, or initialised with the plugin's config without one. A
+    /// state another module wrote is taken over through portable state
+    /// (see `state_upgrade`), unless `allow_module_change` restores its
+    /// memory image as it is.
     pub fn instance(
         &self,
         durability: &dyn Durability,
         state: Option<&Snapshot>,
     ) -> Result<PluginInstance, InstanceError> {
+        let other_module =
+            state.filter(|s| s.module_sha256 != self.module.sha256 && !self.allow_module_change);
+        let exported = other_module
+            .map(|s| self.upgrade.export(s, &self.module))
+            .transpose()?;
         let mut instance =
             PluginInstance::new(&self.module, durability.sink(), self.sink_topics.clone())?;
-        match state {
-            Some(snapshot) => instance.restore(snapshot, self.allow_module_change)?,
-            None => instance.init(&self.plugin_config)?,
+        match (state, exported) {
+            (Some(snapshot), Some(portable)) => {
+                instance.init(&self.plugin_config)?;
+                state_upgrade::import(&mut instance, &portable, snapshot, &self.module)?;
+                tracing::info!(
+                    format_version = portable.format_version,
+                    bytes = portable.bytes.len(),
+                    "state taken over from another plugin module"
+                );
+            }
+            (Some(snapshot), None) => instance.restore(snapshot, self.allow_module_change)?,
+            (None, _) => instance.init(&self.plugin_config)?,
         }
         Ok(instance)
     }

@@ -18,6 +18,9 @@ use std::sync::Arc;
 use wasmtime::{Global, Memory, Store, TypedFunc, Val};
 use weir_plugin_sdk::abi;
 
+mod portable_state;
+pub use portable_state::PortableState;
+
 /// Why a batch failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BatchError {
@@ -38,6 +41,8 @@ pub struct PluginInstance {
     process: TypedFunc<(i32, i32), i32>,
     init: Option<TypedFunc<(i32, i32), i32>>,
     tick: Option<TypedFunc<(i64, i64), i32>>,
+    state_export: Option<TypedFunc<(), i32>>,
+    state_import: Option<TypedFunc<(i32, i32, i32), i32>>,
     /// The highest record timestamp given to the plugin, or
     /// `abi::WATERMARK_NONE`: the event time its watermark derives from,
     /// snapshotted with its state.
@@ -105,6 +110,22 @@ impl PluginInstance {
             ),
             false => None,
         };
+        let state_export = match module.has_state_export {
+            true => Some(
+                instance
+                    .get_typed_func(&mut store, abi::EXPORT_STATE_EXPORT)
+                    .map_err(|e| typed_err(abi::EXPORT_STATE_EXPORT, e))?,
+            ),
+            false => None,
+        };
+        let state_import = match module.has_state_import {
+            true => Some(
+                instance
+                    .get_typed_func(&mut store, abi::EXPORT_STATE_IMPORT)
+                    .map_err(|e| typed_err(abi::EXPORT_STATE_IMPORT, e))?,
+            ),
+            false => None,
+        };
         let mut globals = Vec::with_capacity(module.mutable_globals.len());
         for name in module.mutable_globals.iter() {
             globals.push(
@@ -121,6 +142,8 @@ impl PluginInstance {
             process,
             init,
             tick,
+            state_export,
+            state_import,
             event_time: abi::WATERMARK_NONE,
             globals,
             module_sha256: module.sha256,

@@ -30,6 +30,13 @@ pub struct PluginModule {
     pub has_init: bool,
     /// Whether the optional `weir_tick` export (ABI 1.1) exists.
     pub has_tick: bool,
+    /// Whether the optional `weir_state_export` / `weir_state_import`
+    /// exports (ABI 1.1, portable state) exist.
+    pub has_state_export: bool,
+    pub has_state_import: bool,
+    /// The module file's bytes, as read: kept beside checkpoints so that a
+    /// later module can take its state over (see `checkpoint::module_archive`).
+    pub bytes: Arc<[u8]>,
     /// What `weir_abi_version()` returned: `abi::ABI_VERSION` (1.0) or
     /// `abi::ABI_VERSION_1_1`.
     pub abi_version: i32,
@@ -79,12 +86,14 @@ fn render_extern(ty: &ExternType) -> String {
 }
 
 /// The exports the ABI requires or allows, with their signatures.
-const EXPECTED_EXPORTS: [(&str, &str, bool); 5] = [
+const EXPECTED_EXPORTS: [(&str, &str, bool); 7] = [
     (abi::EXPORT_ABI_VERSION, "() -> (i32)", true),
     (abi::EXPORT_INPUT_BUFFER, "(i32) -> (i32)", true),
     (abi::EXPORT_PROCESS, "(i32, i32) -> (i32)", true),
     (abi::EXPORT_INIT, "(i32, i32) -> (i32)", false),
     (abi::EXPORT_TICK, "(i64, i64) -> (i32)", false),
+    (abi::EXPORT_STATE_EXPORT, "() -> (i32)", false),
+    (abi::EXPORT_STATE_IMPORT, "(i32, i32, i32) -> (i32)", false),
 ];
 
 /// Human form of a `weir_abi_version()` value.
@@ -169,6 +178,7 @@ impl PluginModule {
             }
         }
         let (mut has_init, mut has_tick) = (false, false);
+        let (mut has_state_export, mut has_state_import) = (false, false);
         for (name, want, required) in EXPECTED_EXPORTS {
             match module.get_export(name) {
                 Some(ExternType::Func(f)) => {
@@ -180,6 +190,8 @@ impl PluginModule {
                     }
                     has_init |= name == abi::EXPORT_INIT;
                     has_tick |= name == abi::EXPORT_TICK;
+                    has_state_export |= name == abi::EXPORT_STATE_EXPORT;
+                    has_state_import |= name == abi::EXPORT_STATE_IMPORT;
                 }
                 Some(other) => {
                     return Err(contract(format!(
@@ -244,6 +256,9 @@ impl PluginModule {
             sha256,
             has_init,
             has_tick,
+            has_state_export,
+            has_state_import,
+            bytes: bytes.into(),
             abi_version: 0,
             mutable_globals: rewritten.mutable_globals.into(),
             module,
@@ -333,8 +348,14 @@ impl PluginModule {
 /// The first ABI 1.1 export or import the module uses, if any: a module
 /// that uses one must declare 1.1.
 fn uses_abi_1_1(module: &Module) -> Option<&'static str> {
-    if module.get_export(abi::EXPORT_TICK).is_some() {
-        return Some(abi::EXPORT_TICK);
+    for name in [
+        abi::EXPORT_TICK,
+        abi::EXPORT_STATE_EXPORT,
+        abi::EXPORT_STATE_IMPORT,
+    ] {
+        if module.get_export(name).is_some() {
+            return Some(name);
+        }
     }
     module
         .imports()

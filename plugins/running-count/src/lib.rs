@@ -86,4 +86,51 @@ fn format_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     }
 }
 
-export_plugin!(RunningCount);
+/// Portable state, format 1: `u32` entry count, then per key `u32` length,
+/// the key's bytes and its `u64` count, all little-endian, in no order.
+/// `running-count-v2` reads it (docs/ABI.md, section 3b).
+impl PortableState for RunningCount {
+    const STATE_VERSION: u32 = 1;
+
+    fn export_state(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+        out.extend_from_slice(&(self.counts.len() as u32).to_le_bytes());
+        for (key, count) in &self.counts {
+            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            out.extend_from_slice(key);
+            out.extend_from_slice(&count.to_le_bytes());
+        }
+        Ok(())
+    }
+
+    fn import_state(&mut self, version: u32, bytes: &[u8]) -> Result<(), Error> {
+        if version != 1 {
+            return Err(Error::new(format!(
+                "running-count reads state format 1, not {version} (a newer build wrote it)"
+            )));
+        }
+        let mut r = bytes;
+        let n = take_u32(&mut r)?;
+        for _ in 0..n {
+            let len = take_u32(&mut r)? as usize;
+            let key = take(&mut r, len)?.to_vec();
+            let count = u64::from_le_bytes(take(&mut r, 8)?.try_into().unwrap_or_default());
+            self.counts.insert(key, count);
+        }
+        Ok(())
+    }
+}
+
+fn take<'a>(r: &mut &'a [u8], n: usize) -> Result<&'a [u8], Error> {
+    if r.len() < n {
+        return Err(Error::new("state ends early"));
+    }
+    let (head, rest) = r.split_at(n);
+    *r = rest;
+    Ok(head)
+}
+
+fn take_u32(r: &mut &[u8]) -> Result<u32, Error> {
+    Ok(u32::from_le_bytes(take(r, 4)?.try_into().unwrap_or_default()))
+}
+
+export_plugin!(RunningCount, portable_state);

@@ -166,7 +166,7 @@ fn driver(dir: &std::path::Path) -> (JobDriver, Log, CheckpointStore) {
     let module = PluginModule::load(&engine, &config.plugin_path()).unwrap();
     let log = Log::default();
     let factory = Arc::new(TaskFactory {
-        env: Arc::new(task_env(&config, &module, &consumer, &metrics)),
+        env: Arc::new(task_env(&config, (&module, None), &consumer, &metrics)),
         durability: Arc::new(FakeFactory {
             log: log.clone(),
             producer: producer.clone(),
