@@ -39,7 +39,10 @@ impl ModuleArchive {
         if self.folder.list()?.contains(&name) {
             return Ok(());
         }
-        self.folder.write(&name, &format!("{name}.tmp"), bytes)
+        // Members of a group sharing a local directory start together: each
+        // writes through a temp name of its own (same bytes, same name).
+        let temp = format!("{name}.{}.tmp", std::process::id());
+        self.folder.write(&name, &temp, bytes)
     }
 
     /// The module with this SHA-256, with the path it is known by (its
