@@ -27,6 +27,29 @@ enum Command {
         /// The config file.
         #[arg(long, short, default_value = "config.toml")]
         config: PathBuf,
+        /// Start from this savepoint (a name under the checkpoint
+        /// directory's `savepoints/`, or a path with a `/`): its offsets
+        /// and states win over the start position and the checkpoints.
+        #[arg(long, value_name = "NAME|PATH")]
+        from_savepoint: Option<weir::checkpoint::savepoint::SavepointRef>,
+        /// When the job stops cleanly (SIGTERM, SIGINT, the end of a
+        /// bounded input), write savepoint NAME after the final checkpoint.
+        #[arg(long, visible_alias = "stop-with-savepoint", value_name = "NAME")]
+        savepoint_on_stop: Option<String>,
+    },
+    /// Stop the running job cleanly and leave a savepoint: asks its admin
+    /// endpoint (`metrics.listen`) and waits until the savepoint is
+    /// written.
+    Savepoint {
+        /// The savepoint's name (letters, digits, `-`, `_`, `.`).
+        name: String,
+        /// The running job's config file.
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+        /// How long to wait for the savepoint (default: the job's
+        /// `pipeline.stop_timeout` and 30 s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
     },
     /// Inspect the checkpoints of a job: list them, show one, verify them.
     Checkpoints {
@@ -127,7 +150,22 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
-        Command::Run { config } => run(config),
+        Command::Run {
+            config,
+            from_savepoint,
+            savepoint_on_stop,
+        } => run(
+            config,
+            weir::pipeline::SavepointOptions {
+                from: from_savepoint,
+                on_stop: savepoint_on_stop,
+            },
+        ),
+        Command::Savepoint {
+            name,
+            config,
+            timeout,
+        } => savepoint(&name, &config, timeout),
         Command::Checkpoints { action, config } => checkpoints(action, &config),
         Command::CheckPlugin {
             file,
@@ -154,14 +192,17 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(path: PathBuf) -> anyhow::Result<()> {
+fn run(path: PathBuf, options: weir::pipeline::SavepointOptions) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
+    if let Some(name) = &options.on_stop {
+        weir::checkpoint::savepoint::check_name(name).map_err(anyhow::Error::msg)?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let summary = runtime.block_on(run_until_stopped(config))?;
+    let summary = runtime.block_on(run_until_stopped(config, options))?;
     let secs = summary.elapsed.as_secs_f64().max(1e-6);
     println!(
         "processed {} records, emitted {} records in {:.2}s ({:.0} records/s)",
@@ -182,6 +223,9 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
             "  {}/{}: {} records in, {} faults handled ({} skipped, {} dead-lettered){took}",
             t.topic, t.partition, t.records_in, t.faults, t.skipped, t.dead_lettered
         );
+    }
+    if let Some((name, at)) = &summary.savepoint {
+        println!("savepoint {name} written: {}", at.display());
     }
     if let Some(out) = summary.embedded_output {
         print_demo_output(&out, summary.checkpoints, summary.restarts)?;
@@ -225,7 +269,10 @@ fn checkpoints(action: CheckpointsAction, config: &std::path::Path) -> anyhow::R
 /// `pipeline.stop_timeout` passing first, ends the process at once with a
 /// non-zero status: whatever the stop did not finish is replayed on the
 /// next start, as after a crash.
-async fn run_until_stopped(config: Config) -> anyhow::Result<weir::JobSummary> {
+async fn run_until_stopped(
+    config: Config,
+    options: weir::pipeline::SavepointOptions,
+) -> anyhow::Result<weir::JobSummary> {
     use tokio::signal::unix::{SignalKind, signal};
     let stop_timeout = config.pipeline.stop_timeout;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -237,7 +284,7 @@ async fn run_until_stopped(config: Config) -> anyhow::Result<weir::JobSummary> {
         }
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let job = weir::run(config, async {
+    let job = weir::pipeline::run_with(config, options, async {
         let _ = stop_rx.await;
     });
     tokio::pin!(job);
@@ -265,6 +312,68 @@ async fn run_until_stopped(config: Config) -> anyhow::Result<weir::JobSummary> {
             std::process::exit(1);
         }
     }
+}
+
+/// `weir savepoint NAME`: asks the running job's admin endpoint to stop
+/// with a savepoint, then waits for the savepoint's metadata to appear.
+fn savepoint(
+    name: &str,
+    path: &std::path::Path,
+    timeout: Option<std::time::Duration>,
+) -> anyhow::Result<()> {
+    use weir::checkpoint::savepoint::{SavepointRef, Savepoints, check_name};
+    check_name(name).map_err(anyhow::Error::msg)?;
+    let config = Config::load(path)?;
+    let mut addr = config.metrics.listen.with_context(|| {
+        format!(
+            "{}: metrics.listen is not set, so the running job has no admin endpoint; set it, or stop the job with SIGTERM after starting it with `weir run --savepoint-on-stop {name}`",
+            path.display()
+        )
+    })?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!("http://{addr}/stop-with-savepoint?name={name}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let answer = runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(&url)
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await?;
+        Ok::<_, reqwest::Error>((response.status(), response.text().await?))
+    });
+    let (status, text) =
+        answer.with_context(|| format!("asking the running job at {url} (is it running?)"))?;
+    anyhow::ensure!(
+        status.is_success(),
+        "the job refused the savepoint ({status}): {}",
+        text.trim()
+    );
+    println!("{}", text.trim());
+    let which = SavepointRef::Named(name.to_string());
+    let savepoints = Savepoints::new(&config.checkpoint_location()?);
+    let wait = timeout.unwrap_or(config.pipeline.stop_timeout + std::time::Duration::from_secs(30));
+    let deadline = std::time::Instant::now() + wait;
+    while !savepoints.exists(&which)? {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "savepoint {name} was not written within {} (see the job's log)",
+            humantime::format_duration(wait)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let written = savepoints.read(&which)?;
+    println!(
+        "savepoint {name} written: {} ({} partitions, module {})",
+        written.at.display(),
+        written.partitions.len(),
+        &written.metadata.module_sha256[..12]
+    );
+    Ok(())
 }
 
 /// The embedded demo's last value per key, next to how many records of the

@@ -4,7 +4,8 @@
 //! At-least-once and `none` keep numbered checkpoints (`chk-N/`, metadata
 //! written last); exactly-once keeps per-partition state files keyed by
 //! offset (`eos/<topic>-<partition>/`), the one the group's committed
-//! offset names being the live one. Both are listed; `verify` reads every
+//! offset names being the live one. Both are listed, and the savepoints
+//! (`savepoints/<name>/`); `verify` reads every
 //! file a state needs (the whole delta chain) and checks every checksum.
 
 use super::store::{CheckpointError, CheckpointStore};
@@ -57,6 +58,21 @@ pub fn list(dir: &Path) -> Result<String, CheckpointError> {
             out,
             "eos/{name}  state files for offsets {offsets:?} (the group's committed offset names the live one)"
         );
+    }
+    let location = super::folder::StoreLocation::Local(dir.to_path_buf());
+    for (name, meta) in super::savepoint::Savepoints::new(&location).list()? {
+        let _ = match meta {
+            Ok(m) => writeln!(
+                out,
+                "savepoint {name}  {}  {} partitions  {} bytes  {}  module {}",
+                utc(m.created_ms),
+                m.partitions.len(),
+                m.partitions.iter().map(|p| p.size).sum::<u64>(),
+                m.delivery,
+                &m.module_sha256[..m.module_sha256.len().min(12)],
+            ),
+            Err(why) => writeln!(out, "savepoint {name}  unusable: {why}"),
+        };
     }
     if out.is_empty() {
         out.push_str("no checkpoints\n");

@@ -12,12 +12,15 @@
 //! - [`failpoint`]: deterministic crash points for the crash tests.
 //! - [`inspect`]: `weir checkpoints list|show|verify`.
 //! - [`module_archive`]: the plugin modules the state was written by.
+//! - [`savepoint`]: named, self-contained states taken and restored on
+//!   purpose, which retention never deletes.
 
 pub mod coordinator;
 pub mod failpoint;
 pub mod folder;
 pub mod inspect;
 pub mod module_archive;
+pub mod savepoint;
 pub mod state_mirror;
 pub mod store;
 pub mod transactional;

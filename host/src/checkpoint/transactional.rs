@@ -228,6 +228,21 @@ impl PartitionStateDir {
         Ok(buf.len() as u64)
     }
 
+    /// Writes `state` whole as the state for `offset` (a savepoint being
+    /// restored): nothing links to it, and the next capture is full.
+    pub fn write_full(&mut self, offset: i64, state: &Snapshot) -> Result<u64, CheckpointError> {
+        let mut buf = Vec::with_capacity(state.encoded_len());
+        state.encode(&mut buf);
+        self.head = None;
+        self.chain.clear();
+        self.dir.write(
+            &file_name(offset, &self.writer, "snap"),
+            &file_name(offset, &self.writer, "tmp"),
+            &buf,
+        )?;
+        Ok(buf.len() as u64)
+    }
+
     /// The state for exactly `offset` written with manual assignment (no
     /// writer name); see [`load_from`](Self::load_from).
     pub fn load(&self, offset: i64) -> Result<Option<Snapshot>, CheckpointError> {

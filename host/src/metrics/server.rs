@@ -1,4 +1,6 @@
-//! `/metrics`, `/healthz` and `/readyz` over HTTP, on the job's runtime.
+//! `/metrics`, `/healthz` and `/readyz` over HTTP, on the job's runtime,
+//! and the admin call `POST /stop-with-savepoint?name=NAME` (what
+//! `weir savepoint` sends): the job stops cleanly and leaves savepoint NAME.
 //!
 //! A scrape copies the tasks' counters into the registry and reads each
 //! partition's end offset from the broker (ListOffsets, with the
@@ -32,6 +34,25 @@ pub struct Health {
     pub ready_intervals: u32,
     /// Bound of one end-offset request.
     pub timeout: Duration,
+    /// Where admin calls go (the job driver).
+    pub admin: tokio::sync::mpsc::UnboundedSender<AdminRequest>,
+}
+
+/// An admin call, answered by the job driver.
+#[derive(Debug)]
+pub enum AdminRequest {
+    /// Stop cleanly and write savepoint `name` after the final
+    /// checkpoint. The answer: where the savepoint will be, or why not.
+    StopWithSavepoint {
+        name: String,
+        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+    },
+}
+
+/// The query of `POST /stop-with-savepoint`.
+#[derive(Debug, serde::Deserialize)]
+struct SavepointQuery {
+    name: String,
 }
 
 /// Serves until the task is dropped or aborted.
@@ -40,6 +61,10 @@ pub async fn serve(listener: tokio::net::TcpListener, health: Arc<Health>) {
         .route("/metrics", axum::routing::get(metrics))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route("/readyz", axum::routing::get(readyz))
+        .route(
+            "/stop-with-savepoint",
+            axum::routing::post(stop_with_savepoint),
+        )
         .with_state(health);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::warn!(error = %e, "metrics endpoint stopped");
@@ -67,6 +92,34 @@ async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
+        ),
+    }
+}
+
+async fn stop_with_savepoint(
+    State(health): State<Arc<Health>>,
+    axum::extract::Query(query): axum::extract::Query<SavepointQuery>,
+) -> impl IntoResponse {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let request = AdminRequest::StopWithSavepoint {
+        name: query.name,
+        reply,
+    };
+    if health.admin.send(request).is_err() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the job is ending\n".to_string(),
+        );
+    }
+    match answer.await {
+        Ok(Ok(path)) => (
+            StatusCode::ACCEPTED,
+            format!("stopping; the savepoint will be at {path}\n"),
+        ),
+        Ok(Err(why)) => (StatusCode::CONFLICT, format!("{why}\n")),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the job is ending\n".to_string(),
         ),
     }
 }

@@ -22,7 +22,7 @@ use crate::kafka::group::{self, GroupEvent, GroupHooks};
 use crate::kafka::producer::SinkProducer;
 use crate::kafka::{KafkaError, consumer, producer};
 use crate::metrics::JobMetrics;
-use crate::metrics::server::Health;
+use crate::metrics::server::{AdminRequest, Health};
 use crate::topic_partition::{Position, TopicPartition};
 use rdkafka::consumer::Consumer;
 use std::collections::{BTreeMap, HashSet};
@@ -34,6 +34,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 
 mod membership;
+mod savepoint;
 #[cfg(test)]
 mod tests;
 
@@ -234,6 +235,12 @@ pub(super) struct JobDriver {
     reporter: StatusReporter,
     status_ticker: Option<tokio::time::Interval>,
     started: Instant,
+    /// The configured module (what a savepoint keeps beside its states).
+    module: crate::runtime::PluginModule,
+    /// The savepoint to write once the job has stopped cleanly.
+    savepoint_on_stop: Option<String>,
+    /// Admin calls from the metrics endpoint.
+    admin: UnboundedReceiver<AdminRequest>,
     _metrics_server: Option<AbortOnDrop>,
 }
 
@@ -290,8 +297,11 @@ impl JobDriver {
             .set(prepared.all_stats.len() as i64);
         metrics.job_started();
         let tasks = TaskList::new(prepared.all_stats.clone());
-        let metrics_server =
-            listener.map(|l| serve_metrics(&config, &metrics, &prepared, &tasks, l));
+        let (admin_tx, admin) = tokio::sync::mpsc::unbounded_channel();
+        let metrics_server = listener.map(|l| {
+            let health = health(&config, &metrics, &prepared, &tasks, admin_tx);
+            serve_metrics(health, l)
+        });
         let checkpoints = Checkpoints::new(&config, mode, &prepared)?;
         let (answer_tx, answers) = tokio::sync::mpsc::unbounded_channel();
         let (committed_tx, committed) = tokio::sync::mpsc::unbounded_channel();
@@ -310,6 +320,7 @@ impl JobDriver {
             restored_from,
             assignments,
             location,
+            module,
             ..
         } = prepared;
         let known = assignments.iter().map(|(tp, _)| tp.clone()).collect();
@@ -350,6 +361,9 @@ impl JobDriver {
             main_poller: Some(main_poller),
             reporter: StatusReporter::default(),
             started: Instant::now(),
+            module,
+            savepoint_on_stop: None,
+            admin,
             _metrics_server: metrics_server,
         })
     }
@@ -384,6 +398,7 @@ impl JobDriver {
                 _ = tick(&mut self.discovery), if self.discovering.is_none() && self.control.failure.is_none() => self.on_discovery_due(),
                 found = discovered(&mut self.discovering) => self.on_discovered(found),
                 Some(event) = group_event(&mut self.group_events) => self.on_group_event(event).await,
+                Some(request) = self.admin.recv() => self.on_admin(request),
             }
         }
     }
@@ -538,7 +553,10 @@ impl JobDriver {
         self.positions.sort();
         self.final_commit().await?;
         self.consumer.unassign().ok();
-        self.summary(elapsed)
+        let savepoint = self.take_savepoint().await?;
+        let mut summary = self.summary(elapsed)?;
+        summary.savepoint = savepoint;
+        Ok(summary)
     }
 
     /// Delivers what is queued. Failing, the flush is best effort (nothing
@@ -618,6 +636,7 @@ impl JobDriver {
             last_checkpoint: self.checkpoints.last,
             restarts: self.checkpoints.restarts.load(Ordering::Relaxed),
             tasks,
+            savepoint: None,
         })
     }
 }
@@ -726,15 +745,15 @@ fn spawn_workers(
     Ok((commands, done_rx))
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` until the job ends.
-fn serve_metrics(
+/// What the metrics endpoint reads, and where its admin calls go.
+fn health(
     config: &Config,
     metrics: &Arc<JobMetrics>,
     prepared: &Prepared,
     tasks: &TaskList,
-    listener: tokio::net::TcpListener,
-) -> AbortOnDrop {
-    let health = Arc::new(Health {
+    admin: tokio::sync::mpsc::UnboundedSender<AdminRequest>,
+) -> Arc<Health> {
+    Arc::new(Health {
         metrics: metrics.clone(),
         tasks: tasks.clone(),
         consumer: prepared.consumer.clone(),
@@ -744,7 +763,13 @@ fn serve_metrics(
             .then_some(config.checkpoint.interval),
         ready_intervals: config.metrics.ready_checkpoint_intervals,
         timeout: config.kafka.connect_timeout.min(Duration::from_secs(2)),
-    });
+        admin,
+    })
+}
+
+/// Serves `/metrics`, `/healthz`, `/readyz` and the admin calls until the
+/// job ends.
+fn serve_metrics(health: Arc<Health>, listener: tokio::net::TcpListener) -> AbortOnDrop {
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, "metrics at /metrics, health at /healthz and /readyz");
     }

@@ -6,6 +6,8 @@
 //!   implementation per delivery mode behind one interface.
 //! - [`task_env`]: what every task shares, and the one way to make a
 //!   task's instance; [`task_factory`]: a plan entry in, a task out.
+//! - [`savepoint_options`]: starting from a savepoint, and leaving one at
+//!   a clean stop.
 //! - [`state_upgrade`]: a state another plugin module wrote, taken over
 //!   through portable state (ABI 1.1).
 //! - [`partition_task`]: one partition's loop over batches; [`task_error`]:
@@ -36,6 +38,7 @@ pub mod event_clock;
 mod job_driver;
 pub mod partition_task;
 pub mod plan;
+pub mod savepoint_options;
 mod startup;
 pub mod state_upgrade;
 pub mod status;
@@ -57,6 +60,7 @@ use crate::runtime::snapshot::SnapshotError;
 use crate::topic_partition::{Position, TopicPartition};
 use job_driver::JobDriver;
 use partition_task::TaskError;
+pub use savepoint_options::SavepointOptions;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,6 +96,8 @@ pub enum JobError {
     },
     #[error(transparent)]
     Plan(#[from] plan::PlanError),
+    #[error(transparent)]
+    Savepoint(#[from] savepoint_options::SavepointError),
     /// A partition to remove is not assigned to this job.
     #[error("{0} is not assigned to this job")]
     NotAssigned(crate::topic_partition::TopicPartition),
@@ -149,6 +155,9 @@ pub struct JobSummary {
     pub restarts: u64,
     /// Per partition task, in assignment order.
     pub tasks: Vec<TaskSummary>,
+    /// The savepoint written at the stop, if one was asked for: its name
+    /// and its metadata file.
+    pub savepoint: Option<(String, std::path::PathBuf)>,
 }
 
 /// What one partition task did.
@@ -181,7 +190,17 @@ const FAILING_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the job until it ends (bounded), fails, or `shutdown` resolves.
 pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<JobSummary, JobError> {
+    run_with(config, SavepointOptions::default(), shutdown).await
+}
+
+/// [`run`], starting from a savepoint or leaving one at a clean stop, as
+/// `options` ask.
+pub async fn run_with(
     mut config: Config,
+    options: SavepointOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<JobSummary, JobError> {
     let _embedded_checkpoints = demo_checkpoint_directory(&mut config)?;
@@ -204,9 +223,11 @@ pub async fn run(
     let config = Arc::new(config);
     let prepared = {
         let (config, metrics) = (config.clone(), metrics.clone());
-        tokio::task::spawn_blocking(move || startup::prepare(&config, &metrics)).await??
+        let options = options.clone();
+        tokio::task::spawn_blocking(move || startup::prepare(&config, &options, &metrics)).await??
     };
-    let mut driver = JobDriver::start(config, metrics, prepared, listener)?;
+    let mut driver = JobDriver::start(config, metrics, prepared, listener)?
+        .with_savepoint_on_stop(options.on_stop);
     driver.drive(shutdown).await;
     driver.finish().await
 }

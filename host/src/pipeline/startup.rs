@@ -12,6 +12,7 @@
 use super::durability;
 use super::event_clock::TimeConfig;
 use super::plan::{self, PlanEntry, Recovered, StateOrigin};
+use super::savepoint_options::{self, SavepointOptions};
 use super::state_upgrade::StateUpgrade;
 use super::status::TaskStats;
 use super::task_env::TaskEnv;
@@ -24,6 +25,7 @@ use crate::checkpoint::CheckpointStore;
 use crate::checkpoint::CompletedCheckpoint;
 use crate::checkpoint::folder::StoreLocation;
 use crate::checkpoint::module_archive::ModuleArchive;
+use crate::checkpoint::savepoint::Savepoint;
 use crate::checkpoint::transactional::{self, PartitionStateDir};
 use crate::config::{Assignment, Config, DeliveryMode};
 use crate::kafka::consumer::{PartitionStart, SourceConsumer, SourceQueue};
@@ -40,6 +42,8 @@ use std::sync::Arc;
 
 /// What the running job needs from its start-up.
 pub(super) struct Prepared {
+    /// The configured plugin module.
+    pub module: PluginModule,
     /// The checkpoint store (checkpoints on, not exactly-once).
     pub store: Option<CheckpointStore>,
     /// Where the per-partition state files live (local or object store).
@@ -61,13 +65,23 @@ pub(super) struct Prepared {
 }
 
 /// Sets the job up; blocking (see the module docs).
-pub(super) fn prepare(config: &Config, metrics: &Arc<JobMetrics>) -> Result<Prepared, JobError> {
+pub(super) fn prepare(
+    config: &Config,
+    options: &SavepointOptions,
+    metrics: &Arc<JobMetrics>,
+) -> Result<Prepared, JobError> {
     config.validate()?;
     let module = load_plugin(config)?;
     let mode = config.delivery_mode();
-    let (store, restored) = open_store(config, mode)?;
     let location = config.checkpoint_location()?;
     location.probe()?;
+    savepoint_options::check(config, mode, &location, options)?;
+    let archive = keep_module(&location, mode, &module)?;
+    let savepoint = match &options.from {
+        Some(which) => Some(savepoint_options::read(&location, which, archive.as_ref())?),
+        None => None,
+    };
+    let (store, restored) = open_store(config, mode, savepoint.as_ref())?;
     let embedded = start_embedded(config, mode)?;
     let bootstrap = match &embedded {
         Some(c) => c.bootstrap_servers(),
@@ -90,10 +104,13 @@ pub(super) fn prepare(config: &Config, metrics: &Arc<JobMetrics>) -> Result<Prep
         Vec::new()
     };
     // Group assignment: no partition before the group gives it.
-    let starts = match config.source.assignment {
+    let mut starts = match config.source.assignment {
         Assignment::Manual => consumer::resolve_starts(config, &consumer)?,
         Assignment::Group => Vec::new(),
     };
+    if let (Some(savepoint), true) = (&savepoint, mode.transactional()) {
+        savepoint_options::into_state_files(&location, savepoint, &mut starts)?;
+    }
     let recovered = recovered(&location, mode, restored.as_ref(), &starts)?;
     let plan = plan::plan(starts, &recovered, config.pipeline.parallelism)?;
     let planned: Vec<PartitionStart> = plan.iter().map(|e| e.start.clone()).collect();
@@ -101,7 +118,6 @@ pub(super) fn prepare(config: &Config, metrics: &Arc<JobMetrics>) -> Result<Prep
     if mode.auto_commit() {
         tracing::info!("checkpoints off: offsets of delivered output are auto-committed");
     }
-    let archive = keep_module(&location, mode, &module)?;
     let env = Arc::new(task_env(config, (&module, archive), &consumer, metrics));
     let factory = Arc::new(TaskFactory {
         env,
@@ -119,6 +135,7 @@ pub(super) fn prepare(config: &Config, metrics: &Arc<JobMetrics>) -> Result<Prep
     let (workers, all_stats, assignments) =
         build_workers(config, &factory, commits, plan, queues, restored)?;
     Ok(Prepared {
+        module,
         store,
         location,
         restored_from,
@@ -235,6 +252,7 @@ fn load_plugin(config: &Config) -> Result<PluginModule, JobError> {
 fn open_store(
     config: &Config,
     mode: DeliveryMode,
+    savepoint: Option<&Savepoint>,
 ) -> Result<(Option<CheckpointStore>, Option<CompletedCheckpoint>), JobError> {
     // Group assignment keeps per-partition state files instead.
     if !mode.uses_store() || config.source.assignment == Assignment::Group {
@@ -242,6 +260,13 @@ fn open_store(
     }
     let store = CheckpointStore::open(&config.checkpoint_dir(), config.checkpoint.retain)?
         .with_full_snapshot_every(config.checkpoint.full_snapshot_every);
+    if let Some(savepoint) = savepoint {
+        let id = savepoint_options::into_store(&store, savepoint)?;
+        tracing::info!(
+            checkpoint = id,
+            "savepoint written into the checkpoint store as its newest checkpoint"
+        );
+    }
     let restored = store.latest()?;
     if let Some(c) = &restored {
         tracing::info!(
@@ -287,7 +312,6 @@ fn check_output_topics(config: &Config, consumer: &SourceConsumer) -> Result<(),
     Ok(())
 }
 
-/// What every partition task of the job shares.
 /// A job that keeps state keeps its module beside it, so that a later
 /// module can take the state over (see `checkpoint::module_archive`).
 fn keep_module(
@@ -303,6 +327,7 @@ fn keep_module(
     Ok(Some(archive))
 }
 
+/// What every partition task of the job shares.
 pub(super) fn task_env(
     config: &Config,
     (module, archive): (&PluginModule, Option<ModuleArchive>),

@@ -184,6 +184,7 @@ fn driver(dir: &std::path::Path) -> (JobDriver, Log, CheckpointStore) {
         })
         .collect();
     let prepared = Prepared {
+        module: module.clone(),
         store: Some(store.clone()),
         location: crate::checkpoint::folder::StoreLocation::Local(dir.to_path_buf()),
         restored_from: None,

@@ -1,0 +1,87 @@
+//! Savepoints on the running job: asked for at start
+//! (`--savepoint-on-stop`) or through the admin endpoint
+//! (`weir savepoint`), written once the job has stopped cleanly, from what
+//! the final checkpoint made durable (see `pipeline::savepoint_options`).
+
+use super::JobDriver;
+use crate::checkpoint::folder::StoreLocation;
+use crate::checkpoint::savepoint::{self, SavepointRef, Savepoints};
+use crate::metrics::server::AdminRequest;
+use crate::pipeline::JobError;
+use crate::pipeline::savepoint_options::{self, SavepointError};
+use std::path::PathBuf;
+
+impl JobDriver {
+    /// Leaves savepoint `name` when the job stops cleanly.
+    pub(in crate::pipeline) fn with_savepoint_on_stop(mut self, name: Option<String>) -> Self {
+        self.savepoint_on_stop = name;
+        self
+    }
+
+    /// An admin call arrived.
+    pub(super) fn on_admin(&mut self, request: AdminRequest) {
+        match request {
+            AdminRequest::StopWithSavepoint { name, reply } => {
+                let answer = self.accept_savepoint(&name);
+                if answer.is_ok() {
+                    tracing::info!(savepoint = %name, "stop with a savepoint requested");
+                    self.savepoint_on_stop = Some(name);
+                    self.on_shutdown();
+                }
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    /// Whether a stop with savepoint `name` can be promised; where it
+    /// will be.
+    fn accept_savepoint(&self, name: &str) -> Result<String, String> {
+        savepoint::check_name(name)?;
+        if self.control.failure.is_some() {
+            return Err("the job is failing: no savepoint".into());
+        }
+        if let Some(asked) = &self.savepoint_on_stop {
+            return Err(format!("the job already stops with savepoint {asked:?}"));
+        }
+        savepoint_options::check_can_take(&self.config, self.mode).map_err(|e| e.to_string())?;
+        // A local name is checked now (a file open); an object store's at
+        // the write, which refuses a name that exists.
+        if let StoreLocation::Local(_) = &self.location {
+            savepoint_options::check_free(&self.location, name).map_err(|e| e.to_string())?;
+        }
+        Savepoints::new(&self.location)
+            .describe(&SavepointRef::Named(name.to_string()))
+            .map(|p| p.display().to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    /// After the final checkpoint: the savepoint asked for, if any.
+    pub(super) async fn take_savepoint(&mut self) -> Result<Option<(String, PathBuf)>, JobError> {
+        let Some(name) = self.savepoint_on_stop.take() else {
+            return Ok(None);
+        };
+        let store = self.checkpoints.persister.as_ref().map(|p| p.store.clone());
+        let (location, module, mode) = (self.location.clone(), self.module.clone(), self.mode);
+        let positions = self.positions.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            savepoint_options::take_at_stop(
+                &name,
+                mode,
+                (store.as_ref(), &location),
+                &module,
+                &positions,
+            )
+            .and_then(|meta| {
+                let at = Savepoints::new(&location)
+                    .describe(&SavepointRef::Named(name.clone()))
+                    .map_err(|cause| SavepointError::Write {
+                        name: name.clone(),
+                        cause,
+                    })?;
+                Ok((meta.name, at))
+            })
+        })
+        .await??;
+        Ok(Some(written))
+    }
+}
