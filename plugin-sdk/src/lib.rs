@@ -36,6 +36,8 @@
 //! - [`log`]: log macros that go to the host's log under the plugin's span.
 //! - [`output`]: the buffer records are emitted into.
 //! - [`rt`]: the glue the macro expands to (not for direct use).
+//! - [`serde_state`] (feature `serde`): portable state from serde, for
+//!   `export_plugin!(P, serde_state(field, ...) = VERSION)`.
 
 pub mod abi;
 pub mod config;
@@ -43,6 +45,8 @@ pub mod log;
 pub mod output;
 #[doc(hidden)]
 pub mod rt;
+#[cfg(feature = "serde")]
+pub mod serde_state;
 
 pub use abi::{Header, RecordRef as Record};
 pub use config::Config;
@@ -180,8 +184,34 @@ pub mod prelude {
 /// the compiler points at the type named here. With `, portable_state` it
 /// must also implement [`PortableState`], and the module exports
 /// `weir_state_export` and `weir_state_import`.
+///
+/// With the `serde` feature, `, serde_state(field, ...) = VERSION`
+/// implements [`PortableState`] from serde: the named fields (each
+/// `Serialize` and `Deserialize`) are the state, in format `VERSION`, and
+/// the fields not named (config read in `init`) keep what `init` gave
+/// them. One line for the common case:
+///
+/// ```text
+/// export_plugin!(TumblingWindow, serde_state(windows, watermark, late) = 1);
+/// ```
 #[macro_export]
 macro_rules! export_plugin {
+    ($plugin:ty, serde_state($($field:ident),+ $(,)?) = $version:expr) => {
+        impl $crate::PortableState for $plugin {
+            const STATE_VERSION: u32 = $version;
+
+            fn export_state(&self, out: &mut Vec<u8>) -> Result<(), $crate::Error> {
+                $crate::serde_state::export(&($(&self.$field,)+), out)
+            }
+
+            fn import_state(&mut self, version: u32, bytes: &[u8]) -> Result<(), $crate::Error> {
+                let ($($field,)+) = $crate::serde_state::import(version, $version, bytes)?;
+                $(self.$field = $field;)+
+                Ok(())
+            }
+        }
+        $crate::export_plugin!($plugin, portable_state);
+    };
     ($plugin:ty, portable_state) => {
         $crate::export_plugin!($plugin);
 

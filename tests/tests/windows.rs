@@ -121,3 +121,80 @@ async fn idle_partitions_close_their_windows_on_processing_time() {
         took.as_secs_f64()
     );
 }
+
+/// A rebuilt module (the same code with a custom section added: another
+/// SHA-256) takes the open windows over through portable state from serde
+/// (`export_plugin!(TumblingWindow, serde_state(windows, watermark, late)
+/// = 1)`): an unbounded run stops with windows open, the rebuilt module
+/// closes them at the end of the input, and every window equals the model.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuilt_module_takes_the_open_windows_over() {
+    let broker = Broker::shared();
+    let spec = WindowSpec {
+        size_ms: 1_000,
+        max_out_of_orderness_ms: 500,
+    };
+    let input = windowed_input(first_timestamp(), 8_000, 40, PARTITIONS, 400, (97, 1_300));
+    let (want, _) = expected_windows(&input, spec);
+    let dir = tempfile::tempdir().unwrap();
+    let (dst, text) = window_job(broker, &input, spec, "batch_size = 256");
+    let text = format!(
+        "{text}\n[checkpoint]\nenabled = true\ninterval = \"500ms\"\ndirectory = \"{}\"\n",
+        dir.path().join("ck").display()
+    );
+    weir_e2e::init_tracing();
+    // Unbounded: once the output stops growing, stop; the last windows
+    // are still open, in the final checkpoint.
+    let config =
+        weir_e2e::parse_config(&text.replace("bounded = true", "bounded = false")).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let job = weir::run(config, async {
+        let _ = stopped.await;
+    });
+    let watch = async {
+        let mut last = usize::MAX;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+            let dst = dst.clone();
+            let out = tokio::task::spawn_blocking(move || broker.read_all(&dst, PARTITIONS))
+                .await
+                .unwrap()
+                .unwrap();
+            let n: usize = out.iter().map(Vec::len).sum();
+            if n == last && n > 0 {
+                let _ = stop.send(());
+                return n;
+            }
+            last = n;
+        }
+    };
+    let (summary, emitted) = tokio::join!(job, watch);
+    assert_eq!(summary.unwrap().records_in, input.len() as u64);
+    let windows: usize = want.values().map(Vec::len).sum();
+    assert!(
+        emitted < windows,
+        "no window was open at the stop ({emitted} of {windows})"
+    );
+    // The rebuilt module, bounded: it closes what it took over.
+    let mut module =
+        std::fs::read(weir_e2e::repo_root().join("plugins/tumbling_window.wasm")).unwrap();
+    module.extend_from_slice(&[0, 17, 9]);
+    module.extend_from_slice(b"weir-testrebuilt");
+    let rebuilt = dir.path().join("tumbling_window_rebuilt.wasm");
+    std::fs::write(&rebuilt, module).unwrap();
+    let text = text.replace(
+        "plugin = \"tumbling_window.wasm\"",
+        &format!("plugin = \"{}\"", rebuilt.display()),
+    );
+    let summary = run_job(&text).await.unwrap();
+    assert_eq!(
+        summary.records_in, 0,
+        "the checkpoint's offsets are the input's end"
+    );
+    let out = broker.read_all(&dst, PARTITIONS).unwrap();
+    let checked = judge_windows(&out, &want);
+    println!(
+        "module rebuilt with {} windows open: all {checked} windows equal to the model",
+        windows - emitted
+    );
+}

@@ -175,4 +175,7 @@ impl Plugin for TumblingWindow {
     }
 }
 
-export_plugin!(TumblingWindow);
+// The open windows, the watermark and the late count are the state a
+// later build takes over (portable state from serde, format 1); size and
+// aggregate come from the config, through `init`.
+export_plugin!(TumblingWindow, serde_state(windows, watermark, late) = 1);
