@@ -9,6 +9,11 @@
 //! against the model: every key's counts are exactly 1, 2, ..., n, so
 //! nothing was lost, nothing counted twice, and every moved partition
 //! resumed from the state of its last committed offset.
+//!
+//! Members on different module versions: a partition moving to a newer
+//! module is converted through portable state, one moving back to an
+//! older module is refused (that member stops), never restored as the
+//! wrong module's memory image.
 
 use std::path::PathBuf;
 use std::process::Child;
@@ -78,6 +83,11 @@ impl Group {
 
     /// Starts member `n` (its own folder; the checkpoint directory is shared).
     fn spawn(&self, broker: &Broker, n: usize) -> Child {
+        self.spawn_with(broker, n, "running_count.wasm")
+    }
+
+    /// The same, running `plugin`.
+    fn spawn_with(&self, broker: &Broker, n: usize, plugin: &str) -> Child {
         let dir = self.member_dir(n);
         std::fs::create_dir_all(&dir).unwrap();
         let text = format!(
@@ -97,7 +107,7 @@ semantics = "{semantics}"
 transactional_id_prefix = "{dst}"
 [pipeline]
 plugins_dir = "{plugins}"
-plugin = "running_count.wasm"
+plugin = "{plugin}"
 parallelism = 2
 [checkpoint]
 enabled = true
@@ -375,6 +385,70 @@ fn around_the_break(n: u64, got: &[u64]) -> Vec<u64> {
         .or_else(|| got.iter().position(|&c| c > n))
         .unwrap_or(got.len().saturating_sub(8));
     got[at.saturating_sub(4)..(at + 4).min(got.len())].to_vec()
+}
+
+/// Members on different module versions, exactly-once: a partition that
+/// moves from a v1 member to a v2 member is converted (portable state);
+/// one that moves from a v2 member back to a v1 member is refused, never
+/// restored as an image into the wrong module: the v1 member stops, naming
+/// the format it cannot read, and the group gives its partitions to a
+/// member that can. Every count is exactly the model.
+#[test]
+fn members_on_different_module_versions_convert_or_refuse_never_misrestore() {
+    let broker = Broker::shared();
+    let group = Group::new(broker, "versions", "exactly-once");
+    let per_round = 500;
+    let mut round = 0;
+    let mut feed = |rounds: usize| {
+        for _ in 0..rounds {
+            group.produce_round(broker, round, per_round);
+            round += 1;
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    let mut v1 = group.spawn_with(broker, 0, "running_count.wasm");
+    feed(10);
+    let mut v2 = group.spawn_with(broker, 1, "running_count_v2.wasm");
+    feed(20);
+    alive(&mut v1, &group, 0);
+    assert!(
+        group
+            .log(1)
+            .contains("state taken over from another plugin module"),
+        "the v2 member converted nothing:\n{}",
+        group.log(1)
+    );
+    // v2 leaves: its partitions (state now in format 2) go back to v1.
+    assert_eq!(unsafe { libc::kill(v2.id() as i32, libc::SIGTERM) }, 0);
+    let status = weir_e2e::wait_for(&mut v2, Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "v2 stop:\n{}", group.log(1));
+    let status = weir_e2e::wait_for(&mut v1, Duration::from_secs(60)).unwrap();
+    let log = group.log(0);
+    assert_eq!(status.code(), Some(1), "v1 took v2's state:\n{log}");
+    assert!(
+        log.contains("weir_state_import of format version 2")
+            && log.contains("running-count reads state format 1, not 2")
+            && log.contains("stopping the job"),
+        "v1's refusal does not say why:\n{log}"
+    );
+    // A v2 member takes everything over: v1's partitions converted, v2's
+    // restored as they were.
+    let mut last = group.spawn_with(broker, 2, "running_count_v2.wasm");
+    feed(10);
+    let want = expected_counts(&input(0, round * per_round));
+    let got = wait_for_counts(broker, &group, &want);
+    let _ = last.kill();
+    let _ = last.wait();
+    let wrong = judge("exactly-once", &want, &got);
+    assert!(
+        wrong.is_empty(),
+        "keys whose counts break the model: {wrong:?}\n{}",
+        group.log(2)
+    );
+    eprintln!(
+        "mixed versions: {} records; v1 -> v2 converted, v2 -> v1 refused, counts exact",
+        round * per_round
+    );
 }
 
 /// Reads the output until it satisfies the model (or 120 s pass).
