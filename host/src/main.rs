@@ -59,6 +59,15 @@ enum Command {
         #[arg(long, short, default_value = "config.toml", global = true)]
         config: PathBuf,
     },
+    /// Switch the running job to the module its config file names now, at
+    /// a checkpoint boundary, keeping offsets and state (asks its admin
+    /// endpoint, `metrics.listen`; a module that cannot start is rolled
+    /// back).
+    Reload {
+        /// The running job's config file.
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+    },
     /// Check that a module is a valid Weir plugin and describe it.
     CheckPlugin {
         /// The `.wasm` or `.wat` file.
@@ -166,6 +175,7 @@ fn main() -> std::process::ExitCode {
             config,
             timeout,
         } => savepoint(&name, &config, timeout),
+        Command::Reload { config } => reload(&config),
         Command::Checkpoints { action, config } => checkpoints(action, &config),
         Command::CheckPlugin {
             file,
@@ -284,7 +294,9 @@ async fn run_until_stopped(
         }
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let job = weir::pipeline::run_with(config, options, async {
+    let path = config.path.clone().unwrap_or_default();
+    let load = move || Config::load(&path);
+    let job = weir::pipeline::hot_reload::run_reloading(load, options, async {
         let _ = stop_rx.await;
     });
     tokio::pin!(job);
@@ -324,36 +336,15 @@ fn savepoint(
     use weir::checkpoint::savepoint::{SavepointRef, Savepoints, check_name};
     check_name(name).map_err(anyhow::Error::msg)?;
     let config = Config::load(path)?;
-    let mut addr = config.metrics.listen.with_context(|| {
-        format!(
-            "{}: metrics.listen is not set, so the running job has no admin endpoint; set it, or stop the job with SIGTERM after starting it with `weir run --savepoint-on-stop {name}`",
-            path.display()
-        )
-    })?;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let url = format!("http://{addr}/stop-with-savepoint?name={name}");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
-    let answer = runtime.block_on(async {
-        let response = reqwest::Client::new()
-            .post(&url)
-            .timeout(std::time::Duration::from_secs(10))
-            .send()
-            .await?;
-        Ok::<_, reqwest::Error>((response.status(), response.text().await?))
-    });
-    let (status, text) =
-        answer.with_context(|| format!("asking the running job at {url} (is it running?)"))?;
-    anyhow::ensure!(
-        status.is_success(),
-        "the job refused the savepoint ({status}): {}",
-        text.trim()
-    );
-    println!("{}", text.trim());
+    let text = admin_call(
+        &config,
+        path,
+        &format!("stop-with-savepoint?name={name}"),
+        &format!(
+            "stop the job with SIGTERM after starting it with `weir run --savepoint-on-stop {name}`"
+        ),
+    )?;
+    println!("{text}");
     let which = SavepointRef::Named(name.to_string());
     let savepoints = Savepoints::new(&config.checkpoint_location()?);
     let wait = timeout.unwrap_or(config.pipeline.stop_timeout + std::time::Duration::from_secs(30));
@@ -374,6 +365,59 @@ fn savepoint(
         &written.metadata.module_sha256[..12]
     );
     Ok(())
+}
+
+/// `weir reload`: asks the running job to switch modules.
+fn reload(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let text = admin_call(
+        &config,
+        path,
+        "reload",
+        "stop the job (SIGTERM) and start it again",
+    )?;
+    println!("{text}");
+    Ok(())
+}
+
+/// `POST /<call>` to the running job's admin endpoint: its answer, or an
+/// error naming what to do instead (`otherwise`) when there is no endpoint.
+fn admin_call(
+    config: &Config,
+    path: &std::path::Path,
+    call: &str,
+    otherwise: &str,
+) -> anyhow::Result<String> {
+    let mut addr = config.metrics.listen.with_context(|| {
+        format!(
+            "{}: metrics.listen is not set, so the running job has no admin endpoint; set it, or {otherwise}",
+            path.display()
+        )
+    })?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!("http://{addr}/{call}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let answer = runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(&url)
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await?;
+        Ok::<_, reqwest::Error>((response.status(), response.text().await?))
+    });
+    let (status, text) =
+        answer.with_context(|| format!("asking the running job at {url} (is it running?)"))?;
+    anyhow::ensure!(
+        status.is_success(),
+        "the job refused ({status}): {}",
+        text.trim()
+    );
+    Ok(text.trim().to_string())
 }
 
 /// The embedded demo's last value per key, next to how many records of the

@@ -47,6 +47,13 @@ pub enum AdminRequest {
         name: String,
         reply: tokio::sync::oneshot::Sender<Result<String, String>>,
     },
+    /// Switch to the configured module (read again from the config file)
+    /// at a checkpoint boundary: the job stops cleanly and starts again,
+    /// its state taken over; a new module that cannot start is rolled
+    /// back. The answer: that the switch began, or why not.
+    Reload {
+        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+    },
 }
 
 /// The query of `POST /stop-with-savepoint`.
@@ -65,6 +72,7 @@ pub async fn serve(listener: tokio::net::TcpListener, health: Arc<Health>) {
             "/stop-with-savepoint",
             axum::routing::post(stop_with_savepoint),
         )
+        .route("/reload", axum::routing::post(reload))
         .with_state(health);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::warn!(error = %e, "metrics endpoint stopped");
@@ -96,6 +104,34 @@ async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
     }
 }
 
+async fn reload(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    admin_call(&health, AdminRequest::Reload { reply }, answer).await
+}
+
+/// Sends an admin request to the driver and turns its answer into a
+/// response: 202 when it is under way, 409 with the reason when refused.
+async fn admin_call(
+    health: &Health,
+    request: AdminRequest,
+    answer: tokio::sync::oneshot::Receiver<Result<String, String>>,
+) -> (StatusCode, String) {
+    if health.admin.send(request).is_err() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the job is ending\n".to_string(),
+        );
+    }
+    match answer.await {
+        Ok(Ok(what)) => (StatusCode::ACCEPTED, format!("{what}\n")),
+        Ok(Err(why)) => (StatusCode::CONFLICT, format!("{why}\n")),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the job is ending\n".to_string(),
+        ),
+    }
+}
+
 async fn stop_with_savepoint(
     State(health): State<Arc<Health>>,
     axum::extract::Query(query): axum::extract::Query<SavepointQuery>,
@@ -105,23 +141,7 @@ async fn stop_with_savepoint(
         name: query.name,
         reply,
     };
-    if health.admin.send(request).is_err() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the job is ending\n".to_string(),
-        );
-    }
-    match answer.await {
-        Ok(Ok(path)) => (
-            StatusCode::ACCEPTED,
-            format!("stopping; the savepoint will be at {path}\n"),
-        ),
-        Ok(Err(why)) => (StatusCode::CONFLICT, format!("{why}\n")),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the job is ending\n".to_string(),
-        ),
-    }
+    admin_call(&health, request, answer).await
 }
 
 /// Raises `counter` to `value` (counters only go up; the tasks' atomics

@@ -239,6 +239,8 @@ pub(super) struct JobDriver {
     module: crate::runtime::PluginModule,
     /// The savepoint to write once the job has stopped cleanly.
     savepoint_on_stop: Option<String>,
+    /// When a reload was asked for (the job then stops to switch modules).
+    reload_requested: Option<Instant>,
     /// Admin calls from the metrics endpoint.
     admin: UnboundedReceiver<AdminRequest>,
     _metrics_server: Option<AbortOnDrop>,
@@ -363,6 +365,7 @@ impl JobDriver {
             started: Instant::now(),
             module,
             savepoint_on_stop: None,
+            reload_requested: None,
             admin,
             _metrics_server: metrics_server,
         })
@@ -637,6 +640,7 @@ impl JobDriver {
             restarts: self.checkpoints.restarts.load(Ordering::Relaxed),
             tasks,
             savepoint: None,
+            reload_requested: self.reload_requested,
         })
     }
 }

@@ -6,6 +6,8 @@
 //!   implementation per delivery mode behind one interface.
 //! - [`task_env`]: what every task shares, and the one way to make a
 //!   task's instance; [`task_factory`]: a plan entry in, a task out.
+//! - [`hot_reload`]: switching a running job to another module at a
+//!   checkpoint boundary, and back when the new one cannot start.
 //! - [`savepoint_options`]: starting from a savepoint, and leaving one at
 //!   a clean stop.
 //! - [`state_upgrade`]: a state another plugin module wrote, taken over
@@ -35,6 +37,7 @@
 pub mod assignment;
 pub mod durability;
 pub mod event_clock;
+pub mod hot_reload;
 mod job_driver;
 pub mod partition_task;
 pub mod plan;
@@ -122,6 +125,12 @@ pub enum JobError {
     /// The plugin emitted during `weir_init` and the producer refused it.
     #[error("output of weir_init: {0}")]
     InitOutput(#[from] crate::runtime::SinkError),
+    /// Hot reload could not keep the running module aside for a rollback.
+    #[error("reload: keeping {path} for a rollback: {cause}")]
+    KeepModule {
+        path: std::path::PathBuf,
+        cause: std::io::Error,
+    },
     #[error("metrics.listen = \"{addr}\": cannot listen there: {cause}")]
     MetricsListen {
         addr: std::net::SocketAddr,
@@ -158,6 +167,8 @@ pub struct JobSummary {
     /// The savepoint written at the stop, if one was asked for: its name
     /// and its metadata file.
     pub savepoint: Option<(String, std::path::PathBuf)>,
+    /// The job stopped because a reload was asked for, at this moment.
+    pub reload_requested: Option<std::time::Instant>,
 }
 
 /// What one partition task did.
@@ -199,18 +210,35 @@ pub async fn run(
 /// [`run`], starting from a savepoint or leaving one at a clean stop, as
 /// `options` ask.
 pub async fn run_with(
-    mut config: Config,
+    config: Config,
     options: SavepointOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<JobSummary, JobError> {
+    start(config, options).await?.run(shutdown).await
+}
+
+/// A job whose start-up succeeded: its workers run.
+pub struct StartedJob {
+    driver: JobDriver,
+    /// The embedded demo's checkpoint directory, removed at the end.
+    _embedded_checkpoints: Option<TempDir>,
+}
+
+impl StartedJob {
+    /// Runs the job until it ends (bounded), fails, or `shutdown` resolves.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<JobSummary, JobError> {
+        self.driver.drive(shutdown).await;
+        self.driver.finish().await
+    }
+}
+
+/// Starts the job: everything that can refuse it (config, plugin, broker,
+/// store, restoring or taking over each partition's state) happens here.
+pub async fn start(mut config: Config, options: SavepointOptions) -> Result<StartedJob, JobError> {
     let _embedded_checkpoints = demo_checkpoint_directory(&mut config)?;
     // The metrics port first: a port in use fails the job before any work.
     let listener = match config.metrics.listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|cause| JobError::MetricsListen { addr, cause })?,
-        ),
+        Some(addr) => Some(bind(addr).await?),
         None => None,
     };
     let plugin_name = config.pipeline.plugin.file_name().map_or_else(
@@ -226,10 +254,31 @@ pub async fn run_with(
         let options = options.clone();
         tokio::task::spawn_blocking(move || startup::prepare(&config, &options, &metrics)).await??
     };
-    let mut driver = JobDriver::start(config, metrics, prepared, listener)?
+    let driver = JobDriver::start(config, metrics, prepared, listener)?
         .with_savepoint_on_stop(options.on_stop);
-    driver.drive(shutdown).await;
-    driver.finish().await
+    Ok(StartedJob {
+        driver,
+        _embedded_checkpoints,
+    })
+}
+
+/// Binds the metrics port. A job started again in this process (a reload)
+/// may find the previous run's endpoint still closing: a port in use is
+/// tried again for a moment.
+async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, JobError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(cause) => return Err(JobError::MetricsListen { addr, cause }),
+        }
+    }
 }
 
 /// The embedded cluster starts empty on every run, so nothing of an

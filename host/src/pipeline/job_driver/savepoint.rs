@@ -1,4 +1,5 @@
-//! Savepoints on the running job: asked for at start
+//! Admin calls on the running job (reload, see `pipeline::hot_reload`),
+//! and savepoints: asked for at start
 //! (`--savepoint-on-stop`) or through the admin endpoint
 //! (`weir savepoint`), written once the job has stopped cleanly, from what
 //! the final checkpoint made durable (see `pipeline::savepoint_options`).
@@ -22,7 +23,9 @@ impl JobDriver {
     pub(super) fn on_admin(&mut self, request: AdminRequest) {
         match request {
             AdminRequest::StopWithSavepoint { name, reply } => {
-                let answer = self.accept_savepoint(&name);
+                let answer = self
+                    .accept_savepoint(&name)
+                    .map(|path| format!("stopping; the savepoint will be at {path}"));
                 if answer.is_ok() {
                     tracing::info!(savepoint = %name, "stop with a savepoint requested");
                     self.savepoint_on_stop = Some(name);
@@ -30,7 +33,38 @@ impl JobDriver {
                 }
                 let _ = reply.send(answer);
             }
+            AdminRequest::Reload { reply } => {
+                let answer = self.accept_reload();
+                if answer.is_ok() {
+                    tracing::info!(
+                        "reload requested: stopping at a checkpoint boundary to switch modules"
+                    );
+                    self.reload_requested = Some(std::time::Instant::now());
+                    self.on_shutdown();
+                }
+                let _ = reply.send(answer);
+            }
         }
+    }
+
+    /// Whether a reload can begin.
+    fn accept_reload(&self) -> Result<String, String> {
+        if self.control.failure.is_some() || self.control.shutdown_seen {
+            return Err("the job is stopping: no reload".into());
+        }
+        if self.embedded.is_some() {
+            return Err("the embedded demo cluster does not outlive a run: no reload".into());
+        }
+        if !self.mode.checkpoints() {
+            return Err("a reload needs checkpoints ([checkpoint] enabled = true): without them no state is kept".into());
+        }
+        if self.config.source.assignment == crate::config::Assignment::Group {
+            return Err("a reload is not built for group assignment: restart the members one by one (members on different versions convert or refuse partitions)".into());
+        }
+        Ok(
+            "reloading: the job stops at a checkpoint boundary and starts on the configured module"
+                .into(),
+        )
     }
 
     /// Whether a stop with savepoint `name` can be promised; where it
@@ -39,6 +73,9 @@ impl JobDriver {
         savepoint::check_name(name)?;
         if self.control.failure.is_some() {
             return Err("the job is failing: no savepoint".into());
+        }
+        if self.reload_requested.is_some() {
+            return Err("the job is switching modules (reload): ask again once it runs".into());
         }
         if let Some(asked) = &self.savepoint_on_stop {
             return Err(format!("the job already stops with savepoint {asked:?}"));
@@ -57,6 +94,10 @@ impl JobDriver {
 
     /// After the final checkpoint: the savepoint asked for, if any.
     pub(super) async fn take_savepoint(&mut self) -> Result<Option<(String, PathBuf)>, JobError> {
+        // A reload's stop is not the end: the savepoint is left at the end.
+        if self.reload_requested.is_some() {
+            return Ok(None);
+        }
         let Some(name) = self.savepoint_on_stop.take() else {
             return Ok(None);
         };

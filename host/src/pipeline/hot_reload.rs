@@ -1,0 +1,121 @@
+//! Hot reload: a running job switches to the configured module without
+//! the operator stopping it (`weir reload`, `POST /reload` on the admin
+//! endpoint).
+//!
+//! The switch happens at a checkpoint boundary, by the same path as a
+//! clean stop and start, inside the process: the job stops (final
+//! checkpoint, or every worker's last transaction under exactly-once, so
+//! the switch falls between transactions), the config file is read again,
+//! and the job starts on the module it names, each partition's state taken
+//! over through portable state when the module changed (docs/ABI.md,
+//! section 3b). If the new module cannot start (it is not a valid plugin,
+//! or it cannot import the state), the switch is rolled back: the job
+//! starts again on the module that ran, kept aside as it was loaded (the
+//! file may have been replaced in place), from the checkpoint the stop
+//! took. Nothing of the refused module reached Kafka, since it never
+//! processed a record.
+//!
+//! Not built: rolling back a module that starts but fails its first
+//! batches (it fails the job as any faulting plugin does, by
+//! `pipeline.on_fault`; the next start restores the last checkpoint), and
+//! reload with group assignment (members are upgraded one by one).
+
+use super::{JobError, JobSummary, SavepointOptions, StartedJob, start};
+use crate::config::{Config, ConfigError};
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Runs the job, switching modules whenever a reload is asked for, until
+/// it ends, fails or `shutdown` resolves. `load` reads the config again at
+/// each reload.
+pub async fn run_reloading(
+    mut load: impl FnMut() -> Result<Config, ConfigError>,
+    options: SavepointOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<JobSummary, JobError> {
+    tokio::pin!(shutdown);
+    let mut config = load()?;
+    let mut kept = KeptModule::of(&config)?;
+    let mut job = start(config.clone(), options.clone()).await?;
+    // A savepoint to start from is used once; one to leave, at the end.
+    let options = SavepointOptions {
+        from: None,
+        ..options
+    };
+    loop {
+        let summary = job.run(shutdown.as_mut()).await?;
+        let Some(asked) = summary.reload_requested else {
+            return Ok(summary);
+        };
+        let stopped = asked.elapsed();
+        let next = load().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "reload: the config file does not load; going on with the module that ran");
+            kept.config(&config)
+        });
+        let next_kept = KeptModule::of(&next)?;
+        let started = Instant::now();
+        (config, kept, job) = match start(next.clone(), options.clone()).await {
+            Ok(job) => {
+                log_switch(&next, stopped, started, asked);
+                (next, next_kept, job)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused: the new module cannot start; rolling back to the module that ran, from the checkpoint taken at the switch");
+                let back = kept.config(&config);
+                let job = rollback(back.clone(), &options).await?;
+                (back, kept, job)
+            }
+        };
+    }
+}
+
+/// Starts the module that ran again; its failure fails the job.
+async fn rollback(config: Config, options: &SavepointOptions) -> Result<StartedJob, JobError> {
+    let job = start(config, options.clone()).await?;
+    tracing::warn!("rolled back: the job runs on the module it ran before the reload");
+    Ok(job)
+}
+
+fn log_switch(config: &Config, stopped: std::time::Duration, started: Instant, asked: Instant) {
+    tracing::info!(
+        plugin = %config.plugin_path().display(),
+        stop_ms = stopped.as_millis() as u64,
+        start_ms = started.elapsed().as_millis() as u64,
+        pause_ms = asked.elapsed().as_millis() as u64,
+        "module switched"
+    );
+}
+
+/// The module a run started with, copied aside as it was loaded: what a
+/// rollback starts again, whatever happened to the file since.
+struct KeptModule {
+    dir: tempfile::TempDir,
+    file: PathBuf,
+}
+
+impl KeptModule {
+    fn of(config: &Config) -> Result<Self, JobError> {
+        let path = config.plugin_path();
+        let keep = || -> std::io::Result<KeptModule> {
+            let dir = tempfile::Builder::new()
+                .prefix("weir-kept-module-")
+                .tempdir()?;
+            let file = PathBuf::from(path.file_name().unwrap_or("plugin.wasm".as_ref()));
+            std::fs::copy(&path, dir.path().join(&file))?;
+            Ok(KeptModule { dir, file })
+        };
+        keep().map_err(|cause| JobError::KeepModule {
+            path: path.clone(),
+            cause,
+        })
+    }
+
+    /// `config` with its plugin the kept copy.
+    fn config(&self, config: &Config) -> Config {
+        let mut c = config.clone();
+        c.pipeline.plugins_dir = self.dir.path().to_path_buf();
+        c.pipeline.plugin = self.file.clone();
+        c
+    }
+}
