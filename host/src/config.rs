@@ -314,6 +314,12 @@ pub struct PipelineConfig {
     /// by default. A second signal stops at once.
     #[serde(default = "default_stop_timeout", with = "humantime_serde")]
     pub stop_timeout: Duration,
+    /// Hot reload on change: while the job runs, a change of the config
+    /// file or of the plugin module file (its size or modification time,
+    /// looked at every second) switches the job to the module the config
+    /// names then, as `weir reload` does. Off unless set.
+    #[serde(default)]
+    pub reload_on_change: bool,
     /// What a plugin fault (trap, limit, bad pointer, error status) does:
     /// `fail` restarts the partition task from its last checkpoint and, once
     /// `restart_attempts` are used, stops the job; `skip` drops the record

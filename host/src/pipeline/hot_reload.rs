@@ -1,6 +1,7 @@
 //! Hot reload: a running job switches to the configured module without
 //! the operator stopping it (`weir reload`, `POST /reload` on the admin
-//! endpoint).
+//! endpoint, or a change of the config or module file with
+//! `pipeline.reload_on_change`).
 //!
 //! The switch happens at a checkpoint boundary, by the same path as a
 //! clean stop and start, inside the process: the job stops (final

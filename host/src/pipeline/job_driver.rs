@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 
+mod admin;
 mod membership;
-mod savepoint;
 #[cfg(test)]
 mod tests;
 
@@ -241,6 +241,9 @@ pub(super) struct JobDriver {
     savepoint_on_stop: Option<String>,
     /// When a reload was asked for (the job then stops to switch modules).
     reload_requested: Option<Instant>,
+    /// `pipeline.reload_on_change`: the files watched, as they were at the
+    /// start, and the ticker that looks at them.
+    reload_watch: Option<admin::ReloadWatch>,
     /// Admin calls from the metrics endpoint.
     admin: UnboundedReceiver<AdminRequest>,
     _metrics_server: Option<AbortOnDrop>,
@@ -366,6 +369,7 @@ impl JobDriver {
             module,
             savepoint_on_stop: None,
             reload_requested: None,
+            reload_watch: admin::ReloadWatch::new(&config),
             admin,
             _metrics_server: metrics_server,
         })
@@ -402,6 +406,7 @@ impl JobDriver {
                 found = discovered(&mut self.discovering) => self.on_discovered(found),
                 Some(event) = group_event(&mut self.group_events) => self.on_group_event(event).await,
                 Some(request) = self.admin.recv() => self.on_admin(request),
+                _ = admin::ReloadWatch::tick(&mut self.reload_watch) => self.on_reload_watch(),
             }
         }
     }

@@ -1,5 +1,5 @@
-//! Admin calls on the running job (reload, see `pipeline::hot_reload`),
-//! and savepoints: asked for at start
+//! Admin calls on the running job: reload (see `pipeline::hot_reload`),
+//! asked for or on a change of the watched files, and savepoints: asked for at start
 //! (`--savepoint-on-stop`) or through the admin endpoint
 //! (`weir savepoint`), written once the job has stopped cleanly, from what
 //! the final checkpoint made durable (see `pipeline::savepoint_options`).
@@ -11,6 +11,58 @@ use crate::metrics::server::AdminRequest;
 use crate::pipeline::JobError;
 use crate::pipeline::savepoint_options::{self, SavepointError};
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+/// `pipeline.reload_on_change`: the config and module files, with their
+/// size and modification time at the start.
+pub(super) struct ReloadWatch {
+    files: Vec<(PathBuf, Option<(u64, SystemTime)>)>,
+    ticker: tokio::time::Interval,
+}
+
+fn stamp(path: &std::path::Path) -> Option<(u64, SystemTime)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+impl ReloadWatch {
+    pub(super) fn new(config: &crate::config::Config) -> Option<Self> {
+        if !config.pipeline.reload_on_change {
+            return None;
+        }
+        let files = config
+            .path
+            .iter()
+            .cloned()
+            .chain([config.plugin_path()])
+            .map(|p| {
+                let s = stamp(&p);
+                (p, s)
+            })
+            .collect();
+        let period = Duration::from_secs(1);
+        let ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        Some(ReloadWatch { files, ticker })
+    }
+
+    /// Waits for the next look (forever without a watch).
+    pub(super) async fn tick(watch: &mut Option<Self>) {
+        match watch {
+            Some(w) => {
+                w.ticker.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The first watched file that changed since the start.
+    fn changed(&self) -> Option<&std::path::Path> {
+        self.files
+            .iter()
+            .find(|(p, s)| stamp(p) != *s)
+            .map(|(p, _)| p.as_path())
+    }
+}
 
 impl JobDriver {
     /// Leaves savepoint `name` when the job stops cleanly.
@@ -43,6 +95,25 @@ impl JobDriver {
                     self.on_shutdown();
                 }
                 let _ = reply.send(answer);
+            }
+        }
+    }
+
+    /// Time to look at the watched files: a change reloads (once).
+    pub(super) fn on_reload_watch(&mut self) {
+        let Some(changed) = self.reload_watch.as_ref().and_then(|w| w.changed()) else {
+            return;
+        };
+        let changed = changed.display().to_string();
+        self.reload_watch = None;
+        match self.accept_reload() {
+            Ok(_) => {
+                tracing::info!(file = %changed, "a watched file changed: reloading at a checkpoint boundary");
+                self.reload_requested = Some(std::time::Instant::now());
+                self.on_shutdown();
+            }
+            Err(why) => {
+                tracing::warn!(file = %changed, "a watched file changed, but no reload: {why}")
             }
         }
     }
