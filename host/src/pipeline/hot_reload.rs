@@ -11,8 +11,8 @@
 //! over through portable state when the module changed (docs/ABI.md,
 //! section 3b). If the new module cannot start (it is not a valid plugin,
 //! or it cannot import the state), the switch is rolled back: the job
-//! starts again on the module that ran, kept aside as it was loaded (the
-//! file may have been replaced in place), from the checkpoint the stop
+//! starts again on the module that ran, kept aside right after it started
+//! (the file may have been replaced in place since), from the checkpoint the stop
 //! took. Nothing of the refused module reached Kafka, since it never
 //! processed a record.
 //!
@@ -37,8 +37,9 @@ pub async fn run_reloading(
 ) -> Result<JobSummary, JobError> {
     tokio::pin!(shutdown);
     let mut config = load()?;
-    let mut kept = KeptModule::of(&config)?;
+    // Kept once the start has checked the module (its errors come first).
     let mut job = start(config.clone(), options.clone()).await?;
+    let mut kept = KeptModule::of(&config)?;
     // A savepoint to start from is used once; one to leave, at the end.
     let options = SavepointOptions {
         from: None,
@@ -54,11 +55,11 @@ pub async fn run_reloading(
             tracing::error!(error = %e, "reload: the config file does not load; going on with the module that ran");
             kept.config(&config)
         });
-        let next_kept = KeptModule::of(&next)?;
         let started = Instant::now();
         (config, kept, job) = match start(next.clone(), options.clone()).await {
             Ok(job) => {
                 log_switch(&next, stopped, started, asked);
+                let next_kept = KeptModule::of(&next)?;
                 (next, next_kept, job)
             }
             Err(e) => {
