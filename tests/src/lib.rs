@@ -51,12 +51,19 @@ pub fn weir_binary() -> PathBuf {
 /// Starts `weir run --config CONFIG` with `WEIR_LOG=log_level`, its
 /// stderr written to `dir/stderr.log` (read back with [`weir_log`]).
 pub fn spawn_weir(config: &Path, dir: &Path, log_level: &str) -> Child {
+    spawn_weir_with(config, dir, log_level, &[])
+}
+
+/// [`spawn_weir`] with `args` after the config (`--from-savepoint`, ...);
+/// stdout (the summary) goes to `dir/stdout.log`.
+pub fn spawn_weir_with(config: &Path, dir: &Path, log_level: &str, args: &[&str]) -> Child {
     Command::new(weir_binary())
         .arg("run")
         .arg("--config")
         .arg(config)
+        .args(args)
         .env("WEIR_LOG", log_level)
-        .stdout(std::process::Stdio::null())
+        .stdout(std::fs::File::create(dir.join("stdout.log")).expect("stdout.log"))
         .stderr(std::fs::File::create(dir.join("stderr.log")).expect("stderr.log"))
         .spawn()
         .expect("start weir")

@@ -177,14 +177,7 @@ fn pauses(log: &str) -> Vec<String> {
 }
 
 fn spawn(job: &Job) -> Child {
-    Command::new(weir_binary())
-        .args(["run", "--config"])
-        .arg(job.config_path())
-        .env("WEIR_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(job.dir.path().join("stderr.log")).unwrap())
-        .spawn()
-        .unwrap()
+    weir_e2e::spawn_weir(&job.config_path(), job.dir.path(), "info")
 }
 
 fn stop(job: &Job, mut child: Child) {

@@ -109,16 +109,7 @@ interval = "0s"
     }
 
     fn spawn(&self, config: &Path, args: &[&str]) -> std::process::Child {
-        Command::new(weir_binary())
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .args(args)
-            .env("WEIR_LOG", "info")
-            .stdout(std::fs::File::create(self.dir.path().join("stdout.log")).unwrap())
-            .stderr(std::fs::File::create(self.dir.path().join("stderr.log")).unwrap())
-            .spawn()
-            .expect("start weir")
+        weir_e2e::spawn_weir_with(config, self.dir.path(), "info", args)
     }
 
     fn output(&self, broker: &Broker) -> BTreeMap<String, Vec<u64>> {
