@@ -320,6 +320,13 @@ pub struct PipelineConfig {
     /// names then, as `weir reload` does. Off unless set.
     #[serde(default)]
     pub reload_on_change: bool,
+    /// After a reload, the new module is on trial until every partition
+    /// has processed a batch with it, or this long at most: no checkpoint
+    /// is taken meanwhile, and a batch that fails (a plugin fault, whatever
+    /// `on_fault` then does, or output refused) rolls the switch back to the module that ran, from the checkpoint the switch
+    /// took (under exactly-once the new module's output is aborted).
+    #[serde(default = "default_reload_trial", with = "humantime_serde")]
+    pub reload_trial: Duration,
     /// What a plugin fault (trap, limit, bad pointer, error status) does:
     /// `fail` restarts the partition task from its last checkpoint and, once
     /// `restart_attempts` are used, stops the job; `skip` drops the record
@@ -503,6 +510,9 @@ fn default_restart_backoff() -> Duration {
 }
 fn default_stop_timeout() -> Duration {
     Duration::from_secs(8)
+}
+fn default_reload_trial() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_memory_limit() -> ByteSize {
     ByteSize(Limits::default().memory as u64)

@@ -3,8 +3,9 @@
 //! `running_count_v2.wasm` (`weir reload`) at a checkpoint boundary, every
 //! partition's state taken over; a reload to a module that cannot take the
 //! state over (`uppercase.wasm`) is rolled back, and the job goes on with
-//! v2; at 32 partitions the switch comes from `reload_on_change` seeing
-//! the config file change. Judged with `read_committed`: every key's counts exactly 1..n. The
+//! v2; a module that starts but fails its first batch (after emitting
+//! it) is rolled back too, its output aborted; at 32 partitions the switch
+//! comes from `reload_on_change` seeing the config file change. Judged with `read_committed`: every key's counts exactly 1..n. The
 //! pause of each switch (from the request to the new module running) is
 //! printed from the log.
 
@@ -52,8 +53,14 @@ impl Job {
         self.dir.path().join("job.toml")
     }
 
-    /// Points the config at `plugin` (what a reload reads).
+    /// Points the config at `plugin` of the repository's plugins (what a
+    /// reload reads).
     fn configure(&self, broker: &Broker, plugin: &str) {
+        self.configure_in(broker, &repo_root().join("plugins"), plugin)
+    }
+
+    /// Points the config at `plugin` in `plugins`.
+    fn configure_in(&self, broker: &Broker, plugins: &Path, plugin: &str) {
         let text = format!(
             r#"[kafka]
 bootstrap_servers = "{bootstrap}"
@@ -72,6 +79,7 @@ plugin = "{plugin}"
 parallelism = 2
 batch_size = 256
 reload_on_change = {watch}
+reload_trial = "30s"
 [checkpoint]
 enabled = true
 interval = "500ms"
@@ -84,7 +92,7 @@ listen = "127.0.0.1:{port}"
             bootstrap = broker.bootstrap(),
             src = self.src,
             dst = self.dst,
-            plugins = repo_root().join("plugins").display(),
+            plugins = plugins.display(),
             port = self.port,
             watch = self.partitions == 32,
         );
@@ -176,6 +184,29 @@ fn pauses(log: &str) -> Vec<String> {
         .collect()
 }
 
+/// A module that takes any state over (ABI 1.1) and starts, then emits
+/// its first batch as it came and traps.
+const EMITS_THEN_TRAPS: &str = r#"
+(module
+  (import "weir" "emit" (func $emit (param i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (func (export "weir_abi_version") (result i32) (i32.const 65537))
+  (func (export "weir_input_buffer") (param $size i32) (result i32)
+    (local $need i32)
+    (local.set $need
+      (i32.shr_u (i32.add (local.get $size) (i32.const 131071)) (i32.const 16)))
+    (if (i32.gt_u (local.get $need) (memory.size))
+      (then
+        (if (i32.eq (memory.grow (i32.sub (local.get $need) (memory.size))) (i32.const -1))
+          (then (unreachable)))))
+    (i32.const 65536))
+  (func (export "weir_state_import") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "weir_process") (param $ptr i32) (param $len i32) (result i32)
+    (drop (call $emit (local.get $ptr) (local.get $len)))
+    unreachable)
+)
+"#;
+
 fn spawn(job: &Job) -> Child {
     weir_e2e::spawn_weir(&job.config_path(), job.dir.path(), "info")
 }
@@ -226,6 +257,24 @@ fn a_running_job_switches_to_v2_and_a_refused_module_is_rolled_back() {
         job.log()
     );
     job.produce_round(broker);
+    job.wait_for_all(broker, &mut child);
+
+    // A module that starts, takes the counts over, emits its first batch
+    // and traps: rolled back to v2 during its trial; what it emitted is
+    // aborted, v2 counts the round from the switch.
+    let trial = job.dir.path().join("trial");
+    std::fs::create_dir_all(&trial).unwrap();
+    std::fs::write(trial.join("emits_then_traps.wat"), EMITS_THEN_TRAPS).unwrap();
+    job.configure_in(broker, &trial, "emits_then_traps.wat");
+    weir_reload(&job.config_path());
+    job.wait_for_log("module switched", 2);
+    job.produce_round(broker);
+    job.wait_for_log("rolled back", 2);
+    assert!(
+        job.log().contains("failed during its trial"),
+        "{}",
+        job.log()
+    );
     job.wait_for_all(broker, &mut child);
     stop(&job, child);
     job.check_counts(broker);

@@ -16,10 +16,16 @@
 //! took. Nothing of the refused module reached Kafka, since it never
 //! processed a record.
 //!
-//! Not built: rolling back a module that starts but fails its first
-//! batches (it fails the job as any faulting plugin does, by
-//! `pipeline.on_fault`; the next start restores the last checkpoint), and
-//! reload with group assignment (members are upgraded one by one).
+//! A module that starts is on trial (`pipeline.reload_trial`, see
+//! `job_driver::trial`): no checkpoint until every partition has processed
+//! a batch with it; a batch that fails meanwhile rolls the switch back the
+//! same way, from the checkpoint the switch took, since no later one
+//! exists. Under exactly-once the new module's output is aborted; under
+//! at-least-once it may already be in Kafka, and the old module's replay
+//! writes it again.
+//!
+//! Not built: reload with group assignment (members are upgraded one by
+//! one).
 
 use super::{JobError, JobSummary, SavepointOptions, StartedJob, start};
 use crate::config::{Config, ConfigError};
@@ -45,8 +51,18 @@ pub async fn run_reloading(
         from: None,
         ..options
     };
+    // After a switch: the module that ran before it, for a failed trial.
+    let mut before: Option<(Config, KeptModule)> = None;
     loop {
-        let summary = job.run(shutdown.as_mut()).await?;
+        let summary = match (job.run(shutdown.as_mut()).await, before.take()) {
+            (Err(JobError::FailedTrial(e)), Some((back, back_kept))) => {
+                tracing::error!(error = %e, "reload refused: the new module failed during its trial; rolling back to the module that ran, from the checkpoint taken at the switch");
+                job = rollback(back.clone(), &options).await?;
+                (config, kept) = (back, back_kept);
+                continue;
+            }
+            (result, _) => result?,
+        };
         let Some(asked) = summary.reload_requested else {
             return Ok(summary);
         };
@@ -60,7 +76,9 @@ pub async fn run_reloading(
             Ok(job) => {
                 log_switch(&next, stopped, started, asked);
                 let next_kept = KeptModule::of(&next)?;
-                (next, next_kept, job)
+                let trial = next.pipeline.reload_trial;
+                before = Some((kept.config(&config), kept));
+                (next, next_kept, job.on_trial(trial))
             }
             Err(e) => {
                 tracing::error!(error = %e, "reload refused: the new module cannot start; rolling back to the module that ran, from the checkpoint taken at the switch");

@@ -37,6 +37,7 @@ mod admin;
 mod membership;
 #[cfg(test)]
 mod tests;
+mod trial;
 
 use membership::{discovered, group_event};
 
@@ -246,6 +247,8 @@ pub(super) struct JobDriver {
     reload_watch: Option<admin::ReloadWatch>,
     /// Admin calls from the metrics endpoint.
     admin: UnboundedReceiver<AdminRequest>,
+    /// A reload's new module on trial: no checkpoint until it passes.
+    trial: Option<trial::Trial>,
     _metrics_server: Option<AbortOnDrop>,
 }
 
@@ -371,6 +374,7 @@ impl JobDriver {
             reload_requested: None,
             reload_watch: admin::ReloadWatch::new(&config),
             admin,
+            trial: None,
             _metrics_server: metrics_server,
         })
     }
@@ -381,8 +385,9 @@ impl JobDriver {
         tokio::pin!(shutdown);
         let has_store = self.checkpoints.persister.is_some();
         while self.running > 0 {
-            let may_checkpoint =
-                self.checkpoints.persisting.is_none() && self.control.failure.is_none();
+            let may_checkpoint = self.checkpoints.persisting.is_none()
+                && self.control.failure.is_none()
+                && !self.on_trial_now();
             tokio::select! {
                 _ = &mut shutdown, if !self.control.shutdown_seen => self.on_shutdown(),
                 exit = self.exits.recv() => match exit {
@@ -407,6 +412,7 @@ impl JobDriver {
                 Some(event) = group_event(&mut self.group_events) => self.on_group_event(event).await,
                 Some(request) = self.admin.recv() => self.on_admin(request),
                 _ = admin::ReloadWatch::tick(&mut self.reload_watch) => self.on_reload_watch(),
+                _ = trial::Trial::tick(&mut self.trial) => self.on_trial_tick(),
             }
         }
     }
@@ -419,6 +425,8 @@ impl JobDriver {
 
     /// The shutdown future resolved: the workers stop between batches.
     fn on_shutdown(&mut self) {
+        // A failure the trial has not looked at yet is not stopped on cleanly.
+        self.on_trial_tick();
         tracing::info!("shutdown requested; stopping workers");
         self.control.shutdown_seen = true;
         self.control.stop();
@@ -555,7 +563,7 @@ impl JobDriver {
             let _ = tokio::task::spawn_blocking(move || poller.join()).await;
         }
         if let Some(e) = self.control.failure.take() {
-            return Err(e);
+            return Err(self.judged(e));
         }
         flushed?;
         self.positions.sort();

@@ -125,6 +125,15 @@ pub enum JobError {
     /// The plugin emitted during `weir_init` and the producer refused it.
     #[error("output of weir_init: {0}")]
     InitOutput(#[from] crate::runtime::SinkError),
+    /// A batch of the module a reload switched to failed during its trial.
+    #[error("{tp}: a batch failed (see the log above)")]
+    TrialBatch {
+        tp: crate::topic_partition::TopicPartition,
+    },
+    /// The module a reload switched to failed during its trial: the
+    /// reload rolls back.
+    #[error("the module a reload switched to failed during its trial: {0}")]
+    FailedTrial(Box<JobError>),
     /// Hot reload could not keep the running module aside for a rollback.
     #[error("reload: keeping {path} for a rollback: {cause}")]
     KeepModule {
@@ -229,6 +238,16 @@ impl StartedJob {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<JobSummary, JobError> {
         self.driver.drive(shutdown).await;
         self.driver.finish().await
+    }
+
+    /// Puts the module on trial (a reload's new module): no checkpoint
+    /// until every partition has processed a batch or `limit` has passed;
+    /// a failed batch meanwhile fails the job as [`JobError::FailedTrial`].
+    pub fn on_trial(self, limit: Duration) -> Self {
+        StartedJob {
+            driver: self.driver.on_trial(limit),
+            ..self
+        }
     }
 }
 

@@ -136,6 +136,7 @@ impl PartitionTask {
     /// arrived, and under exactly-once nothing of a faulted batch becomes
     /// visible: the restart aborts its transaction.
     pub fn failed(&mut self, error: TaskError) -> Result<(), TaskError> {
+        self.stats.failed.fetch_add(1, Ordering::Relaxed);
         if let TaskFailure::Batch(BatchError::Fault(fault)) = &*error.failure {
             let _enter = self.span.clone().entered();
             if error.first_offset == error.last_offset {

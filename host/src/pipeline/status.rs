@@ -20,6 +20,9 @@ pub struct TaskStats {
     /// Plugin faults handled by `skip` / `dead-letter` (each one restarts
     /// the task from its last checkpoint).
     pub faults: AtomicU64,
+    /// Batches and ticks that failed, whatever `on_fault` then did with
+    /// them (the trial after a reload rolls back on any).
+    pub failed: AtomicU64,
     /// Records skipped after they faulted.
     pub skipped: AtomicU64,
     /// Records written to the dead-letter topic.
@@ -46,6 +49,7 @@ impl TaskStats {
             position: AtomicI64::new(position),
             batches: AtomicU64::new(0),
             faults: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             memory_bytes: AtomicU64::new(0),

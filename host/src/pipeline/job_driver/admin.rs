@@ -123,6 +123,12 @@ impl JobDriver {
         if self.control.failure.is_some() || self.control.shutdown_seen {
             return Err("the job is stopping: no reload".into());
         }
+        if self.on_trial_now() {
+            return Err(
+                "the module of the last reload is still on trial: ask again once it has passed"
+                    .into(),
+            );
+        }
         if self.embedded.is_some() {
             return Err("the embedded demo cluster does not outlive a run: no reload".into());
         }
