@@ -37,17 +37,24 @@ enum Command {
         #[arg(long, visible_alias = "stop-with-savepoint", value_name = "NAME")]
         savepoint_on_stop: Option<String>,
     },
-    /// Stop the running job cleanly and leave a savepoint: asks its admin
+    /// Take a savepoint of the running job from its next complete
+    /// checkpoint, the job going on (with `--stop`: stop it cleanly and
+    /// leave the savepoint from the final checkpoint). Asks its admin
     /// endpoint (`metrics.listen`) and waits until the savepoint is
     /// written.
     Savepoint {
         /// The savepoint's name (letters, digits, `-`, `_`, `.`).
         name: String,
+        /// Stop the job cleanly and leave the savepoint at the stop (the
+        /// way to upgrade through a savepoint).
+        #[arg(long)]
+        stop: bool,
         /// The running job's config file.
         #[arg(long, short, default_value = "config.toml")]
         config: PathBuf,
-        /// How long to wait for the savepoint (default: the job's
-        /// `pipeline.stop_timeout` and 30 s).
+        /// How long to wait for the savepoint (default: 30 s and the job's
+        /// `pipeline.stop_timeout` with `--stop`, two checkpoint intervals
+        /// without).
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<std::time::Duration>,
     },
@@ -172,9 +179,10 @@ fn main() -> std::process::ExitCode {
         ),
         Command::Savepoint {
             name,
+            stop,
             config,
             timeout,
-        } => savepoint(&name, &config, timeout),
+        } => savepoint(&name, stop, &config, timeout),
         Command::Reload { config } => reload(&config),
         Command::Checkpoints { action, config } => checkpoints(action, &config),
         Command::CheckPlugin {
@@ -326,20 +334,27 @@ async fn run_until_stopped(
     }
 }
 
-/// `weir savepoint NAME`: asks the running job's admin endpoint to stop
-/// with a savepoint, then waits for the savepoint's metadata to appear.
+/// `weir savepoint NAME [--stop]`: asks the running job's admin endpoint
+/// for a savepoint (and to stop, with `--stop`), then waits for the
+/// savepoint's metadata to appear.
 fn savepoint(
     name: &str,
+    stop: bool,
     path: &std::path::Path,
     timeout: Option<std::time::Duration>,
 ) -> anyhow::Result<()> {
     use weir::checkpoint::savepoint::{SavepointRef, Savepoints, check_name};
     check_name(name).map_err(anyhow::Error::msg)?;
     let config = Config::load(path)?;
+    let (call, wait) = if stop {
+        ("stop-with-savepoint", config.pipeline.stop_timeout)
+    } else {
+        ("savepoint", 2 * config.checkpoint.interval)
+    };
     let text = admin_call(
         &config,
         path,
-        &format!("stop-with-savepoint?name={name}"),
+        &format!("{call}?name={name}"),
         &format!(
             "stop the job with SIGTERM after starting it with `weir run --savepoint-on-stop {name}`"
         ),
@@ -347,7 +362,7 @@ fn savepoint(
     println!("{text}");
     let which = SavepointRef::Named(name.to_string());
     let savepoints = Savepoints::new(&config.checkpoint_location()?);
-    let wait = timeout.unwrap_or(config.pipeline.stop_timeout + std::time::Duration::from_secs(30));
+    let wait = timeout.unwrap_or(wait + std::time::Duration::from_secs(30));
     let deadline = std::time::Instant::now() + wait;
     while !savepoints.exists(&which)? {
         anyhow::ensure!(

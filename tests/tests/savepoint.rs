@@ -1,6 +1,7 @@
 //! Savepoints through the real binary on Apache Kafka: taken from a
-//! running job (`weir savepoint`, through its admin endpoint) or at a
-//! clean stop (`weir run --savepoint-on-stop`), and started from
+//! running job that goes on (`weir savepoint`, through its admin
+//! endpoint), stopping it (`weir savepoint --stop`) or at a clean stop
+//! (`weir run --savepoint-on-stop`), and started from
 //! (`weir run --from-savepoint NAME|PATH`) by the next module version.
 //!
 //! `running_count.wasm` (v1) counts per key; `running_count_v2.wasm`
@@ -160,11 +161,13 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// `weir savepoint NAME --config CONFIG`: its exit code and output.
-fn savepoint_command(config: &Path, name: &str) -> (Option<i32>, String) {
+/// `weir savepoint NAME --config CONFIG` with `args`: its exit code and
+/// output.
+fn savepoint_command(config: &Path, name: &str, args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(weir_binary())
         .args(["savepoint", name, "--config"])
         .arg(config)
+        .args(args)
         .output()
         .unwrap();
     let text = format!(
@@ -175,18 +178,10 @@ fn savepoint_command(config: &Path, name: &str) -> (Option<i32>, String) {
     (out.status.code(), text)
 }
 
-#[test]
-fn exactly_once_a_running_job_stops_with_a_savepoint_and_v2_goes_on_from_it() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let broker = Broker::shared();
-    let mut job = Job::new(broker, "exactly-once");
-    job.produce_round(broker);
-    let port = free_port();
-    let config = job.config(broker, "running_count.wasm", false, Some(port));
-    let mut running = job.spawn(&config, &[]);
-    // Until round 1 is counted and committed.
+/// Waits until the committed output holds `n` records.
+fn wait_for_output(job: &Job, broker: &Broker, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while job.output(broker).values().map(Vec::len).sum::<usize>() < ROUND {
+    while job.output(broker).values().map(Vec::len).sum::<usize>() < n {
         assert!(
             Instant::now() < deadline,
             "{}",
@@ -194,10 +189,35 @@ fn exactly_once_a_running_job_stops_with_a_savepoint_and_v2_goes_on_from_it() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (code, text) = savepoint_command(&config, "before-v2");
+}
+
+#[test]
+fn exactly_once_savepoints_of_a_running_job_and_at_its_stop_and_v2_goes_on_from_them() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let broker = Broker::shared();
+    let mut job = Job::new(broker, "exactly-once");
+    job.produce_round(broker);
+    let port = free_port();
+    let config = job.config(broker, "running_count.wasm", false, Some(port));
+    let mut running = job.spawn(&config, &[]);
+    wait_for_output(&job, broker, ROUND);
+    // Round 1 counted and committed: a savepoint, the job going on.
+    let (code, text) = savepoint_command(&config, "r1", &[]);
     assert_eq!(code, Some(0), "weir savepoint failed: {text}");
-    assert!(text.contains("savepoint before-v2 written"), "{text}");
+    assert!(text.contains("savepoint r1 written"), "{text}");
     println!("{}", text.trim());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        running.try_wait().unwrap().is_none(),
+        "the job ended after a savepoint without --stop:\n{}",
+        weir_e2e::weir_log(job.dir.path())
+    );
+    // It goes on over round 2, then stops with a savepoint.
+    job.produce_round(broker);
+    wait_for_output(&job, broker, 2 * ROUND);
+    let (code, text) = savepoint_command(&config, "before-v2", &["--stop"]);
+    assert_eq!(code, Some(0), "weir savepoint --stop failed: {text}");
+    assert!(text.contains("savepoint before-v2 written"), "{text}");
     let status = wait_for(&mut running, Duration::from_secs(60)).unwrap();
     let log = weir_e2e::weir_log(job.dir.path());
     assert!(status.success(), "the job did not stop cleanly:\n{log}");
@@ -206,7 +226,7 @@ fn exactly_once_a_running_job_stops_with_a_savepoint_and_v2_goes_on_from_it() {
     assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("never overwritten"), "{log}");
 
-    // v2 from the savepoint, over round 2: the counts go on.
+    // v2 from the savepoint at the stop, over round 3: the counts go on.
     job.produce_round(broker);
     let config = job.config(broker, "running_count_v2.wasm", true, None);
     let log = job.run_ok(&config, &["--from-savepoint", "before-v2"]);
@@ -216,13 +236,12 @@ fn exactly_once_a_running_job_stops_with_a_savepoint_and_v2_goes_on_from_it() {
         PARTITIONS as usize,
         "{log}"
     );
-    job.check(broker, &[(0, 1), (1, 2)]);
+    job.check(broker, &[(0, 2), (2, 3)]);
 
-    // From the savepoint again after round 3: its offsets win over the
-    // committed ones, so rounds 2 and 3 are counted from round 1's counts.
-    job.produce_round(broker);
-    job.run_ok(&config, &["--from-savepoint", "before-v2"]);
-    job.check(broker, &[(0, 1), (1, 2), (1, 3)]);
+    // From the running job's savepoint: its offsets and counts win over
+    // the committed ones, so rounds 2 and 3 are counted from round 1's.
+    job.run_ok(&config, &["--from-savepoint", "r1"]);
+    job.check(broker, &[(0, 2), (2, 3), (1, 3)]);
 }
 
 #[test]
@@ -237,8 +256,17 @@ fn at_least_once_a_savepoint_at_stop_is_self_contained_and_outlives_the_checkpoi
     assert!(stdout.contains("savepoint r1 written"), "{stdout}");
 
     // v1 goes on over round 2; its checkpoints move past the savepoint.
+    // Round 2 counted, a savepoint of the running job, then SIGTERM.
     job.produce_round(broker);
-    job.run_ok(&config, &[]);
+    let running_config = job.config(broker, "running_count.wasm", false, Some(free_port()));
+    let mut running = job.spawn(&running_config, &[]);
+    wait_for_output(&job, broker, 2 * ROUND);
+    let (code, text) = savepoint_command(&running_config, "r2", &[]);
+    assert_eq!(code, Some(0), "weir savepoint failed: {text}");
+    assert!(unsafe { libc::kill(running.id() as i32, libc::SIGTERM) } == 0);
+    let status = wait_for(&mut running, Duration::from_secs(60)).unwrap();
+    assert!(status.success(), "{}", weir_e2e::weir_log(job.dir.path()));
+    let config = job.config(broker, "running_count.wasm", true, None);
     let list = Command::new(weir_binary())
         .args(["checkpoints", "list", "--config"])
         .arg(&config)
@@ -257,11 +285,18 @@ fn at_least_once_a_savepoint_at_stop_is_self_contained_and_outlives_the_checkpoi
     job.produce_round(broker);
     let copy = job.dir.path().join("copied-savepoint");
     copy_dir(&job.dir.path().join("ck/savepoints/r1"), &copy);
+    let copy_r2 = job.dir.path().join("copied-r2");
+    copy_dir(&job.dir.path().join("ck/savepoints/r2"), &copy_r2);
     std::fs::remove_dir_all(job.dir.path().join("ck")).unwrap();
     let config = job.config(broker, "running_count_v2.wasm", true, None);
     let log = job.run_ok(&config, &["--from-savepoint", copy.to_str().unwrap()]);
     assert!(log.contains("state taken over"), "{log}");
     job.check(broker, &[(0, 1), (1, 2), (1, 3)]);
+    // The running job's savepoint, copied before the directory went:
+    // round 3 again, from round 2's counts.
+    let log = job.run_ok(&config, &["--from-savepoint", copy_r2.to_str().unwrap()]);
+    assert!(log.contains("state taken over"), "{log}");
+    job.check(broker, &[(0, 1), (1, 2), (1, 3), (2, 3)]);
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -1,6 +1,8 @@
 //! `/metrics`, `/healthz` and `/readyz` over HTTP, on the job's runtime,
-//! and the admin call `POST /stop-with-savepoint?name=NAME` (what
-//! `weir savepoint` sends): the job stops cleanly and leaves savepoint NAME.
+//! and the admin calls: `POST /savepoint?name=NAME` (what `weir savepoint`
+//! sends: savepoint NAME from the next complete checkpoint, the job going
+//! on), `POST /stop-with-savepoint?name=NAME` (`weir savepoint --stop`: the
+//! job stops cleanly and leaves savepoint NAME) and `POST /reload`.
 //!
 //! A scrape copies the tasks' counters into the registry and reads each
 //! partition's end offset from the broker (ListOffsets, with the
@@ -41,6 +43,12 @@ pub struct Health {
 /// An admin call, answered by the job driver.
 #[derive(Debug)]
 pub enum AdminRequest {
+    /// Write savepoint `name` from the next complete checkpoint; the job
+    /// goes on. The answer: where the savepoint will be, or why not.
+    Savepoint {
+        name: String,
+        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+    },
     /// Stop cleanly and write savepoint `name` after the final
     /// checkpoint. The answer: where the savepoint will be, or why not.
     StopWithSavepoint {
@@ -56,7 +64,7 @@ pub enum AdminRequest {
     },
 }
 
-/// The query of `POST /stop-with-savepoint`.
+/// The query of `POST /savepoint` and `POST /stop-with-savepoint`.
 #[derive(Debug, serde::Deserialize)]
 struct SavepointQuery {
     name: String,
@@ -68,6 +76,7 @@ pub async fn serve(listener: tokio::net::TcpListener, health: Arc<Health>) {
         .route("/metrics", axum::routing::get(metrics))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route("/readyz", axum::routing::get(readyz))
+        .route("/savepoint", axum::routing::post(savepoint))
         .route(
             "/stop-with-savepoint",
             axum::routing::post(stop_with_savepoint),
@@ -130,6 +139,18 @@ async fn admin_call(
             "the job is ending\n".to_string(),
         ),
     }
+}
+
+async fn savepoint(
+    State(health): State<Arc<Health>>,
+    axum::extract::Query(query): axum::extract::Query<SavepointQuery>,
+) -> impl IntoResponse {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let request = AdminRequest::Savepoint {
+        name: query.name,
+        reply,
+    };
+    admin_call(&health, request, answer).await
 }
 
 async fn stop_with_savepoint(

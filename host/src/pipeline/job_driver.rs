@@ -240,6 +240,12 @@ pub(super) struct JobDriver {
     module: crate::runtime::PluginModule,
     /// The savepoint to write once the job has stopped cleanly.
     savepoint_on_stop: Option<String>,
+    /// The savepoint to write from the next complete checkpoint, the job
+    /// going on (`weir savepoint`).
+    savepoint_next: Option<String>,
+    /// That savepoint being written off the reactor (no checkpoint starts
+    /// meanwhile).
+    saving: Option<admin::Saving>,
     /// When a reload was asked for (the job then stops to switch modules).
     reload_requested: Option<Instant>,
     /// `pipeline.reload_on_change`: the files watched, as they were at the
@@ -371,6 +377,8 @@ impl JobDriver {
             started: Instant::now(),
             module,
             savepoint_on_stop: None,
+            savepoint_next: None,
+            saving: None,
             reload_requested: None,
             reload_watch: admin::ReloadWatch::new(&config),
             admin,
@@ -385,9 +393,7 @@ impl JobDriver {
         tokio::pin!(shutdown);
         let has_store = self.checkpoints.persister.is_some();
         while self.running > 0 {
-            let may_checkpoint = self.checkpoints.persisting.is_none()
-                && self.control.failure.is_none()
-                && !self.on_trial_now();
+            let may_checkpoint = self.may_checkpoint();
             tokio::select! {
                 _ = &mut shutdown, if !self.control.shutdown_seen => self.on_shutdown(),
                 exit = self.exits.recv() => match exit {
@@ -413,8 +419,18 @@ impl JobDriver {
                 Some(request) = self.admin.recv() => self.on_admin(request),
                 _ = admin::ReloadWatch::tick(&mut self.reload_watch) => self.on_reload_watch(),
                 _ = trial::Trial::tick(&mut self.trial) => self.on_trial_tick(),
+                saved = admin::saved(&mut self.saving) => self.on_saved(saved),
             }
         }
+    }
+
+    /// Whether a checkpoint may start now: none under way or being
+    /// savepointed, nothing failed, no module on trial.
+    fn may_checkpoint(&self) -> bool {
+        self.checkpoints.persisting.is_none()
+            && self.saving.is_none()
+            && self.control.failure.is_none()
+            && !self.on_trial_now()
     }
 
     /// Whether each worker makes its tasks' progress durable itself
@@ -478,6 +494,7 @@ impl JobDriver {
         if all > c.eos_complete && all != u64::MAX {
             c.eos_complete = all;
             c.completed += 1;
+            self.savepoint_if_asked();
         }
     }
 
@@ -512,6 +529,7 @@ impl JobDriver {
                     "checkpoint complete"
                 );
                 c.last = Some(stats);
+                self.savepoint_if_asked();
             }
             Err(JobError::Kafka(e @ KafkaError::Delivery { .. }))
                 if c.failed_in_a_row < attempts =>
@@ -556,6 +574,7 @@ impl JobDriver {
             let _ = p.await;
             self.checkpoints.coordinator.finish();
         }
+        self.finish_saving().await;
         let elapsed = self.started.elapsed();
         self.reporter.report(&self.all_stats.snapshot());
         let flushed = self.final_flush().await?;

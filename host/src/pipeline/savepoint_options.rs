@@ -1,6 +1,7 @@
-//! Savepoints in a run: starting from one (`--from-savepoint`) and leaving
+//! Savepoints in a run: starting from one (`--from-savepoint`), leaving
 //! one when the job stops cleanly (`--savepoint-on-stop`, or
-//! `weir savepoint` through the running process's admin endpoint).
+//! `weir savepoint --stop` through the running process's admin endpoint),
+//! and taking one while the job goes on (`weir savepoint`).
 //!
 //! Starting from a savepoint makes its offsets and states where the job
 //! starts, as a checkpoint would be:
@@ -14,9 +15,13 @@
 //!   transaction; a crash before it goes back to what the group committed
 //!   (and its state), which is consistent, only older.
 //!
-//! Taking one at stop reads back what the final checkpoint (or the final
-//! exactly-once transactions) made durable: the store's newest
-//! checkpoint, or each partition's state file for its final offset.
+//! Taking one reads back what a complete checkpoint made durable: at a
+//! stop the final checkpoint (or the final exactly-once transactions),
+//! while running the first checkpoint that completes after the request
+//! (no other starts until the savepoint is written). That is the store's
+//! newest checkpoint, or under exactly-once each partition's state file
+//! for its final offset, or while running for the offset the group
+//! committed.
 //!
 //! Group assignment refuses both: one member holds only some partitions
 //! (a savepoint of a group is not built).
@@ -57,7 +62,7 @@ pub enum SavepointError {
         "savepoint {name:?} exists ({path}); savepoints are never overwritten: choose another name"
     )]
     Exists { name: String, path: String },
-    #[error("savepoint {name:?}: {tp} has no state file for its final offset {offset}")]
+    #[error("savepoint {name:?}: {tp} has no state file for its offset {offset}")]
     NoFinalState {
         name: String,
         tp: crate::topic_partition::TopicPartition,
@@ -72,6 +77,11 @@ pub enum SavepointError {
     Write {
         name: String,
         cause: CheckpointError,
+    },
+    #[error("savepoint {name:?}: reading the group's committed offsets: {cause}")]
+    Committed {
+        name: String,
+        cause: rdkafka::error::KafkaError,
     },
 }
 
@@ -186,9 +196,9 @@ pub(super) fn into_state_files(
     Ok(())
 }
 
-/// After a clean stop: savepoint `name` from what the stop made durable,
-/// at each partition's final position (see the module docs).
-pub(super) fn take_at_stop(
+/// Savepoint `name` from what the last complete checkpoint made durable;
+/// under exactly-once, at `positions` (see the module docs).
+pub(super) fn take(
     name: &str,
     mode: DeliveryMode,
     (store, location): (Option<&CheckpointStore>, &StoreLocation),
@@ -239,4 +249,36 @@ pub(super) fn take_at_stop(
         "savepoint written"
     );
     Ok(meta)
+}
+
+/// Exactly-once, while running: the offsets the group committed for
+/// `partitions` (with the last complete transactions), those it has.
+pub(super) fn committed_positions(
+    name: &str,
+    consumer: &crate::kafka::consumer::SourceConsumer,
+    partitions: &[crate::topic_partition::TopicPartition],
+    timeout: std::time::Duration,
+) -> Result<Vec<Position>, SavepointError> {
+    let mut list = rdkafka::TopicPartitionList::new();
+    for tp in partitions {
+        list.add_partition(&tp.topic, tp.partition);
+    }
+    let committed =
+        crate::kafka::consumer::committed_offsets(consumer, &list, timeout).map_err(|cause| {
+            SavepointError::Committed {
+                name: name.to_string(),
+                cause,
+            }
+        })?;
+    Ok(committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => Some((
+                crate::topic_partition::TopicPartition::new(e.topic(), e.partition()),
+                o,
+            )),
+            _ => None,
+        })
+        .collect())
 }

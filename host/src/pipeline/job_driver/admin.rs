@@ -1,8 +1,10 @@
 //! Admin calls on the running job: reload (see `pipeline::hot_reload`),
-//! asked for or on a change of the watched files, and savepoints: asked for at start
+//! asked for or on a change of the watched files, and savepoints (see
+//! `pipeline::savepoint_options`): at a clean stop, asked for at start
 //! (`--savepoint-on-stop`) or through the admin endpoint
-//! (`weir savepoint`), written once the job has stopped cleanly, from what
-//! the final checkpoint made durable (see `pipeline::savepoint_options`).
+//! (`weir savepoint --stop`), from what the final checkpoint made durable;
+//! or while the job goes on (`weir savepoint`), from the next checkpoint
+//! that completes, asked for at once.
 
 use super::JobDriver;
 use crate::checkpoint::folder::StoreLocation;
@@ -12,6 +14,20 @@ use crate::pipeline::JobError;
 use crate::pipeline::savepoint_options::{self, SavepointError};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
+use tokio::task::{JoinError, JoinHandle};
+
+/// A savepoint of the running job being written off the reactor.
+pub(super) type Saving = JoinHandle<Result<(), SavepointError>>;
+
+/// Waits for the savepoint being written, or forever without one.
+pub(super) async fn saved(
+    saving: &mut Option<Saving>,
+) -> Result<Result<(), SavepointError>, JoinError> {
+    match saving {
+        Some(s) => s.await,
+        None => std::future::pending().await,
+    }
+}
 
 /// `pipeline.reload_on_change`: the config and module files, with their
 /// size and modification time at the start.
@@ -82,6 +98,17 @@ impl JobDriver {
                     tracing::info!(savepoint = %name, "stop with a savepoint requested");
                     self.savepoint_on_stop = Some(name);
                     self.on_shutdown();
+                }
+                let _ = reply.send(answer);
+            }
+            AdminRequest::Savepoint { name, reply } => {
+                let answer = self.accept_savepoint_now(&name);
+                if answer.is_ok() {
+                    tracing::info!(savepoint = %name, "savepoint requested: written from the next complete checkpoint, the job going on");
+                    self.savepoint_next = Some(name);
+                    if self.may_checkpoint() {
+                        self.on_checkpoint_due();
+                    }
                 }
                 let _ = reply.send(answer);
             }
@@ -169,6 +196,89 @@ impl JobDriver {
             .map_err(|e| e.to_string())
     }
 
+    /// Whether a savepoint of the running job can be promised; where it
+    /// will be.
+    fn accept_savepoint_now(&self, name: &str) -> Result<String, String> {
+        if self.control.shutdown_seen {
+            return Err("the job is stopping: no savepoint".into());
+        }
+        if let Some(asked) = self.savepoint_next.as_ref() {
+            return Err(format!(
+                "savepoint {asked:?} is being taken: ask again once it is written"
+            ));
+        }
+        if self.saving.is_some() {
+            return Err("a savepoint is being written: ask again once it is".into());
+        }
+        self.accept_savepoint(name).map(|at| {
+            format!("savepoint {name} is taken at the next complete checkpoint; it will be at {at}")
+        })
+    }
+
+    /// A checkpoint completed: the savepoint asked for while running, if
+    /// any, is written from it (off the reactor; no checkpoint starts
+    /// until it is).
+    pub(super) fn savepoint_if_asked(&mut self) {
+        let Some(name) = self.savepoint_next.take() else {
+            return;
+        };
+        let store = self.checkpoints.persister.as_ref().map(|p| p.store.clone());
+        let (location, module, mode) = (self.location.clone(), self.module.clone(), self.mode);
+        let consumer = self.consumer.clone();
+        let timeout = self.config.kafka.connect_timeout;
+        let partitions: Vec<_> = self
+            .all_stats
+            .snapshot()
+            .iter()
+            .map(|t| crate::topic_partition::TopicPartition::new(&t.topic, t.partition))
+            .collect();
+        self.saving = Some(tokio::task::spawn_blocking(move || {
+            let positions = match store {
+                Some(_) => Vec::new(),
+                None => {
+                    savepoint_options::committed_positions(&name, &consumer, &partitions, timeout)?
+                }
+            };
+            savepoint_options::take(
+                &name,
+                mode,
+                (store.as_ref(), &location),
+                &module,
+                &positions,
+            )
+            .map(|_| ())
+        }));
+    }
+
+    /// The savepoint of the running job was written, or not: either way
+    /// the job goes on.
+    pub(super) fn on_saved(&mut self, result: Result<Result<(), SavepointError>, JoinError>) {
+        self.saving = None;
+        match result
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        {
+            Ok(()) => tracing::info!("the job goes on after its savepoint"),
+            Err(e) => tracing::error!(error = %e, "the savepoint failed; the job goes on"),
+        }
+    }
+
+    /// At the end: a savepoint being written finishes first.
+    pub(super) async fn finish_saving(&mut self) {
+        if let Some(s) = self.saving.take() {
+            let result = s.await;
+            self.on_saved(result);
+        }
+        if let Some(name) = self.savepoint_next.take() {
+            if self.savepoint_on_stop.is_none() {
+                tracing::info!(savepoint = %name, "the job stops before a checkpoint completed: the savepoint is written from the final one");
+                self.savepoint_on_stop = Some(name);
+            } else {
+                tracing::warn!(savepoint = %name, "the job stops with another savepoint: this one is not written");
+            }
+        }
+    }
+
     /// After the final checkpoint: the savepoint asked for, if any.
     pub(super) async fn take_savepoint(&mut self) -> Result<Option<(String, PathBuf)>, JobError> {
         // A reload's stop is not the end: the savepoint is left at the end.
@@ -182,7 +292,7 @@ impl JobDriver {
         let (location, module, mode) = (self.location.clone(), self.module.clone(), self.mode);
         let positions = self.positions.clone();
         let written = tokio::task::spawn_blocking(move || {
-            savepoint_options::take_at_stop(
+            savepoint_options::take(
                 &name,
                 mode,
                 (store.as_ref(), &location),
