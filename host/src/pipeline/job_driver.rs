@@ -13,8 +13,8 @@ use super::startup::Prepared;
 use super::status::{StatusReporter, TaskList, TaskStats};
 use super::worker::{CheckpointLink, Worker, WorkerCommand, WorkerExit};
 use super::{FAILING_GRACE, FINAL_FLUSH, JobError, JobSummary, TaskSummary};
-use crate::checkpoint::coordinator::{self, CheckpointStats, Coordinator};
-use crate::checkpoint::{CheckpointStore, CheckpointTrigger, TaskCheckpoint};
+use crate::checkpoint::TaskCheckpoint;
+use crate::checkpoint::coordinator::CheckpointStats;
 use crate::config::{Assignment, Config, DeliveryMode};
 use crate::kafka::consumer::{PartitionStart, SourceConsumer};
 use crate::kafka::embedded::EmbeddedCluster;
@@ -25,7 +25,7 @@ use crate::metrics::JobMetrics;
 use crate::metrics::server::{AdminRequest, Health};
 use crate::topic_partition::{Position, TopicPartition};
 use rdkafka::consumer::Consumer;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,15 +34,14 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 
 mod admin;
+mod checkpoints;
 mod membership;
 #[cfg(test)]
 mod tests;
 mod trial;
 
+use checkpoints::{Checkpoints, persisted};
 use membership::{discovered, group_event};
-
-/// A checkpoint being made durable off the reactor.
-type Persisting = JoinHandle<Result<CheckpointStats, JobError>>;
 
 /// New partitions being looked for off the reactor.
 type Discovering = JoinHandle<Result<Vec<PartitionStart>, KafkaError>>;
@@ -83,115 +82,6 @@ impl JobControl {
         self.failure.get_or_insert(e);
         self.give_up
             .get_or_insert(tokio::time::Instant::now() + FAILING_GRACE);
-    }
-}
-
-/// Makes a set of task checkpoints durable: flush (when the mode asks for
-/// it), state files and metadata, then the offset commit.
-#[derive(Clone)]
-struct Persister {
-    store: CheckpointStore,
-    producer: Arc<SinkProducer>,
-    consumer: Arc<SourceConsumer>,
-    flush: bool,
-    log_failures_only: bool,
-    commit: bool,
-}
-
-impl Persister {
-    /// Persists checkpoint `id` on a blocking thread.
-    fn spawn(&self, id: u64, align: Duration, parts: Vec<TaskCheckpoint>) -> Persisting {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            coordinator::complete::<JobError>(
-                &this.store,
-                id,
-                align,
-                parts,
-                || {
-                    if this.flush {
-                        producer::flush(&this.producer, FINAL_FLUSH, this.log_failures_only)?;
-                    }
-                    Ok(())
-                },
-                |positions| {
-                    if this.commit {
-                        consumer::commit(&this.consumer, positions)?;
-                    }
-                    Ok(())
-                },
-            )
-        })
-    }
-}
-
-/// The checkpoint traffic: requests to the workers, their answers, the
-/// persistence of complete sets.
-struct Checkpoints {
-    coordinator: Coordinator,
-    trigger: Arc<CheckpointTrigger>,
-    /// Raised when a checkpoint fails because output was not delivered:
-    /// every task then restarts from the last complete checkpoint.
-    restarts: Arc<AtomicU64>,
-    /// The checkpoint store's persister (checkpoints on, not exactly-once).
-    persister: Option<Persister>,
-    persisting: Option<Persisting>,
-    /// Exactly-once: the id of the last commit requested of the workers.
-    eos_id: u64,
-    /// Workers that commit themselves (exactly-once; group assignment)
-    /// and have partitions, and the last
-    /// checkpoint each committed.
-    eos_workers: BTreeMap<usize, u64>,
-    /// The last checkpoint every such worker has committed.
-    eos_complete: u64,
-    /// Checkpoints completed (exactly-once: committed by every worker).
-    completed: u64,
-    last: Option<CheckpointStats>,
-    /// Delivery failures since the last complete checkpoint.
-    failed_in_a_row: u32,
-    /// Every checkpoint interval (`None`: checkpoints off).
-    ticker: Option<tokio::time::Interval>,
-}
-
-impl Checkpoints {
-    /// The checkpoint traffic of a prepared job: numbering continues after
-    /// the store's newest checkpoint; exactly-once waits for every worker
-    /// that has a transaction and partitions.
-    fn new(config: &Config, mode: DeliveryMode, prepared: &Prepared) -> Result<Self, JobError> {
-        Ok(Checkpoints {
-            coordinator: Coordinator::new(prepared.all_stats.len(), next_checkpoint_id(prepared)?),
-            trigger: Arc::new(CheckpointTrigger::default()),
-            restarts: Arc::new(AtomicU64::new(0)),
-            persister: prepared.store.clone().map(|store| Persister {
-                store,
-                producer: prepared.producer.clone(),
-                consumer: prepared.consumer.clone(),
-                flush: mode.flushes_on_checkpoint(),
-                log_failures_only: config.sink.log_failures_only,
-                commit: config.checkpoint.commit_offsets_on_checkpoint,
-            }),
-            persisting: None,
-            eos_id: 0,
-            eos_workers: prepared
-                .workers
-                .iter()
-                .filter(|w| w.commit.is_some() && !w.tasks.is_empty())
-                .map(|w| (w.id, 0))
-                .collect(),
-            eos_complete: 0,
-            completed: 0,
-            last: None,
-            failed_in_a_row: 0,
-            ticker: ticker(mode.checkpoints().then_some(config.checkpoint.interval)),
-        })
-    }
-
-    /// Starts persisting a complete set, if one came and none is under way.
-    fn persist(&mut self, set: Option<(u64, Duration, Vec<TaskCheckpoint>)>) {
-        if let (Some((id, align, parts)), None, Some(p)) = (set, &self.persisting, &self.persister)
-        {
-            self.persisting = Some(p.spawn(id, align, parts));
-        }
     }
 }
 
@@ -273,16 +163,6 @@ async fn tick(ticker: &mut Option<tokio::time::Interval>) {
         Some(t) => {
             t.tick().await;
         }
-        None => std::future::pending().await,
-    }
-}
-
-/// Waits for the checkpoint under way, or forever without one.
-async fn persisted(
-    persisting: &mut Option<Persisting>,
-) -> Result<Result<CheckpointStats, JobError>, tokio::task::JoinError> {
-    match persisting {
-        Some(p) => p.await,
         None => std::future::pending().await,
     }
 }
@@ -688,14 +568,6 @@ fn task_summary(s: &TaskStats) -> TaskSummary {
         dead_lettered: s.dead_lettered.load(Ordering::Relaxed),
         finished_after: s.finished_after(),
     }
-}
-
-/// The id the next checkpoint takes.
-fn next_checkpoint_id(prepared: &Prepared) -> Result<u64, JobError> {
-    Ok(match &prepared.store {
-        Some(s) => s.next_id()?,
-        None => 1,
-    })
 }
 
 /// Group assignment: the rebalance callback's hooks, then the

@@ -26,7 +26,9 @@
 //! - `job_driver`: the running job, one method per event (a worker ends, a
 //!   checkpoint is due or completes, a failure, stop, new partitions) and
 //!   its `finish`; `job_driver::membership`: adding and removing a
-//!   partition of the running job.
+//!   partition of the running job; `job_driver::checkpoints`: the
+//!   checkpoint traffic; `job_driver::admin`: savepoints and reload asked
+//!   of the running job; `job_driver::trial`: a reloaded module's trial.
 //!
 //! [`run`] is the entry point: `startup` resolves start positions, plans,
 //! assigns and splits partitions and builds one task per partition; the
