@@ -239,12 +239,6 @@ fn read_u32(b: &[u8], at: usize) -> u32 {
 fn read_i32(b: &[u8], at: usize) -> i32 {
     read_u32(b, at) as i32
 }
-#[inline]
-fn read_i64(b: &[u8], at: usize) -> i64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    i64::from_le_bytes(x)
-}
 
 /// Length of an optional field as stored (-1 for null).
 #[inline]
@@ -337,19 +331,36 @@ impl<'a> RecordIter<'a> {
     fn decode_next(&mut self) -> Result<RecordRef<'a>, DecodeError> {
         let buf = self.buf;
         let start = self.pos;
-        if buf.len() < start || buf.len() - start < RECORD_HEADER_LEN {
+        // One length check for the whole 40-byte header; its fields are
+        // then read at constant offsets of a fixed-size array (one load
+        // each, no further checks: this is every record's path).
+        let Some((h, body)) = buf
+            .get(start..)
+            .and_then(<[u8]>::split_first_chunk::<RECORD_HEADER_LEN>)
+        else {
             return Err(DecodeError::Truncated);
-        }
-        let h = &buf[start..];
-        let offset = read_i64(h, 0);
-        let timestamp = read_i64(h, 8);
-        let partition = read_i32(h, 16);
-        let topic = read_u32(h, 20);
-        let key_len = read_i32(h, 24);
-        let value_len = read_i32(h, 28);
-        let headers_len = read_u32(h, 32) as usize;
-        let header_count = read_u32(h, 36);
-        let body = &h[RECORD_HEADER_LEN..];
+        };
+        let u32_at = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+        let i64_at = |at: usize| {
+            i64::from_le_bytes([
+                h[at],
+                h[at + 1],
+                h[at + 2],
+                h[at + 3],
+                h[at + 4],
+                h[at + 5],
+                h[at + 6],
+                h[at + 7],
+            ])
+        };
+        let offset = i64_at(0);
+        let timestamp = i64_at(8);
+        let partition = u32_at(16) as i32;
+        let topic = u32_at(20);
+        let key_len = u32_at(24) as i32;
+        let value_len = u32_at(28) as i32;
+        let headers_len = u32_at(32) as usize;
+        let header_count = u32_at(36);
         let (key, body) = split_opt(body, key_len)?;
         let (value, body) = split_opt(body, value_len)?;
         if headers_len > body.len() {

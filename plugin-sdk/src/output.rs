@@ -19,7 +19,10 @@
 //!   encoded block ([`HeaderBlock`]): one copy, no decoding, no `Vec`;
 //! - [`Output::emit_edited`] copies the value into the output buffer and
 //!   lets the plugin edit it there, so a map that keeps the value's length
-//!   needs no buffer of its own.
+//!   needs no buffer of its own;
+//! - [`Output::emit_filled`] lets the plugin write the value into the
+//!   output buffer itself: a map reads its input and writes its result in
+//!   one pass, with no copy at all.
 
 use crate::abi::{self, Header, HeaderBlock, RecordRef};
 
@@ -104,7 +107,10 @@ impl Output {
     /// Emits a fully specified record.
     #[inline]
     pub fn emit_record(&mut self, r: OutRecord<'_>) {
-        self.write(&r, |_| {});
+        let value = r.value;
+        self.write(&r, value.map(<[u8]>::len), |v| {
+            copy_bytes(v, value.unwrap_or_default())
+        });
     }
 
     /// Emits `r` with its value copied into the output buffer and then
@@ -121,19 +127,46 @@ impl Output {
     /// ```
     #[inline]
     pub fn emit_edited(&mut self, r: OutRecord<'_>, edit: impl FnOnce(&mut [u8])) {
-        self.write(&r, edit);
+        let value = r.value;
+        self.write(&r, value.map(<[u8]>::len), |v| {
+            copy_bytes(v, value.unwrap_or_default());
+            edit(v)
+        });
     }
 
-    /// Appends one record; `edit` then changes its value in place (not
-    /// called for a null value).
+    /// Emits `r` with a value of `len` bytes that `fill` writes straight
+    /// into the output buffer (`r.value` is not used): a map that reads
+    /// its input and writes its result once, with no copy before it (the
+    /// `uppercase` example upper-cases from the input value into the
+    /// output this way). `fill` must write every byte: the slice holds
+    /// whatever an earlier batch left there.
+    ///
+    /// ```
+    /// # use weir_plugin_sdk::prelude::*;
+    /// # fn f(record: Record<'_>, out: &mut Output) {
+    /// let value = record.value.unwrap_or_default();
+    /// out.emit_filled(OutRecord::forward(&record), value.len(), |dst| {
+    ///     for (d, s) in dst.iter_mut().zip(value) {
+    ///         *d = s.to_ascii_uppercase();
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    #[inline]
+    pub fn emit_filled(&mut self, r: OutRecord<'_>, len: usize, fill: impl FnOnce(&mut [u8])) {
+        self.write(&r, Some(len), fill);
+    }
+
+    /// Appends one record whose value has `value_len` bytes (`None`: null),
+    /// written by `fill` (not called for a null value).
     #[inline(always)]
-    fn write(&mut self, r: &OutRecord<'_>, edit: impl FnOnce(&mut [u8])) {
+    fn write(&mut self, r: &OutRecord<'_>, value_len: Option<usize>, fill: impl FnOnce(&mut [u8])) {
         let key = r.key.unwrap_or_default();
-        let value = r.value.unwrap_or_default();
+        let value_size = value_len.unwrap_or(0);
         let block = r.header_block.raw;
         let headers_len = block.len() + abi::headers_size(r.headers.iter().copied());
         let header_count = r.header_block.count + r.headers.len() as u32;
-        let used = abi::RECORD_HEADER_LEN + key.len() + value.len() + headers_len;
+        let used = abi::RECORD_HEADER_LEN + key.len() + value_size + headers_len;
         let size = abi::align(used);
         if self.len == 0 {
             // The batch header, filled in by `flush`.
@@ -158,16 +191,15 @@ impl Output {
         fields[16..20].copy_from_slice(&r.partition.to_le_bytes());
         fields[20..24].copy_from_slice(&r.topic.to_le_bytes());
         fields[24..28].copy_from_slice(&len_of(r.key.is_some(), key.len()).to_le_bytes());
-        fields[28..32].copy_from_slice(&len_of(r.value.is_some(), value.len()).to_le_bytes());
+        fields[28..32].copy_from_slice(&len_of(value_len.is_some(), value_size).to_le_bytes());
         fields[32..36].copy_from_slice(&(headers_len as u32).to_le_bytes());
         fields[36..40].copy_from_slice(&header_count.to_le_bytes());
         head.copy_from_slice(&fields);
         let (k, body) = body.split_at_mut(key.len());
         copy_bytes(k, key);
-        let (v, body) = body.split_at_mut(value.len());
-        copy_bytes(v, value);
-        if r.value.is_some() {
-            edit(v);
+        let (v, body) = body.split_at_mut(value_size);
+        if value_len.is_some() {
+            fill(v);
         }
         let (b, body) = body.split_at_mut(block.len());
         copy_bytes(b, block);
@@ -312,8 +344,9 @@ mod tests {
         });
         out.emit(None, Some(b"v"));
         out.emit_edited(OutRecord::default(), |_| panic!("null value edited"));
+        out.emit_filled(OutRecord::forward(&rec), 3, |v| v.copy_from_slice(b"abc"));
         let got = decoded(&mut out);
-        assert_eq!(got.len(), 4);
+        assert_eq!(got.len(), 5);
 
         let (r, h) = &got[0];
         assert_eq!((r.key, r.value), (Some(&b"key"[..]), Some(&b"HELLO"[..])));
@@ -330,6 +363,10 @@ mod tests {
 
         let (r, _) = &got[3];
         assert_eq!((r.key, r.value), (None, None));
+
+        let (r, h) = &got[4];
+        assert_eq!((r.key, r.value), (Some(&b"key"[..]), Some(&b"abc"[..])));
+        assert_eq!(h, &hs.to_vec());
         // Every record is padded with zeros to 8 bytes.
         assert_eq!(out.len % abi::RECORD_ALIGN, 0);
     }
