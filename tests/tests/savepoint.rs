@@ -178,10 +178,15 @@ fn savepoint_command(config: &Path, name: &str, args: &[&str]) -> (Option<i32>, 
     (out.status.code(), text)
 }
 
-/// Waits until the committed output holds `n` records.
+/// Waits until the committed output holds `n` records (a read that fails
+/// while transactions are open is tried again).
 fn wait_for_output(job: &Job, broker: &Broker, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while job.output(broker).values().map(Vec::len).sum::<usize>() < n {
+    let committed = |broker: &Broker| match job.semantics {
+        "exactly-once" => broker.read_committed(&job.dst, PARTITIONS),
+        _ => broker.read_all(&job.dst, PARTITIONS),
+    };
+    while !committed(broker).is_ok_and(|o| o.iter().map(Vec::len).sum::<usize>() >= n) {
         assert!(
             Instant::now() < deadline,
             "{}",

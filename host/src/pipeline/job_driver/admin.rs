@@ -16,6 +16,27 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 use tokio::task::{JoinError, JoinHandle};
 
+/// Writes savepoints from what the job's checkpoints made durable (see
+/// `savepoint_options::take`).
+struct SavepointWriter {
+    store: Option<crate::checkpoint::CheckpointStore>,
+    location: StoreLocation,
+    module: crate::runtime::PluginModule,
+    mode: crate::config::DeliveryMode,
+}
+
+impl SavepointWriter {
+    /// Savepoint `name`; under exactly-once at `positions`.
+    fn write(
+        &self,
+        name: &str,
+        positions: &[crate::topic_partition::Position],
+    ) -> Result<crate::checkpoint::savepoint::SavepointMetadata, SavepointError> {
+        let durable = (self.store.as_ref(), &self.location);
+        savepoint_options::take(name, self.mode, durable, &self.module, positions)
+    }
+}
+
 /// A savepoint of the running job being written off the reactor.
 pub(super) type Saving = JoinHandle<Result<(), SavepointError>>;
 
@@ -222,8 +243,7 @@ impl JobDriver {
         let Some(name) = self.savepoint_next.take() else {
             return;
         };
-        let store = self.checkpoints.persister.as_ref().map(|p| p.store.clone());
-        let (location, module, mode) = (self.location.clone(), self.module.clone(), self.mode);
+        let writer = self.savepoint_writer();
         let consumer = self.consumer.clone();
         let timeout = self.config.kafka.connect_timeout;
         let partitions: Vec<_> = self
@@ -233,20 +253,13 @@ impl JobDriver {
             .map(|t| crate::topic_partition::TopicPartition::new(&t.topic, t.partition))
             .collect();
         self.saving = Some(tokio::task::spawn_blocking(move || {
-            let positions = match store {
+            let positions = match writer.store {
                 Some(_) => Vec::new(),
                 None => {
                     savepoint_options::committed_positions(&name, &consumer, &partitions, timeout)?
                 }
             };
-            savepoint_options::take(
-                &name,
-                mode,
-                (store.as_ref(), &location),
-                &module,
-                &positions,
-            )
-            .map(|_| ())
+            writer.write(&name, &positions).map(|_| ())
         }));
     }
 
@@ -279,6 +292,17 @@ impl JobDriver {
         }
     }
 
+    /// What writing a savepoint takes from the driver, for a blocking
+    /// thread.
+    fn savepoint_writer(&self) -> SavepointWriter {
+        SavepointWriter {
+            store: self.checkpoints.persister.as_ref().map(|p| p.store.clone()),
+            location: self.location.clone(),
+            module: self.module.clone(),
+            mode: self.mode,
+        }
+    }
+
     /// After the final checkpoint: the savepoint asked for, if any.
     pub(super) async fn take_savepoint(&mut self) -> Result<Option<(String, PathBuf)>, JobError> {
         // A reload's stop is not the end: the savepoint is left at the end.
@@ -288,19 +312,11 @@ impl JobDriver {
         let Some(name) = self.savepoint_on_stop.take() else {
             return Ok(None);
         };
-        let store = self.checkpoints.persister.as_ref().map(|p| p.store.clone());
-        let (location, module, mode) = (self.location.clone(), self.module.clone(), self.mode);
+        let writer = self.savepoint_writer();
         let positions = self.positions.clone();
         let written = tokio::task::spawn_blocking(move || {
-            savepoint_options::take(
-                &name,
-                mode,
-                (store.as_ref(), &location),
-                &module,
-                &positions,
-            )
-            .and_then(|meta| {
-                let at = Savepoints::new(&location)
+            writer.write(&name, &positions).and_then(|meta| {
+                let at = Savepoints::new(&writer.location)
                     .describe(&SavepointRef::Named(name.clone()))
                     .map_err(|cause| SavepointError::Write {
                         name: name.clone(),
