@@ -114,55 +114,54 @@ async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
 }
 
 async fn reload(State(health): State<Arc<Health>>) -> impl IntoResponse {
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    admin_call(&health, AdminRequest::Reload { reply }, answer).await
-}
-
-/// Sends an admin request to the driver and turns its answer into a
-/// response: 202 when it is under way, 409 with the reason when refused.
-async fn admin_call(
-    health: &Health,
-    request: AdminRequest,
-    answer: tokio::sync::oneshot::Receiver<Result<String, String>>,
-) -> (StatusCode, String) {
-    if health.admin.send(request).is_err() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the job is ending\n".to_string(),
-        );
-    }
-    match answer.await {
-        Ok(Ok(what)) => (StatusCode::ACCEPTED, format!("{what}\n")),
-        Ok(Err(why)) => (StatusCode::CONFLICT, format!("{why}\n")),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the job is ending\n".to_string(),
-        ),
-    }
+    admin_call(&health, |reply| AdminRequest::Reload { reply }).await
 }
 
 async fn savepoint(
     State(health): State<Arc<Health>>,
     axum::extract::Query(query): axum::extract::Query<SavepointQuery>,
 ) -> impl IntoResponse {
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    let request = AdminRequest::Savepoint {
-        name: query.name,
-        reply,
-    };
-    admin_call(&health, request, answer).await
+    let name = query.name;
+    admin_call(&health, |reply| AdminRequest::Savepoint { name, reply }).await
 }
 
 async fn stop_with_savepoint(
     State(health): State<Arc<Health>>,
     axum::extract::Query(query): axum::extract::Query<SavepointQuery>,
 ) -> impl IntoResponse {
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    let request = AdminRequest::StopWithSavepoint {
-        name: query.name,
+    let name = query.name;
+    admin_call(&health, |reply| AdminRequest::StopWithSavepoint {
+        name,
         reply,
+    })
+    .await
+}
+
+/// The answer the driver sends to an admin request.
+type Reply = tokio::sync::oneshot::Sender<Result<String, String>>;
+
+/// Sends the admin request `request` makes of its reply channel to the
+/// driver and turns the answer into a response: 202 when it is under way,
+/// 409 with the reason when refused.
+async fn admin_call(
+    health: &Health,
+    request: impl FnOnce(Reply) -> AdminRequest,
+) -> (StatusCode, String) {
+    let ending = || {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the job is ending\n".to_string(),
+        )
     };
-    admin_call(&health, request, answer).await
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if health.admin.send(request(reply)).is_err() {
+        return ending();
+    }
+    match answer.await {
+        Ok(Ok(what)) => (StatusCode::ACCEPTED, format!("{what}\n")),
+        Ok(Err(why)) => (StatusCode::CONFLICT, format!("{why}\n")),
+        Err(_) => ending(),
+    }
 }
 
 /// Raises `counter` to `value` (counters only go up; the tasks' atomics
