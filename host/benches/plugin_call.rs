@@ -1,14 +1,22 @@
 //! Plugin call cost per record: host → guest → `weir.emit` → host.
 //!
 //! For batch sizes 1, 64 and 1024 of 100-byte records with 8-byte keys (64
-//! distinct), four loops do the same host-side work (encode the batch, hand
-//! every record to a sink that reads it): `native` decodes the encoded
-//! batch in Rust and passes it on, `mirror` calls the WAT identity plugin,
-//! and two Rust SDK plugins: `rust_uppercase` maps each value,
-//! `rust_running_count` counts per key in a `HashMap` and emits the count,
-//! and the same two in Go (`go_uppercase`, `go_running_count`, the Go SDK
-//! and Go's runtime).
-//! The summary prints ns/record and the overhead over native. Run:
+//! distinct), every loop does the same host-side work (encode the batch,
+//! hand every record to a sink that reads it):
+//!
+//! - `native` decodes the encoded batch in Rust and passes it on;
+//! - `native_uppercase` and `native_running_count` do the two SDK plugins'
+//!   work in Rust, as fast as it goes there: upper-case each value in
+//!   place (the output layout is the input's), or count per key in a
+//!   hashbrown map and write the counts into an output batch;
+//! - `mirror` calls the WAT identity plugin;
+//! - `wat_uppercase`, `wat_running_count`: the same two jobs written by
+//!   hand in WAT, no SDK;
+//! - `rust_uppercase`, `rust_running_count`: the Rust SDK plugins;
+//! - `go_uppercase`, `go_running_count`: the Go SDK and Go's runtime.
+//!
+//! The summary prints ns/record, the overhead over `native`, and each
+//! plugin's overhead over its job's native twin. Run:
 //! `cargo bench -p weir --bench plugin_call`.
 
 mod support;
@@ -59,6 +67,83 @@ fn encode(keys: &[[u8; 8]], buf: &mut [u8]) -> usize {
     w.finish()
 }
 
+/// The plugins called, by bench name.
+const PLUGINS: [(&str, &str); 7] = [
+    ("mirror", "mirror.wat"),
+    ("wat_uppercase", "wat-uppercase/wat_uppercase.wat"),
+    (
+        "wat_running_count",
+        "wat-running-count/wat_running_count.wat",
+    ),
+    ("rust_uppercase", "uppercase.wasm"),
+    ("rust_running_count", "running_count.wasm"),
+    ("go_uppercase", "go_uppercase.wasm"),
+    ("go_running_count", "go_running_count.wasm"),
+];
+
+/// Upper-cases every value of the encoded batch `buf` where it lies;
+/// `values` is scratch for their places.
+fn upper_in_place(buf: &mut [u8], values: &mut Vec<(usize, usize)>) {
+    values.clear();
+    let base = buf.as_ptr() as usize;
+    for r in abi::records(buf).unwrap() {
+        if let Some(v) = r.unwrap().value {
+            values.push((v.as_ptr() as usize - base, v.len()));
+        }
+    }
+    for &(at, len) in values.iter() {
+        buf[at..at + len].make_ascii_uppercase();
+    }
+}
+
+/// The running count in Rust: a hashbrown map from key to count, the
+/// counts written as decimal into an output batch.
+struct NativeCounter {
+    counts: hashbrown::HashMap<Vec<u8>, u64>,
+    out: Vec<u8>,
+}
+
+impl NativeCounter {
+    fn new(keys: &[[u8; 8]]) -> NativeCounter {
+        let size = abi::BATCH_HEADER_LEN
+            + keys
+                .iter()
+                .map(|k| abi::record_size(Some(k), Some(&[0; 20]), 0))
+                .sum::<usize>();
+        NativeCounter {
+            counts: hashbrown::HashMap::new(),
+            out: vec![0; size],
+        }
+    }
+
+    fn count(&mut self, input: &[u8]) -> &[u8] {
+        let mut w = abi::BatchWriter::new(&mut self.out).unwrap();
+        let mut digits = itoa::Buffer::new();
+        for r in abi::records(input).unwrap() {
+            let r = r.unwrap();
+            let key = r.key.unwrap_or_default();
+            let n = match self.counts.get_mut(key) {
+                Some(n) => n,
+                None => self.counts.entry(key.to_vec()).or_default(),
+            };
+            *n += 1;
+            let value = digits.format(*n).as_bytes();
+            w.push(
+                0,
+                r.timestamp,
+                abi::ANY_PARTITION,
+                0,
+                r.key,
+                Some(value),
+                r.headers(),
+            )
+            .unwrap();
+        }
+        let len = w.finish();
+        &self.out[..len]
+    }
+}
+
 fn plugin(engine: &PluginEngine, file: &str) -> PluginModule {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../plugins")
@@ -86,13 +171,27 @@ fn bench(c: &mut Criterion) {
             })
         });
 
-        for (name, file) in [
-            ("mirror", "mirror.wat"),
-            ("rust_uppercase", "uppercase.wasm"),
-            ("rust_running_count", "running_count.wasm"),
-            ("go_uppercase", "go_uppercase.wasm"),
-            ("go_running_count", "go_running_count.wasm"),
-        ] {
+        let mut values = Vec::with_capacity(n);
+        group.bench_with_input(BenchmarkId::new("native_uppercase", n), &n, |b, _| {
+            b.iter(|| {
+                let len = encode(&keys, &mut buf);
+                upper_in_place(&mut buf[..len], &mut values);
+                sink.emit(abi::records(&buf[..len]).unwrap(), &[]).unwrap();
+                black_box(sink.0)
+            })
+        });
+
+        let mut counter = NativeCounter::new(&keys);
+        group.bench_with_input(BenchmarkId::new("native_running_count", n), &n, |b, _| {
+            b.iter(|| {
+                let len = encode(&keys, &mut buf);
+                let out = counter.count(&buf[..len]);
+                sink.emit(abi::records(out).unwrap(), &[]).unwrap();
+                black_box(sink.0)
+            })
+        });
+
+        for (name, file) in PLUGINS {
             let module = plugin(&engine, file);
             let mut inst =
                 PluginInstance::new(&module, Box::<Reader>::default(), vec!["out".into()].into())
@@ -112,25 +211,40 @@ fn main() {
     c.final_summary();
     println!("\nplugin call cost, ns/record (same run), overhead over native:");
     for n in SIZES {
-        let Some(native) = support::mean_ns("plugin_call", &format!("native/{n}")) else {
+        let per = |name: &str| {
+            support::mean_ns("plugin_call", &format!("{name}/{n}")).map(|t| t / n as f64)
+        };
+        let Some(native) = per("native") else {
             continue;
         };
-        let per = |t: f64| t / n as f64;
-        let mut line = format!("  batch {n:>4}: native {:>7.1}", per(native));
-        for name in [
-            "mirror",
-            "rust_uppercase",
-            "rust_running_count",
-            "go_uppercase",
-            "go_running_count",
-        ] {
-            if let Some(t) = support::mean_ns("plugin_call", &format!("{name}/{n}")) {
+        let mut line = format!("  batch {n:>4}: native {native:>7.1}");
+        for name in ["native_uppercase", "native_running_count"]
+            .into_iter()
+            .chain(PLUGINS.map(|(name, _)| name))
+        {
+            if let Some(t) = per(name) {
                 line += &format!(
-                    "  {name} {:>7.1} (+{:.1} ns, x{:.2})",
-                    per(t),
-                    per(t - native),
+                    "  {name} {t:>7.1} (+{:.1} ns, x{:.2})",
+                    t - native,
                     t / native
                 );
+            }
+        }
+        println!("{line}");
+    }
+    println!("\nover the job's native twin, ns/record:");
+    for n in SIZES {
+        let per = |name: &str| {
+            support::mean_ns("plugin_call", &format!("{name}/{n}")).map(|t| t / n as f64)
+        };
+        let mut line = format!("  batch {n:>4}:");
+        for (name, _) in PLUGINS {
+            let twin = match name.split_once('_').map(|(_, job)| job) {
+                Some(job @ ("uppercase" | "running_count")) => format!("native_{job}"),
+                _ => "native".to_string(),
+            };
+            if let (Some(t), Some(base)) = (per(name), per(&twin)) {
+                line += &format!("  {name} +{:.1}", t - base);
             }
         }
         println!("{line}");

@@ -1,5 +1,6 @@
 //! `weir-peers`: Weir beside Kafka Streams, Flink and Bytewax on one Apache
-//! Kafka broker, on the same pre-written input, each system an external
+//! Kafka broker, with the job written straight on librdkafka as the floor
+//! (`weir-native-peer`), on the same pre-written input, each system an external
 //! process measured the same way from outside (see [`measure`]): start-up
 //! (spawn to first output), steady-state records/s and CPU per million
 //! records (first output to last), peak RSS, and an output check (every
@@ -21,7 +22,7 @@ use weir_e2e::{Broker, Input};
 #[derive(Parser)]
 #[command(
     name = "weir-peers",
-    about = "Weir, Kafka Streams, Flink and Bytewax on one Kafka broker: identity and running count, at-least-once and exactly-once; records/s, CPU per million, peak RSS, output checked"
+    about = "Weir, Kafka Streams, Flink, Bytewax and the native floor on one Kafka broker: identity and running count, at-least-once and exactly-once; records/s, CPU per million, peak RSS, output checked"
 )]
 struct Cli {
     /// Records of input.
@@ -43,7 +44,7 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "weir,kstreams,flink,bytewax"
+        default_value = "native,weir,kstreams,flink,bytewax"
     )]
     systems: Vec<System>,
     /// Which jobs.

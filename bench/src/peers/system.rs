@@ -10,6 +10,8 @@ use std::process::Command;
 /// A system under comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum System {
+    /// `weir-native-peer`: the job on librdkafka alone, the floor.
+    Native,
     /// `target/release/weir` with `mirror.wat` or `running_count.wasm`.
     Weir,
     /// Kafka Streams 4.1 (`bench/peers/kstreams`).
@@ -55,6 +57,7 @@ pub struct RunSpec {
 impl System {
     pub fn name(self) -> &'static str {
         match self {
+            System::Native => "native",
             System::Weir => "weir",
             System::Kstreams => "kstreams",
             System::Flink => "flink",
@@ -88,6 +91,16 @@ impl System {
                 .args(["--parallelism", &spec.parallelism.to_string()]);
         };
         Ok(Some(match self {
+            System::Native => {
+                let binary = spec.weir_binary.with_file_name("weir-native-peer");
+                if !binary.exists() {
+                    bail!("{} is not built: run `cargo xtask peers`", binary.display());
+                }
+                let mut c = Command::new(binary);
+                common(&mut c);
+                c.args(["--group", &format!("{}-group", spec.output)]);
+                c
+            }
             System::Weir => weir_command(spec)?,
             System::Kstreams => {
                 let mut c = java(
