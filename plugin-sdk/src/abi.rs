@@ -410,6 +410,44 @@ impl<'a> Iterator for RecordIter<'a> {
     }
 }
 
+/// Maps the batch `buf` where it lies, for a plugin whose output record is
+/// its input record with only the value changed and its length kept: every
+/// record's partition becomes `partition` and its topic `topic` (output
+/// meanings, section 4), and `map` changes each non-null value in place.
+/// `buf` is then a valid output batch to emit whole. Validates as
+/// [`records`] does; on a malformed record it stops there with the error,
+/// the records before it already mapped.
+pub fn map_values_in_place(
+    buf: &mut [u8],
+    partition: i32,
+    topic: u32,
+    mut map: impl FnMut(&mut [u8]),
+) -> Result<(), DecodeError> {
+    let count = batch_count(buf)?;
+    let mut pos = BATCH_HEADER_LEN;
+    for _ in 0..count {
+        let (value, next) = {
+            let mut one = RecordIter {
+                buf,
+                pos,
+                remaining: 1,
+            };
+            let value = one.decode_next()?.value.map(|v| {
+                let at = v.as_ptr() as usize - buf.as_ptr() as usize;
+                at..at + v.len()
+            });
+            (value, one.pos)
+        };
+        buf[pos + 16..pos + 20].copy_from_slice(&partition.to_le_bytes());
+        buf[pos + 20..pos + 24].copy_from_slice(&topic.to_le_bytes());
+        if let Some(range) = value {
+            map(&mut buf[range]);
+        }
+        pos = next;
+    }
+    Ok(())
+}
+
 /// Writes batch headers and records into a caller-provided buffer, with no
 /// allocation: the host sizes the guest's input buffer first
 /// ([`record_size`]), then encodes straight into guest memory.
@@ -602,6 +640,41 @@ mod tests {
         assert_eq!(recs[1].value, None);
         assert_eq!(recs[1].topic, 1);
         assert_eq!(len % RECORD_ALIGN, 0);
+    }
+
+    #[test]
+    fn values_mapped_in_place_make_an_output_batch() {
+        let mut buf = [0u8; 512];
+        let mut w = BatchWriter::new(&mut buf).unwrap();
+        let hs = [Header {
+            name: b"h",
+            value: Some(b"v"),
+        }];
+        w.push(7, 1000, 3, 0, Some(b"k"), Some(b"hello"), hs)
+            .unwrap();
+        w.push(8, NO_TIMESTAMP, 2, 1, None, None, []).unwrap();
+        w.push(9, 5, 1, 0, Some(b"k2"), Some(b"abc"), []).unwrap();
+        let len = w.finish();
+        map_values_in_place(&mut buf[..len], ANY_PARTITION, 0, |v| {
+            v.make_ascii_uppercase()
+        })
+        .unwrap();
+        let recs: Vec<_> = records(&buf[..len]).unwrap().map(Result::unwrap).collect();
+        let values: Vec<_> = recs.iter().map(|r| r.value).collect();
+        assert_eq!(values, [Some(&b"HELLO"[..]), None, Some(&b"ABC"[..])]);
+        assert!(
+            recs.iter()
+                .all(|r| r.partition == ANY_PARTITION && r.topic == 0)
+        );
+        assert_eq!(recs[0].key, Some(&b"k"[..]));
+        assert_eq!(recs[0].timestamp, 1000);
+        assert_eq!(recs[0].headers().collect::<Vec<_>>(), hs.to_vec());
+        // A malformed batch is an error, not a panic.
+        buf[8 + 28..8 + 32].copy_from_slice(&500i32.to_le_bytes());
+        assert_eq!(
+            map_values_in_place(&mut buf[..len], ANY_PARTITION, 0, |_| ()),
+            Err(DecodeError::Truncated)
+        );
     }
 
     #[test]

@@ -140,6 +140,27 @@ pub trait Plugin: Default + 'static {
     }
 }
 
+/// A plugin that changes record values and nothing else, keeping each
+/// value's length (an ASCII case map, a fixed-width mask or cipher): every
+/// output record is its input record with the value mapped, sent to sink
+/// topic 0 with the partition chosen by key. Export it with
+/// `export_plugin!(MyMap, value_map)`.
+///
+/// The SDK then edits the input batch where it lies and hands it back to
+/// the host whole, in one `weir.emit`: no output record is written, so a
+/// record costs the map and the decode of its header. A map that changes a
+/// length, drops or adds records, or reads keys is a [`Plugin`].
+pub trait ValueMap: Default + 'static {
+    /// As [`Plugin::init`].
+    fn init(&mut self, config: &Config) -> Result<(), Error> {
+        let _ = config;
+        Ok(())
+    }
+
+    /// Changes `value` in place (null values are passed on untouched).
+    fn map(&mut self, value: &mut [u8]);
+}
+
 /// A plugin's state in a form of its own (ABI 1.1 portable state,
 /// docs/ABI.md section 3b), so that a later build of the plugin can take the
 /// state over even when its memory layout changed. Export it with
@@ -172,7 +193,7 @@ pub trait PortableState: Plugin {
 /// The usual imports for writing a plugin.
 pub mod prelude {
     pub use crate::{
-        Config, Error, Header, OutRecord, Output, Plugin, PortableState, Record, Tick,
+        Config, Error, Header, OutRecord, Output, Plugin, PortableState, Record, Tick, ValueMap,
         export_plugin, sink_topics,
     };
 }
@@ -184,6 +205,10 @@ pub mod prelude {
 /// the compiler points at the type named here. With `, portable_state` it
 /// must also implement [`PortableState`], and the module exports
 /// `weir_state_export` and `weir_state_import`.
+///
+/// With `, value_map` the type implements [`ValueMap`] instead, and the
+/// module maps its input batches in place. It declares ABI 1.0: it has no
+/// time (no `weir_tick`) and no portable state.
 ///
 /// With the `serde` feature, `, serde_state(field, ...) = VERSION`
 /// implements [`PortableState`] from serde: the named fields (each
@@ -212,6 +237,36 @@ macro_rules! export_plugin {
         }
         $crate::export_plugin!($plugin, portable_state);
     };
+    ($plugin:ty, value_map) => {
+        const _: () = {
+            fn __weir_assert_value_map<P: $crate::ValueMap>() {}
+            fn __weir_check() {
+                __weir_assert_value_map::<$plugin>();
+            }
+        };
+        $crate::export_plugin!(@common $crate::abi::ABI_VERSION);
+
+        #[unsafe(no_mangle)]
+        pub extern "C" fn weir_init(ptr: i32, len: i32) -> i32 {
+            $crate::rt::init_value_map::<$plugin>(ptr, len)
+        }
+
+        #[unsafe(no_mangle)]
+        pub extern "C" fn weir_process(ptr: i32, len: i32) -> i32 {
+            $crate::rt::process_value_map::<$plugin>(ptr, len)
+        }
+    };
+    (@common $version:expr) => {
+        #[unsafe(no_mangle)]
+        pub extern "C" fn weir_abi_version() -> i32 {
+            $version
+        }
+
+        #[unsafe(no_mangle)]
+        pub extern "C" fn weir_input_buffer(size: i32) -> i32 {
+            $crate::rt::input_buffer(size)
+        }
+    };
     ($plugin:ty, portable_state) => {
         $crate::export_plugin!($plugin);
 
@@ -233,15 +288,7 @@ macro_rules! export_plugin {
             }
         };
 
-        #[unsafe(no_mangle)]
-        pub extern "C" fn weir_abi_version() -> i32 {
-            $crate::abi::ABI_VERSION_1_1
-        }
-
-        #[unsafe(no_mangle)]
-        pub extern "C" fn weir_input_buffer(size: i32) -> i32 {
-            $crate::rt::input_buffer(size)
-        }
+        $crate::export_plugin!(@common $crate::abi::ABI_VERSION_1_1);
 
         #[unsafe(no_mangle)]
         pub extern "C" fn weir_init(ptr: i32, len: i32) -> i32 {

@@ -7,7 +7,7 @@
 //! them.
 
 use crate::abi;
-use crate::{Config, Output, Plugin, PortableState, Tick};
+use crate::{Config, Error, Output, Plugin, PortableState, Tick, ValueMap};
 use core::cell::UnsafeCell;
 
 #[cfg(target_arch = "wasm32")]
@@ -91,7 +91,7 @@ pub fn input_buffer(size: i32) -> i32 {
     buf.as_mut_ptr() as usize as i32
 }
 
-fn plugin<P: Plugin>() -> &'static mut P {
+fn plugin<P: Default + 'static>() -> &'static mut P {
     PLUGIN
         .get_or(|| Box::new(P::default()))
         .downcast_mut::<P>()
@@ -109,7 +109,16 @@ unsafe fn slice<'a>(ptr: i32, len: i32) -> &'a [u8] {
 /// `weir_init`.
 pub fn init<P: Plugin>(ptr: i32, len: i32) -> i32 {
     let buf = unsafe { slice(ptr, len) };
-    let result = Config::decode(buf).and_then(|config| plugin::<P>().init(&config));
+    init_status(Config::decode(buf).and_then(|config| plugin::<P>().init(&config)))
+}
+
+/// `weir_init` of a [`ValueMap`].
+pub fn init_value_map<P: ValueMap>(ptr: i32, len: i32) -> i32 {
+    let buf = unsafe { slice(ptr, len) };
+    init_status(Config::decode(buf).and_then(|config| plugin::<P>().init(&config)))
+}
+
+fn init_status(result: Result<(), Error>) -> i32 {
     match result {
         Ok(()) => abi::STATUS_OK,
         Err(e) => {
@@ -150,6 +159,32 @@ pub fn process<P: Plugin>(ptr: i32, len: i32) -> i32 {
         }
     }
     finish(out)
+}
+
+/// `weir_process` of a [`ValueMap`]: maps the input batch where it lies
+/// and emits it whole.
+pub fn process_value_map<P: ValueMap>(ptr: i32, len: i32) -> i32 {
+    if len <= 0 {
+        return abi::STATUS_OK;
+    }
+    // SAFETY (upheld by the host): `[ptr, ptr+len)` lies in the input
+    // buffer, which this module owns and nothing else borrows during the call.
+    let buf = unsafe { core::slice::from_raw_parts_mut(ptr as usize as *mut u8, len as usize) };
+    let map = plugin::<P>();
+    if let Err(e) = abi::map_values_in_place(buf, abi::ANY_PARTITION, 0, |v| map.map(v)) {
+        host_log(abi::LOG_ERROR, format!("input batch: {e}").as_bytes());
+        return 2;
+    }
+    match host_emit(buf) {
+        abi::EMIT_OK => abi::STATUS_OK,
+        rc => {
+            host_log(
+                abi::LOG_ERROR,
+                format!("weir.emit returned {rc}").as_bytes(),
+            );
+            3
+        }
+    }
 }
 
 /// Sends what is buffered; status 3 if `weir.emit` refused any of it.

@@ -1,8 +1,9 @@
 //! `cargo xtask peers [ARGS]`: the peer benchmark (`bench/src/peers/`).
-//! Builds what it compares: the release `weir` and `weir-peers`, the
-//! example plugins, the Kafka Streams and Flink jobs (Maven, into their
-//! `target/` folders) and the Bytewax virtualenv (`bench/peers/bytewax/
-//! setup.sh`); then runs `weir-peers ARGS` from the repository root.
+//! Builds what it compares: the release `weir`, `weir-peers` and
+//! `weir-native-peer` (the floor), the example plugins, the Kafka Streams
+//! and Flink jobs (Maven, into their `target/` folders) and the Bytewax
+//! virtualenv (`bench/peers/bytewax/setup.sh`); then runs `weir-peers ARGS`
+//! from the repository root.
 
 use super::{cargo, plugins, setup, step};
 use anyhow::{Context, Result, bail};
