@@ -27,10 +27,12 @@
 //! Not built: reload with group assignment (members are upgraded one by
 //! one).
 
+mod kept_module;
+
 use super::{JobError, JobSummary, SavepointOptions, StartedJob, start};
 use crate::config::{Config, ConfigError};
+use kept_module::KeptModule;
 use std::future::Future;
-use std::path::PathBuf;
 use std::time::Instant;
 
 /// Runs the job, switching modules whenever a reload is asked for, until
@@ -105,37 +107,4 @@ fn log_switch(config: &Config, stopped: std::time::Duration, started: Instant, a
         pause_ms = asked.elapsed().as_millis() as u64,
         "module switched"
     );
-}
-
-/// The module a run started with, copied aside as it was loaded: what a
-/// rollback starts again, whatever happened to the file since.
-struct KeptModule {
-    dir: tempfile::TempDir,
-    file: PathBuf,
-}
-
-impl KeptModule {
-    fn of(config: &Config) -> Result<Self, JobError> {
-        let path = config.plugin_path();
-        let keep = || -> std::io::Result<KeptModule> {
-            let dir = tempfile::Builder::new()
-                .prefix("weir-kept-module-")
-                .tempdir()?;
-            let file = PathBuf::from(path.file_name().unwrap_or("plugin.wasm".as_ref()));
-            std::fs::copy(&path, dir.path().join(&file))?;
-            Ok(KeptModule { dir, file })
-        };
-        keep().map_err(|cause| JobError::KeepModule {
-            path: path.clone(),
-            cause,
-        })
-    }
-
-    /// `config` with its plugin the kept copy.
-    fn config(&self, config: &Config) -> Config {
-        let mut c = config.clone();
-        c.pipeline.plugins_dir = self.dir.path().to_path_buf();
-        c.pipeline.plugin = self.file.clone();
-        c
-    }
 }
