@@ -66,6 +66,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    // In an `Arc`: `split_partition_queue` takes one.
     let consumer: Arc<BaseConsumer> = Arc::new(
         ClientConfig::new()
             .set("bootstrap.servers", &cli.bootstrap)

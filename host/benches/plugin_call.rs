@@ -67,18 +67,32 @@ fn encode(keys: &[[u8; 8]], buf: &mut [u8]) -> usize {
     w.finish()
 }
 
-/// The plugins called, by bench name.
-const PLUGINS: [(&str, &str); 7] = [
-    ("mirror", "mirror.wat"),
-    ("wat_uppercase", "wat-uppercase/wat_uppercase.wat"),
+/// The plugins called: bench name, file, and the native loop doing the
+/// same job (its twin).
+const PLUGINS: [(&str, &str, &str); 7] = [
+    ("mirror", "mirror.wat", "native"),
+    (
+        "wat_uppercase",
+        "wat-uppercase/wat_uppercase.wat",
+        "native_uppercase",
+    ),
     (
         "wat_running_count",
         "wat-running-count/wat_running_count.wat",
+        "native_running_count",
     ),
-    ("rust_uppercase", "uppercase.wasm"),
-    ("rust_running_count", "running_count.wasm"),
-    ("go_uppercase", "go_uppercase.wasm"),
-    ("go_running_count", "go_running_count.wasm"),
+    ("rust_uppercase", "uppercase.wasm", "native_uppercase"),
+    (
+        "rust_running_count",
+        "running_count.wasm",
+        "native_running_count",
+    ),
+    ("go_uppercase", "go_uppercase.wasm", "native_uppercase"),
+    (
+        "go_running_count",
+        "go_running_count.wasm",
+        "native_running_count",
+    ),
 ];
 
 /// Upper-cases every value of the encoded batch `buf` where it lies;
@@ -191,7 +205,7 @@ fn bench(c: &mut Criterion) {
             })
         });
 
-        for (name, file) in PLUGINS {
+        for (name, file, _) in PLUGINS {
             let module = plugin(&engine, file);
             let mut inst =
                 PluginInstance::new(&module, Box::<Reader>::default(), vec!["out".into()].into())
@@ -211,18 +225,15 @@ fn main() {
     c.final_summary();
     println!("\nplugin call cost, ns/record (same run), overhead over native:");
     for n in SIZES {
-        let per = |name: &str| {
-            support::mean_ns("plugin_call", &format!("{name}/{n}")).map(|t| t / n as f64)
-        };
-        let Some(native) = per("native") else {
+        let Some(native) = ns_per_record("native", n) else {
             continue;
         };
         let mut line = format!("  batch {n:>4}: native {native:>7.1}");
         for name in ["native_uppercase", "native_running_count"]
             .into_iter()
-            .chain(PLUGINS.map(|(name, _)| name))
+            .chain(PLUGINS.map(|(name, _, _)| name))
         {
-            if let Some(t) = per(name) {
+            if let Some(t) = ns_per_record(name, n) {
                 line += &format!(
                     "  {name} {t:>7.1} (+{:.1} ns, x{:.2})",
                     t - native,
@@ -234,19 +245,17 @@ fn main() {
     }
     println!("\nover the job's native twin, ns/record:");
     for n in SIZES {
-        let per = |name: &str| {
-            support::mean_ns("plugin_call", &format!("{name}/{n}")).map(|t| t / n as f64)
-        };
         let mut line = format!("  batch {n:>4}:");
-        for (name, _) in PLUGINS {
-            let twin = match name.split_once('_').map(|(_, job)| job) {
-                Some(job @ ("uppercase" | "running_count")) => format!("native_{job}"),
-                _ => "native".to_string(),
-            };
-            if let (Some(t), Some(base)) = (per(name), per(&twin)) {
+        for (name, _, twin) in PLUGINS {
+            if let (Some(t), Some(base)) = (ns_per_record(name, n), ns_per_record(twin, n)) {
                 line += &format!("  {name} +{:.1}", t - base);
             }
         }
         println!("{line}");
     }
+}
+
+/// The mean of bench `name` at batch `n`, per record.
+fn ns_per_record(name: &str, n: usize) -> Option<f64> {
+    support::mean_ns("plugin_call", &format!("{name}/{n}")).map(|t| t / n as f64)
 }
